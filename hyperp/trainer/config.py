@@ -1,0 +1,263 @@
+"""The run configuration: one flat, typed, JSON/TOML-serialisable object per run.
+
+Every knob of a run lives here, so a run is fully described by its `RunConfig` and nothing is parsed out of
+run names. Fields are grouped (model, MoE, parameterization, optimizer, schedule, data, loop, hardware) but
+kept flat so that sweep axes, CLI flags and ledger columns all share the same plain names (`depth`, `lr`, ...).
+Derived quantities (width from depth, per-group learning rates, ...) are not stored here: they come from
+`resolve()` below and `hyperp.trainer.hparams.resolve_hparams`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+Param = Literal["hyperp", "muonh", "muon", "adamw"]
+PARAMS: tuple[str, ...] = get_args(Param)
+NSCoeffs = Literal["per_iter", "quintic"]
+TokenScaling = Literal["all", "hidden"]
+
+# Base learning rates for each scheme when `lr` is not given. For the sphere schemes eta is a relative step
+# (the step's Frobenius norm is eta * radius); for Muon it is the spectral-scaled step; for AdamW the usual LR.
+# Chosen from short CPU sweeps of the default proxy model (see README, "Defaults").
+DEFAULT_LR: dict[str, float] = {"hyperp": 0.02, "muonh": 0.02, "muon": 0.02, "adamw": 3e-3}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message names the field and what was expected."""
+
+    def __init__(self, field_name: str, message: str):
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")
+
+
+@dataclass
+class RunConfig:
+    # --- model (method.md section 1) ---
+    depth: int = 4
+    width: int = 0  # 0: width = aspect_ratio * depth
+    aspect_ratio: int = 32
+    head_dim: int = 32
+    n_kv_heads: int = 0  # 0: as many as query heads (no GQA)
+    seq_len: int = 256
+    vocab_size: int = 256
+    mlp_ratio: float = 4.0
+    attn_gate: bool = False  # head-wise sigmoid output gate
+    rope_theta: float = 10000.0
+    # --- mixture of experts (method.md section 5); moe_every = 0 means a dense model ---
+    moe_every: int = 0  # MoE feed-forward in every n-th block (1: every block)
+    sparsity: int = 1  # S: total routed experts = top_k * sparsity
+    top_k: int = 1  # k: granularity, active routed experts per token
+    shared_expert: bool = False
+    sqrt_gate: bool = True
+    aux_gamma: float = 0.1
+    # --- parameterization (method.md section 2) ---
+    param: Param = "hyperp"
+    lr: float | None = None  # base LR eta0 at the proxy shape; None: DEFAULT_LR[param]
+    base_depth: int = 4  # d0 of the proxy where lr was tuned
+    base_width: int = 128  # w0 of the proxy (muon's logit multiplier and width ratio)
+    base_tokens: int = 2**20  # T0 of the proxy
+    token_exponent: float = 0.32  # the data-scaling exponent of the optimal LR
+    token_scaling: TokenScaling = "all"  # apply (T/T0)^-b to every group ("all", the paper's code) or hidden only
+    weight_decay: float = 0.1  # lambda for `muon` and `adamw`; the sphere schemes use none
+    adam_lr_mult: float = 1.0  # LR of AdamW-managed groups (embeddings, norms) relative to the matrix LR
+    # --- init ---
+    head_init_std: float = 0.02
+    embed_init_std: float = 0.02
+    # --- optimizer (method.md section 3) ---
+    momentum: float = 0.95
+    nesterov: bool = True
+    ns_coeffs: NSCoeffs = "per_iter"
+    ns_steps: int = 5
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    # --- schedule ---
+    tokens: int = 2**20  # token budget T
+    batch_tokens: int = 8192
+    warmup_tokens: int = 0
+    min_lr_mult: float = 0.1
+    # --- data ---
+    data: str = "stdlib"  # "stdlib", a directory of text files, or a .bin shard / glob of shards
+    val_percent: float = 2.0  # share of the corpus held out for validation (by file for text corpora)
+    val_tokens: int = 65536  # tokens in the fixed validation set
+    # --- loop ---
+    seed: int = 0
+    eval_every: int = 0  # validate every n steps; 0: 10 times per run
+    log_every: int = 1
+    stats_every: int = 0  # stability indicators every n steps; 0: same as eval_every
+    checkpoint_every: int = 0  # steps; 0: no periodic checkpoints
+    diverge_ratio: float = 1.5  # diverged when train loss exceeds this multiple of the first step's loss
+    # --- hardware ---
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int = 0  # torch CPU threads; 0: leave torch's default
+    compile: bool = False  # torch.compile the model (CUDA only)
+    peak_tflops: float = 0.0  # peak for MFU; 0: measure with a matmul probe
+    # --- bookkeeping ---
+    name: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    # ---- derived shape ----
+    @property
+    def d_model(self) -> int:
+        return self.width or self.aspect_ratio * self.depth
+
+    @property
+    def n_heads(self) -> int:
+        return self.d_model // self.head_dim
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def base_lr(self) -> float:
+        return DEFAULT_LR[self.param] if self.lr is None else self.lr
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_tokens // self.seq_len
+
+    @property
+    def total_steps(self) -> int:
+        return self.tokens // self.batch_tokens
+
+    @property
+    def n_experts(self) -> int:
+        return self.top_k * self.sparsity
+
+    # ---- (de)serialisation ----
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "RunConfig":
+        """Build and validate a config; unknown keys and wrong types name the field."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown field in {source} (known fields: {', '.join(sorted(known))})")
+        cfg = cls(**{k: coerce(k, v) for k, v in data.items()})
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config", f"file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("config", f"{path} is not valid TOML: {e}") from e
+        return cls.from_dict(data.get("run", data), source=str(path))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for f in fields(self):
+            coerce(f.name, getattr(self, f.name))  # type check of values set directly
+        positive = ["depth", "aspect_ratio", "head_dim", "seq_len", "vocab_size", "sparsity", "top_k",
+                    "base_depth", "base_width", "base_tokens", "tokens", "batch_tokens", "val_tokens",
+                    "log_every", "ns_steps"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be a positive integer, got {getattr(self, name)}")
+        nonneg = ["width", "n_kv_heads", "moe_every", "warmup_tokens", "eval_every", "stats_every",
+                  "checkpoint_every", "threads", "grad_clip", "weight_decay", "aux_gamma", "peak_tflops"]
+        for name in nonneg:
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError("lr", f"must be a positive finite number, got {self.lr}")
+        if self.d_model % self.head_dim:
+            raise ConfigError("width", f"width {self.d_model} is not divisible by head_dim {self.head_dim}")
+        if self.n_heads % self.kv_heads:
+            raise ConfigError("n_kv_heads", f"{self.n_heads} query heads are not divisible by "
+                                            f"n_kv_heads={self.kv_heads}")
+        if self.head_dim % 2:
+            raise ConfigError("head_dim", f"must be even for rotary embeddings, got {self.head_dim}")
+        if self.batch_tokens % self.seq_len:
+            raise ConfigError("batch_tokens", f"{self.batch_tokens} is not a multiple of seq_len {self.seq_len}")
+        if self.tokens < self.batch_tokens:
+            raise ConfigError("tokens", f"token budget {self.tokens} is smaller than one batch "
+                                        f"(batch_tokens={self.batch_tokens})")
+        if self.val_tokens < self.seq_len:
+            raise ConfigError("val_tokens", f"must hold at least one sequence of seq_len={self.seq_len}")
+        if not 0 <= self.min_lr_mult <= 1:
+            raise ConfigError("min_lr_mult", f"must be in [0, 1], got {self.min_lr_mult}")
+        if not 0 < self.val_percent < 100:
+            raise ConfigError("val_percent", f"must be in (0, 100), got {self.val_percent}")
+        if self.diverge_ratio <= 1:
+            raise ConfigError("diverge_ratio", f"must be > 1, got {self.diverge_ratio}")
+        if self.moe_every:
+            self._validate_moe()
+
+    def _validate_moe(self) -> None:
+        hidden = int(self.mlp_ratio * self.d_model)
+        if hidden % self.top_k:
+            raise ConfigError("top_k", f"MLP hidden size {hidden} (mlp_ratio * width) is not divisible by "
+                                       f"top_k={self.top_k}")
+        routed_k = self.top_k - 1 if self.shared_expert else self.top_k
+        routed_e = self.n_experts - 1 if self.shared_expert else self.n_experts
+        if routed_k < 1 and not self.shared_expert:
+            raise ConfigError("top_k", "must be >= 1")
+        if routed_k > routed_e:
+            raise ConfigError("top_k", f"routes to {routed_k} experts but only {routed_e} routed experts exist")
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+def _hints() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = get_type_hints(RunConfig)
+    return _HINTS
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Check `value` against the field's type, allowing int -> float; raise ConfigError naming the field."""
+    hint = _hints()[name]
+    args = get_args(hint)
+    if hint is float or (float in args and value is not None):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, f"expected a number, got {value!r}")
+        return float(value)
+    if value is None and type(None) in args:
+        return None
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # TOML/JSON may write 1e6 for a token count
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, f"expected a string, got {value!r}")
+        return value
+    if args and all(isinstance(a, str) for a in args):  # a Literal
+        if value not in args:
+            raise ConfigError(name, f"unknown value {value!r}; expected one of {', '.join(args)}")
+        return value
+    if name == "tags":
+        if not isinstance(value, dict):
+            raise ConfigError(name, f"expected a table of strings, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,146 @@
+"""Token streams and batches.
+
+Three sources, chosen by `RunConfig.data`:
+- "stdlib" (the default corpus every machine has): the `.py` files of the running Python's standard library
+  (under `sysconfig.get_path("stdlib")`, site-packages and dist-packages excluded), read as bytes
+  (vocabulary 256) and concatenated in sorted path order. A file goes to validation when the CRC32 of its
+  relative path falls in the first `val_percent` of the hash range: deterministic, and no file is split.
+  The corpus differs between Python versions; `corpus_id` (stored with results) says which one was used.
+- a directory: every regular file below it (bytes, sorted paths), split by file the same way.
+- a `.bin` file or glob of them: uint16 tokens, raw or with the 256-int32 header of nanoGPT-style speedrun
+  shards (magic 20240520), memory-mapped. With several shards the last is validation; with one, its tail.
+
+Training batches are random windows drawn from a generator seeded by (seed, step), so the batch at a step
+does not depend on what came before: a resumed run sees exactly the batches of an uninterrupted one.
+Validation uses fixed, evenly spaced windows of the validation stream, the same for every run of a corpus.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import sysconfig
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARD_MAGIC = 20240520
+SHARD_HEADER_INTS = 256
+EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+
+
+class DataError(ValueError):
+    """The data source is missing, empty or malformed. The message names the path."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    train: np.ndarray  # 1-D token array (uint8 or uint16; may be a memmap)
+    val: np.ndarray
+    corpus_id: str  # e.g. "stdlib:3.11.7:31525224"
+    vocab_size: int  # the tokens' alphabet size (256 for bytes)
+
+
+def is_val_file(rel_path: str, val_percent: float) -> bool:
+    return zlib.crc32(rel_path.encode()) % 10_000 < val_percent * 100
+
+
+def read_files(root: Path, files: list[Path], val_percent: float, corpus_id: str) -> Corpus:
+    train_parts, val_parts = [], []
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        (val_parts if is_val_file(rel, val_percent) else train_parts).append(f.read_bytes())
+    train, val = b"".join(train_parts), b"".join(val_parts)
+    if not train or not val:
+        raise DataError(f"data: corpus at {root} is empty or too small to split "
+                        f"({len(train)} train bytes, {len(val)} validation bytes from {len(files)} files)")
+    to_array = lambda b: np.frombuffer(b, dtype=np.uint8)  # noqa: E731
+    return Corpus(to_array(train), to_array(val), f"{corpus_id}:{len(train) + len(val)}", 256)
+
+
+def stdlib_files() -> tuple[Path, list[Path]]:
+    root = Path(sysconfig.get_path("stdlib"))
+    files = sorted(p for p in root.rglob("*.py") if p.is_file() and not EXCLUDED_DIRS & set(p.relative_to(root).parts))
+    return root, files
+
+
+def read_shard(path: Path) -> np.ndarray:
+    """uint16 tokens of a shard: with a speedrun header when the first int32 is the magic, else raw."""
+    size = path.stat().st_size
+    if size >= SHARD_HEADER_INTS * 4:
+        header = np.fromfile(path, dtype=np.int32, count=SHARD_HEADER_INTS)
+        if header[0] == SHARD_MAGIC:
+            n = int(header[2])
+            expected = SHARD_HEADER_INTS * 4 + 2 * n
+            if size < expected:
+                raise DataError(f"data: shard {path} header says {n} tokens but the file holds "
+                                f"{(size - SHARD_HEADER_INTS * 4) // 2}")
+            return np.memmap(path, dtype=np.uint16, mode="r", offset=SHARD_HEADER_INTS * 4, shape=(n,))
+    if size % 2:
+        raise DataError(f"data: shard {path} has an odd byte count; expected uint16 tokens")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def load_shards(paths: list[Path], val_percent: float, spec: str) -> Corpus:
+    shards = [read_shard(p) for p in paths]
+    if any(len(s) == 0 for s in shards):
+        raise DataError(f"data: empty shard among {spec}")
+    if len(shards) > 1:
+        train, val = np.concatenate(shards[:-1]), shards[-1]
+    else:
+        cut = int(len(shards[0]) * (1 - val_percent / 100))
+        train, val = shards[0][:cut], shards[0][cut:]
+    vocab = int(max(train[: 1 << 20].max(), val[: 1 << 20].max())) + 1  # a sample: shards can be huge
+    return Corpus(train, val, f"shards:{spec}:{sum(len(s) for s in shards)}", vocab)
+
+
+@functools.lru_cache(maxsize=4)
+def load_corpus(spec: str, val_percent: float) -> Corpus:
+    """Resolve a `data` spec to train and validation token arrays (cached per process)."""
+    if spec == "stdlib":
+        import platform  # noqa: PLC0415
+
+        root, files = stdlib_files()
+        return read_files(root, files, val_percent, f"stdlib:{platform.python_version()}")
+    if spec.endswith(".bin") or any(ch in spec for ch in "*?["):
+        paths = sorted(Path(p) for p in glob.glob(spec))
+        if not paths:
+            raise DataError(f"data: no shard matches {spec!r} (expected a .bin file or a glob of them)")
+        return load_shards(paths, val_percent, spec)
+    root = Path(spec)
+    if not root.exists():
+        raise DataError(f"data: path {spec!r} does not exist (expected 'stdlib', a directory of text files, "
+                        "or .bin token shards)")
+    if root.is_file():
+        raise DataError(f"data: {spec!r} is a file; expected a directory of text files or a .bin shard")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return read_files(root, files, val_percent, f"dir:{root.resolve()}")
+
+
+def window_batch(tokens: np.ndarray, starts: np.ndarray, seq_len: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = np.stack([np.asarray(tokens[s: s + seq_len + 1], dtype=np.int64) for s in starts])
+    batch = torch.from_numpy(rows).to(device)
+    return batch[:, :-1], batch[:, 1:]
+
+
+def train_batch(corpus: Corpus, step: int, batch_size: int, seq_len: int, seed: int,
+                device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch of training step `step`: a pure function of (seed, step)."""
+    rng = np.random.default_rng([seed, step])
+    starts = rng.integers(0, len(corpus.train) - seq_len - 1, size=batch_size)
+    return window_batch(corpus.train, starts, seq_len, device)
+
+
+def val_batches(corpus: Corpus, val_tokens: int, seq_len: int, batch_size: int,
+                device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Fixed validation windows, evenly spaced over the validation stream."""
+    n_seq = max(1, val_tokens // seq_len)
+    span = len(corpus.val) - seq_len - 1
+    if span < 0:
+        raise DataError(f"data: validation stream of {len(corpus.val)} tokens is shorter than seq_len+1")
+    starts = np.linspace(0, span, n_seq).astype(np.int64)
+    return [window_batch(corpus.val, starts[i: i + batch_size], seq_len, device)
+            for i in range(0, n_seq, batch_size)]

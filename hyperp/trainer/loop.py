@@ -1,0 +1,288 @@
+"""The training loop: one run from a `RunConfig` to a `RunResult` (a ledger row and step curves).
+
+`train(cfg, out_dir)` is the single entry point used by the CLI and the sweep engine. With an `out_dir` it
+checkpoints every `checkpoint_every` steps and resumes from `out_dir/checkpoint.pt` when that checkpoint was
+written by the same config, so an interrupted run finishes with the same final loss as a straight one
+(bit-exact on CPU: batches are a pure function of (seed, step), and model and optimizer state are restored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import hyperp
+from hyperp.trainer import checkpoint
+from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.trainer.data import Corpus, DataError, load_corpus, train_batch, val_batches
+from hyperp.trainer.hparams import ResolvedHParams, resolve_hparams
+from hyperp.trainer.metrics import ParamCounts, count_params, matmul_peak_flops, training_flops
+from hyperp.trainer.model import Transformer
+from hyperp.trainer.optim import Optimizers, build_optimizers, ns_flops
+
+EVALS_PER_RUN = 10  # default number of validations when eval_every = 0
+
+
+@dataclass
+class StepInfo:
+    """What the progress callback sees after each step."""
+
+    step: int
+    total_steps: int
+    tokens: int
+    loss: float
+    tokens_per_s: float
+
+
+@dataclass
+class RunResult:
+    status: str  # completed or diverged
+    row: dict[str, Any]  # one row of runs.parquet
+    curves: pd.DataFrame  # step curves
+    config: RunConfig
+    hparams: ResolvedHParams
+    out_dir: Path | None = None
+
+
+@dataclass
+class LoopState:
+    """Everything that moves during training and must survive a resume."""
+
+    step: int = 0
+    first_loss: float = math.nan
+    train_time: float = 0.0  # seconds in training steps (eval excluded)
+    opt_time: float = 0.0  # seconds in optimizer.step
+    curves: list[dict[str, float]] = field(default_factory=list)
+    diverged_step: int = -1
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name!r} requested but CUDA is not available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError("device", f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
+    return name
+
+
+def check_corpus(corpus: Corpus, cfg: RunConfig) -> None:
+    if corpus.vocab_size > cfg.vocab_size:
+        raise ConfigError("vocab_size", f"{cfg.vocab_size} is smaller than the data's token range "
+                                        f"({corpus.vocab_size}) in {cfg.data!r}")
+    for split, arr in (("training", corpus.train), ("validation", corpus.val)):
+        if len(arr) <= cfg.seq_len + 1:
+            raise DataError(f"data: the {split} stream of {cfg.data!r} has {len(arr)} tokens, fewer than "
+                            f"seq_len+1 = {cfg.seq_len + 1}")
+
+
+def lr_mult(cfg: RunConfig, step: int) -> float:
+    """Linear warm-up from 0, then linear decay from 1 to min_lr_mult at the last step."""
+    total, warmup = cfg.total_steps, cfg.warmup_tokens // cfg.batch_tokens
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup - 1)
+    return 1.0 - (1.0 - cfg.min_lr_mult) * min(1.0, progress)
+
+
+def build(cfg: RunConfig, device: str) -> tuple[Transformer, Optimizers, ResolvedHParams]:
+    hp = resolve_hparams(cfg)
+    torch.manual_seed(cfg.seed)
+    model = Transformer(cfg, hp.residual_alpha, hp.logit_mult)
+    model.init_weights(hp.embed_init_std, hp.head_init_std)
+    model.to(device)
+    return model, build_optimizers(model, hp, cfg), hp
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, batches, autocast) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in batches:
+        with autocast():
+            _, loss = model(x, y)
+        total += loss.item() * x.numel()
+        count += x.numel()
+    model.train()
+    return total / count
+
+
+def hidden_matrices(opt: Optimizers) -> list[torch.Tensor]:
+    return [p for g in opt.param_groups if g["name"] == "hidden" for p in g["params"]]
+
+
+def train(cfg: RunConfig, out_dir: str | Path | None = None,
+          on_step: Callable[[StepInfo], None] | None = None) -> RunResult:
+    """Train one model; write results to `out_dir` if given. Raises ConfigError/DataError on bad input."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    corpus = load_corpus(cfg.data, cfg.val_percent)
+    check_corpus(corpus, cfg)
+    if cfg.threads and device == "cpu":
+        torch.set_num_threads(cfg.threads)
+    out = Path(out_dir) if out_dir is not None else None
+
+    model, opt, hp = build(cfg, device)
+    run_model = torch.compile(model) if cfg.compile and device.startswith("cuda") else model
+    counts = count_params(model, cfg)
+    state = LoopState()
+    if out is not None:
+        state = checkpoint.load(out, cfg, model, opt) or state
+
+    on_cuda = device.startswith("cuda")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
+    vals = val_batches(corpus, cfg.val_tokens, cfg.seq_len, cfg.batch_size, device)
+    eval_every = cfg.eval_every or max(1, cfg.total_steps // EVALS_PER_RUN)
+    stats_every = cfg.stats_every or eval_every
+    params = [p for p in model.parameters()]
+
+    while state.step < cfg.total_steps:
+        step = state.step
+        t0 = time.perf_counter()
+        opt.set_lr_mult(lr_mult(cfg, step))
+        x, y = train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device)
+        want_stats = step % stats_every == 0 or step == cfg.total_steps - 1
+        stats: dict[str, Any] | None = {} if want_stats else None
+        with autocast():
+            _, loss = run_model(x, y, stats)
+            total_loss = loss + model.aux_loss()
+        total_loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf).item()
+        before = [p.detach().clone() for p in hidden_matrices(opt)] if want_stats else None
+        t1 = time.perf_counter()
+        opt.step()
+        opt.zero_grad()
+        if on_cuda:
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        state.opt_time += t2 - t1
+        state.train_time += t2 - t0
+        state.step += 1
+
+        loss_val = loss.item()
+        if step == 0:
+            state.first_loss = loss_val
+        row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
+               "lr_mult": lr_mult(cfg, step), "grad_norm": grad_norm}
+        if stats is not None:
+            row.update(summarise_stats(stats, model, opt, before))
+        diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
+        if state.step % eval_every == 0 or state.step == cfg.total_steps or diverged:
+            row["val_loss"] = evaluate(model, vals, autocast) if not diverged else math.nan
+        if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
+            state.curves.append(row)
+        if on_step is not None:
+            on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
+                             state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
+        if diverged:
+            state.diverged_step = state.step
+            break
+        if out is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            checkpoint.save(out, cfg, model, opt, state)
+
+    result = finish(cfg, hp, counts, state, device)
+    if out is not None:
+        write_outputs(out, result)
+        checkpoint.remove(out)
+    result.out_dir = out
+    return result
+
+
+def summarise_stats(stats: dict[str, list[float]], model: Transformer, opt: Optimizers,
+                    before: list[torch.Tensor] | None) -> dict[str, float]:
+    """Average per-layer indicators over layers; relative update size of hidden matrices; radius drift."""
+    row = {k: sum(v) / len(v) for k, v in stats.items() if v}
+    if before:
+        after = hidden_matrices(opt)
+        rel = [((a - b).norm() / b.norm().clamp_min(1e-12)).item() for a, b in zip(after, before)]
+        row["update_rel"] = sum(rel) / len(rel)
+    row["radius_drift"] = opt.radius_drift()
+    return row
+
+
+def hardware_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def finish(cfg: RunConfig, hp: ResolvedHParams, counts: ParamCounts, state: LoopState, device: str) -> RunResult:
+    curves = pd.DataFrame(state.curves)
+    trained = state.step * cfg.batch_tokens
+    tokens_per_s = trained / max(state.train_time, 1e-9)
+    flops_per_token = training_flops(counts, cfg, 1)
+    peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else matmul_peak_flops(device)
+    status = "diverged" if state.diverged_step >= 0 else "completed"
+    val = curves["val_loss"].dropna() if "val_loss" in curves else pd.Series(dtype=float)
+    row = config_columns(cfg) | {
+        "width": cfg.d_model, "n_heads": cfg.n_heads, "lr": hp.base_lr,
+        "lr_hidden": hp.hidden.lr, "lr_head": hp.head.lr, "lr_embed": hp.embed.lr, "lr_vector": hp.vector.lr,
+        "wd_hidden": hp.hidden.weight_decay, "residual_alpha": hp.residual_alpha, "logit_mult": hp.logit_mult,
+        "depth_factor": hp.depth_factor, "token_factor": hp.token_factor,
+        "status": status, "steps": state.step, "tokens_trained": trained,
+        "diverged_step": state.diverged_step,
+        "train_loss": float(curves["train_loss"].iloc[-1]) if len(curves) else math.nan,
+        "val_loss": float(val.iloc[-1]) if status == "completed" and len(val) else math.nan,
+        "best_val_loss": float(val.min()) if len(val) else math.nan,
+        "n_params": counts.total, "n_params_non_embedding": counts.non_embedding,
+        "n_params_active": counts.active, "n_params_active_matrix": counts.active_matrix,
+        "flops": flops_per_token * trained, "ns_flops": ns_flops_per_step(cfg, hp) * state.step,
+        "wall_time_s": state.train_time, "opt_time_s": state.opt_time, "tokens_per_s": tokens_per_s,
+        "mfu": flops_per_token * tokens_per_s / peak, "peak_flops": peak,
+        "hardware": hardware_name(device), "device_type": device.split(":")[0],
+        "code_version": hyperp.__version__, "config_json": cfg.to_json(), "error": "",
+    } | stability_summary(curves)
+    return RunResult(status=status, row=row, curves=curves, config=cfg, hparams=hp)
+
+
+def config_columns(cfg: RunConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    d["tags"] = ",".join(f"{k}={v}" for k, v in sorted(cfg.tags.items()))
+    return d
+
+
+STABILITY_COLUMNS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp",
+                     "update_rel", "radius_drift", "maxvio")
+
+
+def stability_summary(curves: pd.DataFrame) -> dict[str, float]:
+    """Final and maximum of each stability indicator over the run (NaN when not logged)."""
+    out = {}
+    for name in STABILITY_COLUMNS:
+        series = curves[name].dropna() if name in curves else pd.Series(dtype=float)
+        out[f"{name}_final"] = float(series.iloc[-1]) if len(series) else math.nan
+        out[f"{name}_max"] = float(series.max()) if len(series) else math.nan
+    return out
+
+
+def ns_flops_per_step(cfg: RunConfig, hp: ResolvedHParams) -> float:
+    """Newton-Schulz FLOPs of one optimizer step: one NS call per hidden matrix under Muon-type schemes."""
+    if hp.hidden.optimizer not in ("muon", "muonh"):
+        return 0.0
+    return sum(ns_flops(shape, cfg.ns_steps) for shape in hidden_shapes(cfg))
+
+
+def hidden_shapes(cfg: RunConfig) -> list[tuple[int, ...]]:
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    return [tuple(p.shape) for name, p in model.named_parameters()
+            if p.ndim >= 2 and not name.startswith(("embed.", "head."))]
+
+
+def write_outputs(out: Path, result: RunResult) -> None:
+    """runs.parquet (one row), curves.parquet, config.json and hparams.json, each written atomically."""
+    from hyperp import io  # noqa: PLC0415
+
+    io.write_json(out / "config.json", result.config.to_dict())
+    io.write_json(out / "hparams.json", result.hparams.to_dict())
+    io.write_parquet(out / "curves.parquet", result.curves)
+    io.write_parquet(out / "runs.parquet", pd.DataFrame([result.row]))

@@ -1,0 +1,69 @@
+"""Parameter counts, FLOPs and the machine's matmul peak (method.md section 7).
+
+FLOP convention: training FLOPs = 6 * N_active_matrix * T + attention terms, where N_active_matrix counts the
+weights that multiply activations for each token: attention, MLP (only the experts a token is routed to, and
+the router), and the LM head. The input embedding is a lookup and is not counted; norms are negligible and
+not counted. Attention scores and values add 12 * depth * w_attn * ctx per token (forward + backward), with
+w_attn = n_heads * head_dim (the full causal square, as in Kaplan et al.). Newton-Schulz FLOPs are a real cost
+of Muon-type optimizers but not model FLOPs; they are reported separately per step.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+
+import torch
+
+from hyperp.trainer.config import RunConfig
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int  # every parameter
+    non_embedding: int  # total minus the input embedding and the LM head
+    active: int  # parameters a token touches (MoE: routed experts counted k of k*S), embeddings included
+    active_matrix: int  # active weights that multiply activations (FLOP count basis, head included)
+
+
+def count_params(model: torch.nn.Module, cfg: RunConfig) -> ParamCounts:
+    total = sum(p.numel() for p in model.parameters())
+    embed, head = model.embed.weight.numel(), model.head.weight.numel()
+    inactive = 0
+    for m in model.modules():
+        inactive += getattr(m, "inactive_params", lambda: 0)()  # MoE layers report their idle experts
+    vectors = sum(p.numel() for p in model.parameters() if p.ndim < 2)
+    active = total - inactive
+    return ParamCounts(total=total, non_embedding=total - embed - head, active=active,
+                       active_matrix=active - embed - vectors)
+
+
+def attention_flops_per_token(cfg: RunConfig) -> float:
+    return 12.0 * cfg.depth * cfg.n_heads * cfg.head_dim * cfg.seq_len
+
+
+def training_flops(counts: ParamCounts, cfg: RunConfig, tokens: int | None = None) -> float:
+    tokens = cfg.tokens if tokens is None else tokens
+    return (6.0 * counts.active_matrix + attention_flops_per_token(cfg)) * tokens
+
+
+PROBE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=4)
+def matmul_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, seconds: float = 0.5) -> float:
+    """Measured FLOP/s of a square matmul: the reference peak for MFU when the config gives none."""
+    n = PROBE_SIZE
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    sync()
+    return 2.0 * n**3 * reps / (time.perf_counter() - start)

@@ -1,0 +1,167 @@
+"""The decoder-only transformer of method.md section 1, in one readable file.
+
+Pre-norm blocks with depth-muP residual branches (x <- x + alpha * f(norm(x))), QK-norm before RoPE, optional
+grouped-query attention and a head-wise output gate, SwiGLU MLP (or a mixture of experts), untied embeddings.
+
+Stability indicators (method.md section 6) are collected when `forward` gets a `stats` dict: branch output
+RMS, outlier share, and the attention Z-value. The attention Z-value is computed on a sample: the first
+sequence of the batch, every head, every query row, with explicit causal logits (SDPA does not expose them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hyperp.trainer.config import RunConfig
+
+OUTLIER_SIGMAS = 5.0  # method.md section 6: elements farther than 5 std from the per-token mean
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()  # (T, head_dim / 2) each
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x1, x2) of the last dim of x (B, H, T, D) by position-dependent angles."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+
+
+def branch_stats(y: torch.Tensor) -> tuple[float, float]:
+    """RMS of a branch output and the share (%) of elements > 5 std from their token's mean."""
+    y = y.detach().float()
+    mean, std = y.mean(-1, keepdim=True), y.std(-1, keepdim=True)
+    outliers = ((y - mean).abs() > OUTLIER_SIGMAS * std).float().mean()
+    return y.pow(2).mean().sqrt().item(), 100.0 * outliers.item()
+
+
+def z_value(logits: torch.Tensor) -> float:
+    """Mean over rows of (logsumexp of the row)^2."""
+    return logits.float().logsumexp(-1).pow(2).mean().item()
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        w, hd = cfg.d_model, cfg.head_dim
+        self.n_heads, self.kv_heads, self.head_dim = cfg.n_heads, cfg.kv_heads, hd
+        self.q = nn.Linear(w, self.n_heads * hd, bias=False)
+        self.k = nn.Linear(w, self.kv_heads * hd, bias=False)
+        self.v = nn.Linear(w, self.kv_heads * hd, bias=False)
+        self.o = nn.Linear(self.n_heads * hd, w, bias=False)
+        self.gate = nn.Linear(w, self.n_heads, bias=False) if cfg.attn_gate else None
+        self.q_norm, self.k_norm = RMSNorm(hd), RMSNorm(hd)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], stats: dict | None = None):
+        B, T, _ = x.shape
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
+        if stats is not None:
+            stats.setdefault("attn_z", []).append(self.sampled_z(q, k))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.n_heads)
+        if self.gate is not None:
+            y = y * torch.sigmoid(self.gate(x)).transpose(1, 2).unsqueeze(-1)
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+    @torch.no_grad()
+    def sampled_z(self, q: torch.Tensor, k: torch.Tensor) -> float:
+        q0, k0 = q[0], k[0].repeat_interleave(self.n_heads // self.kv_heads, dim=0)
+        T = q0.shape[-2]
+        logits = q0 @ k0.transpose(-1, -2) / math.sqrt(self.head_dim)
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        return z_value(logits.masked_fill(~causal, float("-inf")))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.gate = nn.Linear(width, hidden, bias=False)
+        self.up = nn.Linear(width, hidden, bias=False)
+        self.down = nn.Linear(hidden, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def make_mlp(cfg: RunConfig, layer: int) -> nn.Module:
+    """Dense SwiGLU, or the MoE layer in every `moe_every`-th block."""
+    if cfg.moe_every and (layer + 1) % cfg.moe_every == 0:
+        from hyperp.trainer.moe import MoE  # noqa: PLC0415 (MoE lives in its own file)
+
+        return MoE(cfg)
+    return SwiGLU(cfg.d_model, int(cfg.mlp_ratio * cfg.d_model))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: RunConfig, layer: int, alpha: float):
+        super().__init__()
+        self.alpha = alpha
+        self.attn_norm, self.attn = RMSNorm(cfg.d_model), Attention(cfg)
+        self.mlp_norm, self.mlp = RMSNorm(cfg.d_model), make_mlp(cfg, layer)
+
+    def forward(self, x: torch.Tensor, rope, stats: dict | None = None) -> torch.Tensor:
+        a = self.attn(self.attn_norm(x), rope, stats)
+        x = x + self.alpha * a
+        m = self.mlp(self.mlp_norm(x))
+        x = x + self.alpha * m
+        if stats is not None:
+            for name, y in (("attn", a), ("mlp", m)):
+                rms, outliers = branch_stats(y)
+                stats.setdefault(f"rms_{name}", []).append(rms)
+                stats.setdefault(f"outlier_{name}", []).append(outliers)
+            if hasattr(self.mlp, "collect_stats"):  # MoE: router Z, MaxVio, expert counts
+                self.mlp.collect_stats(stats)
+        return x
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: RunConfig, residual_alpha: float = 1.0, logit_mult: float = 1.0):
+        super().__init__()
+        self.cfg, self.logit_mult = cfg, logit_mult
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg, i, residual_alpha) for i in range(cfg.depth))
+        self.norm = RMSNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+
+    def init_weights(self, embed_std: float, head_std: float, generator: torch.Generator | None = None) -> None:
+        """Hidden matrices keep PyTorch's default init (uniform, std ~ 1/sqrt(fan_in)); norms start at 1."""
+        nn.init.normal_(self.embed.weight, std=embed_std, generator=generator)
+        nn.init.normal_(self.head.weight, std=head_std, generator=generator)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, stats: dict | None = None):
+        x = self.embed(idx)
+        rope = (self.rope_cos, self.rope_sin)
+        for block in self.blocks:
+            x = block(x, rope, stats)
+        logits = self.head(self.norm(x)) * self.logit_mult
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return logits, loss
+
+    def aux_loss(self) -> torch.Tensor | float:
+        """Sum of the MoE load-balancing losses of the last forward (0 for a dense model)."""
+        losses = [m.balance_loss for m in self.modules() if getattr(m, "balance_loss", None) is not None]
+        return sum(losses, torch.zeros(())) if losses else 0.0

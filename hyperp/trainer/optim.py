@@ -1,0 +1,241 @@
+"""Optimizers of method.md section 3: Newton-Schulz, Muon, MuonH, AdamH, and the per-scheme grouping.
+
+All matrix optimizers treat a parameter of shape (..., rows, cols) as a batch of matrices over its leading
+dims: a 2-D weight is one matrix; a 3-D MoE expert bank (E, rows, cols) is E matrices, each orthogonalised and
+each kept on its own sphere (the sphere is per expert, not per bank).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+# Newton-Schulz coefficient sets (a, b, c) per iteration. "quintic": the fixed set of the original Muon.
+# "per_iter": a per-iteration schedule that pushes singular values towards 1 faster; the default.
+NS_COEFFS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "quintic": ((3.4445, -4.7750, 2.0315),),
+    "per_iter": (
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    ),
+}
+NS_EPS = 1e-7
+
+
+def ns_schedule(coeffs: str, steps: int) -> list[tuple[float, float, float]]:
+    """The (a, b, c) of each of `steps` iterations; a set shorter than `steps` repeats its last entry."""
+    table = NS_COEFFS[coeffs]
+    return [table[min(i, len(table) - 1)] for i in range(steps)]
+
+
+def newton_schulz_torch(G: Tensor, coeffs: str = "per_iter", steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
+    """Approximate the polar factor U V^T of G (batched over leading dims) by Newton-Schulz iterations."""
+    X = G.to(dtype or G.dtype)
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + NS_EPS)
+    tall = X.shape[-2] > X.shape[-1]
+    if tall:  # iterate on the wide orientation so A = X X^T is the smaller Gram matrix
+        X = X.mT
+    for a, b, c in ns_schedule(coeffs, steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return (X.mT if tall else X).to(G.dtype)
+
+
+def newton_schulz(G: Tensor, coeffs: str = "per_iter", steps: int = 5) -> Tensor:
+    """Newton-Schulz as the optimizers call it: fp32 on CPU, bf16 on CUDA (as in Muon)."""
+    return newton_schulz_torch(G, coeffs, steps, dtype=torch.bfloat16 if G.is_cuda else None)
+
+
+def ns_flops(shape: torch.Size | tuple[int, ...], steps: int) -> float:
+    """FLOPs of one Newton-Schulz call: per iteration X X^T, A A and (bA + cA^2) X on the wide orientation."""
+    *batch, r, c = shape
+    m, n = min(r, c), max(r, c)
+    per_iter = 2 * m * m * n + 2 * m * m * m + 2 * m * m * n
+    return float(math.prod(batch)) * steps * per_iter
+
+
+def frob(x: Tensor) -> Tensor:
+    return x.norm(dim=(-2, -1), keepdim=True)
+
+
+def sphere_step(p: Tensor, direction: Tensor, radius: Tensor, lr: float, weight_decay: float = 0.0) -> None:
+    """W' = W (1 - lr wd) - lr * (r / ||D||) D, then retract W = r W' / ||W'|| (each matrix of the batch).
+
+    The step has Frobenius norm exactly lr * r. A decay term is accepted only to show it is a first-order
+    no-op on the sphere (method.md section 3); the schemes never set it.
+    """
+    step = direction * (radius / (frob(direction) + NS_EPS))
+    new = p * (1.0 - lr * weight_decay) - lr * step
+    p.copy_(new * (radius / frob(new)))
+
+
+def momentum_direction(state: dict, grad: Tensor, momentum: float, nesterov: bool) -> Tensor:
+    buf = state.get("momentum")
+    if buf is None:
+        buf = state["momentum"] = torch.zeros_like(grad)
+    buf.mul_(momentum).add_(grad)
+    return grad.add(buf, alpha=momentum) if nesterov else buf
+
+
+def adam_direction(state: dict, grad: Tensor, betas: tuple[float, float], eps: float) -> Tensor:
+    if "exp_avg" not in state:
+        state["step"] = torch.zeros((), dtype=torch.float32)
+        state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(grad), torch.zeros_like(grad)
+    state["step"] += 1
+    t = state["step"].item()
+    b1, b2 = betas
+    state["exp_avg"].lerp_(grad, 1 - b1)
+    state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    m_hat = state["exp_avg"] / (1 - b1**t)
+    v_hat = state["exp_avg_sq"] / (1 - b2**t)
+    return m_hat / (v_hat.sqrt() + eps)
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon: W <- W (1 - lr wd) - lr * sqrt(fan_out / fan_in) * NS(nesterov momentum)."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
+                 ns_coeffs="per_iter", ns_steps=5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = closure() if closure is not None else None
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                u = momentum_direction(self.state[p], p.grad, g["momentum"], g["nesterov"])
+                o = newton_schulz(u, g["ns_coeffs"], g["ns_steps"])
+                scale = math.sqrt(p.shape[-2] / p.shape[-1])  # fan_out / fan_in of a (out, in) weight
+                p.mul_(1 - g["lr"] * g["weight_decay"]).add_(o, alpha=-g["lr"] * scale)
+        return loss
+
+
+class _SphereOptimizer(torch.optim.Optimizer):
+    """Shared part of MuonH and AdamH: the radius r = ||W_0||_F is fixed at the first step (per matrix)."""
+
+    def direction(self, state: dict, grad: Tensor, group: dict) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable | None = None):
+        loss = closure() if closure is not None else None
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "radius" not in state:
+                    state["radius"] = frob(p).clone()
+                d = self.direction(state, p.grad, g)
+                sphere_step(p, d, state["radius"], g["lr"], g["weight_decay"])
+        return loss
+
+    def radius_drift(self) -> float:
+        """max over matrices of | ||W||_F / r - 1 |."""
+        drift = 0.0
+        for g in self.param_groups:
+            for p in g["params"]:
+                r = self.state[p].get("radius")
+                if r is not None:
+                    drift = max(drift, (frob(p.detach()) / r - 1).abs().max().item())
+        return drift
+
+
+class MuonH(_SphereOptimizer):
+    """Muon on the Frobenius sphere: a step of norm lr * r along NS(momentum), then retraction."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
+                 ns_coeffs="per_iter", ns_steps=5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps))
+
+    def direction(self, state, grad, group):
+        u = momentum_direction(state, grad, group["momentum"], group["nesterov"])
+        return newton_schulz(u, group["ns_coeffs"], group["ns_steps"])
+
+
+class AdamH(_SphereOptimizer):
+    """Adam's direction m_hat / (sqrt(v_hat) + eps) taken as a sphere step of norm lr * r."""
+
+    def __init__(self, params, lr=0.02, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def direction(self, state, grad, group):
+        return adam_direction(state, grad, group["betas"], group["eps"])
+
+
+class Optimizers:
+    """Several optimizers stepped as one; each param group carries `base_lr` for the schedule."""
+
+    def __init__(self, optimizers: Iterable[torch.optim.Optimizer]):
+        self.optimizers = [o for o in optimizers if o.param_groups]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def set_lr_mult(self, mult: float) -> None:
+        for g in self.param_groups:
+            g["lr"] = g["base_lr"] * mult
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> list[dict]:
+        return [o.state_dict() for o in self.optimizers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for o, s in zip(self.optimizers, states, strict=True):
+            o.load_state_dict(s)
+
+    def radius_drift(self) -> float:
+        return max((o.radius_drift() for o in self.optimizers if isinstance(o, _SphereOptimizer)), default=0.0)
+
+
+def param_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """Split parameters into method.md's groups: hidden matrices, LM head, embeddings, vectors (norm gains)."""
+    groups: dict[str, list[torch.nn.Parameter]] = {"hidden": [], "head": [], "embed": [], "vector": []}
+    for name, p in model.named_parameters():
+        if name.startswith("embed."):
+            groups["embed"].append(p)
+        elif name.startswith("head."):
+            groups["head"].append(p)
+        elif p.ndim < 2:
+            groups["vector"].append(p)
+        else:
+            groups["hidden"].append(p)
+    return groups
+
+
+def build_optimizers(model: torch.nn.Module, hp, cfg) -> Optimizers:
+    """One optimizer per kind (muonh, muon, adamh, adamw), each holding the groups the scheme assigns it."""
+    by_kind: dict[str, list[dict]] = {}
+    for name, params in param_groups(model).items():
+        if params:
+            g = hp.group(name)
+            by_kind.setdefault(g.optimizer, []).append(
+                dict(params=params, lr=g.lr, base_lr=g.lr, weight_decay=g.weight_decay, name=name))
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    matrix_kw = dict(momentum=cfg.momentum, nesterov=cfg.nesterov, ns_coeffs=cfg.ns_coeffs, ns_steps=cfg.ns_steps)
+    make = {
+        "muonh": lambda gs: MuonH(gs, **matrix_kw),
+        "muon": lambda gs: Muon(gs, **matrix_kw),
+        "adamh": lambda gs: AdamH(gs, betas=betas, eps=cfg.adam_eps),
+        # fused/foreach off: the reference loop is bit-reproducible across resume on CPU
+        "adamw": lambda gs: torch.optim.AdamW(gs, betas=betas, eps=cfg.adam_eps, foreach=False),
+    }
+    return Optimizers(make[kind](groups) for kind, groups in by_kind.items())
