@@ -50,6 +50,8 @@ class RunConfig:
     attn_gate: bool = False  # head-wise sigmoid output gate
     rope_theta: float = 10000.0
     # --- mixture of experts (method.md section 5); moe_every = 0 means a dense model ---
+    # Expert banks are (E, rows, cols) tensors; MuonH/AdamH keep each expert matrix on its own sphere
+    # (per expert, not per bank) and Newton-Schulz runs per expert (hyperp/trainer/moe.py, optim.py).
     moe_every: int = 0  # MoE feed-forward in every n-th block (1: every block)
     sparsity: int = 1  # S: total routed experts = top_k * sparsity
     top_k: int = 1  # k: granularity, active routed experts per token
@@ -210,10 +212,11 @@ class RunConfig:
         if hidden % self.top_k:
             raise ConfigError("top_k", f"MLP hidden size {hidden} (mlp_ratio * width) is not divisible by "
                                        f"top_k={self.top_k}")
+        if self.shared_expert and self.top_k < 2:
+            raise ConfigError("top_k", f"with shared_expert the shared expert takes one of the top_k={self.top_k} "
+                                       f"active experts, so top_k must be >= 2 to leave one routed expert")
         routed_k = self.top_k - 1 if self.shared_expert else self.top_k
         routed_e = self.n_experts - 1 if self.shared_expert else self.n_experts
-        if routed_k < 1 and not self.shared_expert:
-            raise ConfigError("top_k", "must be >= 1")
         if routed_k > routed_e:
             raise ConfigError("top_k", f"routes to {routed_k} experts but only {routed_e} routed experts exist")
 

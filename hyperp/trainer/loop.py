@@ -197,16 +197,27 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     return result
 
 
-def summarise_stats(stats: dict[str, list[float]], model: Transformer, opt: Optimizers,
-                    before: list[torch.Tensor] | None) -> dict[str, float]:
+PER_LAYER_STATS = ("maxvio", "expert_counts")  # MoE: also one column per MoE block, <name>_l<block index>
+UNAVERAGED_STATS = ("expert_counts",)  # per-expert token count lists: logged per layer only
+
+
+def summarise_stats(stats: dict[str, list[Any]], model: Transformer, opt: Optimizers,
+                    before: list[torch.Tensor] | None) -> dict[str, Any]:
     """Average per-layer indicators over layers; relative update size of hidden matrices; radius drift."""
-    row = {k: sum(v) / len(v) for k, v in stats.items() if v}
+    row: dict[str, Any] = {k: sum(v) / len(v) for k, v in stats.items() if v and k not in UNAVERAGED_STATS}
+    row.update(moe_layer_columns(stats, model))
     if before:
         after = hidden_matrices(opt)
         rel = [((a - b).norm() / b.norm().clamp_min(1e-12)).item() for a, b in zip(after, before)]
         row["update_rel"] = sum(rel) / len(rel)
     row["radius_drift"] = opt.radius_drift()
     return row
+
+
+def moe_layer_columns(stats: dict[str, list[Any]], model: Transformer) -> dict[str, Any]:
+    """maxvio_l<i> and expert_counts_l<i> (a list over experts) for each MoE block i, in block order."""
+    layers = [i for i, block in enumerate(model.blocks) if hasattr(block.mlp, "collect_stats")]
+    return {f"{name}_l{i}": value for name in PER_LAYER_STATS for i, value in zip(layers, stats.get(name, []))}
 
 
 def hardware_name(device: str) -> str:

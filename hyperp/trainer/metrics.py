@@ -48,21 +48,23 @@ def training_flops(counts: ParamCounts, cfg: RunConfig, tokens: int | None = Non
     return (6.0 * counts.active_matrix + attention_flops_per_token(cfg)) * tokens
 
 
-PROBE_SIZE = 1024
+PROBE_SIZES = (512, 1024, 2048)  # the best of several square sizes: small ones miss peak on some BLAS builds
 
 
 @functools.lru_cache(maxsize=4)
 def matmul_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, seconds: float = 0.5) -> float:
-    """Measured FLOP/s of a square matmul: the reference peak for MFU when the config gives none."""
-    n = PROBE_SIZE
+    """Measured FLOP/s of square matmuls (best over PROBE_SIZES): the reference peak for MFU."""
+    return max(matmul_flops(n, device, dtype, seconds / len(PROBE_SIZES)) for n in PROBE_SIZES)
+
+
+def matmul_flops(n: int, device: str, dtype: torch.dtype, seconds: float) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(3):
-        a @ b
+    a @ b
     sync()
     reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    while time.perf_counter() - start < seconds or reps < 2:
         a @ b
         reps += 1
     sync()

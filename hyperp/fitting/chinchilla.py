@@ -1,0 +1,246 @@
+"""Chinchilla approach 3: L(N, D) = E + A / N^alpha + B / D^beta (method.md section 7).
+
+Following Hoffmann et al. (2022) and Epoch's replication (Besiroglu et al., 2024), the fit minimizes the
+summed Huber loss (delta = 1e-3) between log L and the log-sum-exp form
+    lse(a - alpha log N, b - beta log D, e),   A = exp(a), B = exp(b), E = exp(e),
+with L-BFGS from every point of a grid of starts, and keeps the start with the lowest objective. The grid
+is Hoffmann's/Epoch's: alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1}, a, b in {0, 5, ..., 25}
+(5 x 5 x 5 x 6 x 6 = 4,500 starts).
+
+Every start is a full L-BFGS run (see `lbfgs.py`), with the analytic gradient below; the runs are batched
+so that one objective evaluation covers all running starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hyperp.fitting.bootstrap import Interval, case_weights, percentile_interval, rng_for
+from hyperp.fitting.lbfgs import CONVERGED_F, CONVERGED_G, minimize_lbfgs_batch
+from hyperp.fitting.table import FitInputError
+
+HUBER_DELTA = 1e-3  # Hoffmann et al.'s delta: residuals in log-loss beyond 1e-3 count linearly
+# The initialization grid of Hoffmann et al. / Epoch, in parameter order (a, b, e, alpha, beta).
+GRID_A = tuple(np.arange(0.0, 30.0, 5.0))  # 0, 5, ..., 25
+GRID_B = GRID_A
+GRID_E = (-1.0, -0.5, 0.0, 0.5, 1.0)
+GRID_ALPHA = (0.0, 0.5, 1.0, 1.5, 2.0)
+GRID_BETA = GRID_ALPHA
+PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
+# Bootstrap replicates restart from the best distinct optima of the full-grid fit rather than from all
+# 4,500 starts (which would cost 4,500 x n_boot runs): the replicate's data are a reweighting of the
+# original data, so its optimum lies in one of the original basins.
+BOOT_STARTS = 4
+DEFAULT_N_BOOT = 200
+# Starts whose final objective is within this relative distance of the best count as reaching it.
+SAME_OPTIMUM_RTOL = 1e-6
+
+
+def default_grid() -> np.ndarray:
+    """The 4,500 starting points (a, b, e, alpha, beta) of Hoffmann et al. and Epoch."""
+    return np.array(list(itertools.product(GRID_A, GRID_B, GRID_E, GRID_ALPHA, GRID_BETA)))
+
+
+@dataclass(frozen=True)
+class ChinchillaFit:
+    """Result of `fit_chinchilla`. Intervals are bootstrap percentile intervals over resampled runs."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    exponent_n: float  # a = beta / (alpha + beta): N_opt(C) proportional to C^a
+    exponent_d: float  # b = alpha / (alpha + beta): D_opt(C) proportional to C^b
+    objective: float  # summed Huber loss at the optimum
+    huber_delta: float
+    n_points: int
+    n_dropped: int
+    n_starts: int
+    n_converged: int  # starts that stopped on the f or gradient tolerance
+    n_at_best: int  # starts whose objective ties the best (relative tolerance SAME_OPTIMUM_RTOL)
+    iterations_max: int
+    intervals: dict[str, Interval]
+    n_boot: int
+    seed: int
+    boot_params: np.ndarray = field(repr=False)  # (n_boot, 5) replicate (E, A, B, alpha, beta)
+
+    def predict(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Loss predicted by the fitted law at parameters n and tokens d."""
+        return self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta)
+
+    def optimal_allocation(self, compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Compute-optimal (N, D) under C = 6 N D (the efficient frontier of the fitted law)."""
+        c = np.asarray(compute, dtype=float)
+        g = (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        n_opt = g * (c / 6.0) ** self.exponent_n
+        return n_opt, c / (6.0 * n_opt)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("E", "A", "B", "alpha", "beta", "exponent_n", "exponent_d",
+                                            "objective", "huber_delta", "n_points", "n_dropped", "n_starts",
+                                            "n_converged", "n_at_best", "iterations_max", "n_boot", "seed")}
+        out["intervals"] = {k: v.to_dict() for k, v in self.intervals.items()}
+        return out
+
+
+def huber_objective(params: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
+                    weights: np.ndarray | None = None, delta: float = HUBER_DELTA):
+    """Summed Huber loss of log L against the LSE form, and its analytic gradient, for k parameter rows.
+
+    params: (k, 5) rows of (a, b, e, alpha, beta); weights: None or (k, n) per-row point weights.
+    Returns f (k,) and grad (k, 5).
+    """
+    a, b, e, alpha, beta = (params[:, j : j + 1] for j in range(5))
+    t1 = a - alpha * log_n  # (k, n)
+    t2 = b - beta * log_d
+    t3 = np.broadcast_to(e, t1.shape)
+    top = np.maximum(np.maximum(t1, t2), t3)
+    p1 = np.exp(t1 - top)
+    p2 = np.exp(t2 - top)
+    p3 = np.exp(t3 - top)
+    total = p1 + p2 + p3
+    r = top + np.log(total) - log_loss  # residual: prediction minus observation, in log space
+    absr = np.abs(r)
+    loss = np.where(absr <= delta, 0.5 * r * r, delta * (absr - 0.5 * delta))
+    dr = np.clip(r, -delta, delta)  # Huber derivative
+    if weights is not None:
+        loss = loss * weights
+        dr = dr * weights
+    dr /= total  # turn p_i into the softmax weights of the three terms
+    w1, w2, w3 = dr * p1, dr * p2, dr * p3
+    grad = np.empty((params.shape[0], 5))
+    grad[:, 0] = w1.sum(axis=1)
+    grad[:, 1] = w2.sum(axis=1)
+    grad[:, 2] = w3.sum(axis=1)
+    grad[:, 3] = -(w1 @ log_n)
+    grad[:, 4] = -(w2 @ log_d)
+    return loss.sum(axis=1), grad
+
+
+def fit_chinchilla(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, drop_worst: int = 0,
+                   delta: float = HUBER_DELTA, starts: np.ndarray | None = None,
+                   n_boot: int = DEFAULT_N_BOOT, boot_starts: int = BOOT_STARTS, seed: int = 0,
+                   level: float = 0.95, workers: int = 2) -> ChinchillaFit:
+    """Fit L(N, D) = E + A/N^alpha + B/D^beta by Huber/LSE L-BFGS from a grid of starts.
+
+    n: parameters, d: training tokens, loss: final loss, one entry per run. drop_worst removes that many
+    highest-loss runs first (Epoch drops 5). starts: (k, 5) rows (a, b, e, alpha, beta), default the
+    4,500-point grid. n_boot bootstrap replicates resample runs with replacement and refit from the
+    `boot_starts` best distinct optima of the main fit. workers: threads sharing the batch (numpy releases
+    the GIL in its array loops).
+    """
+    log_n, log_d, log_loss, n_dropped = _prepare(n, d, loss, drop_worst)
+    grid = default_grid() if starts is None else np.atleast_2d(np.asarray(starts, dtype=float))
+    res = _run_starts(grid, log_n, log_d, log_loss, None, delta, workers)
+    order = np.argsort(res.f)
+    best = res.x[order[0]]
+    f_best = res.f[order[0]]
+    boot = _bootstrap(res.x[order], log_n, log_d, log_loss, delta, n_boot, boot_starts, seed, workers)
+    converged = np.isin(res.status, (CONVERGED_F, CONVERGED_G))
+    at_best = np.abs(res.f - f_best) <= SAME_OPTIMUM_RTOL * max(abs(f_best), 1e-300)
+    return _make_fit(best, f_best, boot, level, delta=delta, n_points=log_n.size, n_dropped=n_dropped,
+                     n_starts=grid.shape[0], n_converged=int(converged.sum()), n_at_best=int(at_best.sum()),
+                     iterations_max=int(res.iterations.max()), n_boot=n_boot, seed=seed)
+
+
+def _prepare(n, d, loss, drop_worst: int):
+    n, d, loss = (np.asarray(v, dtype=float).ravel() for v in (n, d, loss))
+    if not (n.size == d.size == loss.size):
+        raise FitInputError(f"n, d and loss must have the same length (got {n.size}, {d.size}, {loss.size})")
+    keep = np.isfinite(n) & np.isfinite(d) & np.isfinite(loss)
+    n, d, loss = n[keep], d[keep], loss[keep]
+    for name, v in (("n_params", n), ("tokens", d), ("val_loss", loss)):
+        if np.any(v <= 0):
+            raise FitInputError(f"column {name}: Chinchilla fit needs positive values, found {v.min():g}")
+    if drop_worst < 0 or drop_worst >= n.size:
+        raise FitInputError(f"drop_worst={drop_worst} must be in [0, {n.size - 1}] for {n.size} points")
+    if drop_worst:
+        keep = np.argsort(loss, kind="stable")[: n.size - drop_worst]  # drop the highest losses
+        keep.sort()
+        n, d, loss = n[keep], d[keep], loss[keep]
+    if n.size < 6:
+        raise FitInputError(f"Chinchilla fit needs at least 6 runs with finite N, D and loss, got {n.size}")
+    return np.log(n), np.log(d), np.log(loss), drop_worst
+
+
+def _run_starts(starts, log_n, log_d, log_loss, weights, delta, workers):
+    """Run L-BFGS from every start; `weights` is None or (k, n) per-start point weights."""
+
+    def fg(x, rows):
+        w = None if weights is None else weights[rows]
+        return huber_objective(x, log_n, log_d, log_loss, w, delta)
+
+    k = starts.shape[0]
+    workers = max(1, min(workers, k // 64))  # small batches are not worth a thread
+    if workers == 1:
+        return minimize_lbfgs_batch(fg, starts)
+    chunks = np.array_split(np.arange(k), workers)
+
+    def run(idx):
+        def fg_chunk(x, rows):
+            return fg(x, idx[rows])
+
+        return minimize_lbfgs_batch(fg_chunk, starts[idx])
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(run, chunks))
+    return _concat(parts)
+
+
+def _concat(parts):
+    from hyperp.fitting.lbfgs import LbfgsResult
+
+    return LbfgsResult(x=np.concatenate([p.x for p in parts]), f=np.concatenate([p.f for p in parts]),
+                       grad=np.concatenate([p.grad for p in parts]),
+                       iterations=np.concatenate([p.iterations for p in parts]),
+                       status=np.concatenate([p.status for p in parts]), n_evals=sum(p.n_evals for p in parts))
+
+
+def _distinct(x_sorted: np.ndarray, k: int) -> np.ndarray:
+    """The first k rows of x_sorted (best first) that differ from each other (rounded to 1e-3)."""
+    picked: list[np.ndarray] = []
+    for row in x_sorted:
+        if all(np.max(np.abs(row - p)) > 1e-3 for p in picked):
+            picked.append(row)
+        if len(picked) == k:
+            break
+    return np.array(picked)
+
+
+def _bootstrap(x_sorted, log_n, log_d, log_loss, delta, n_boot, boot_starts, seed, workers) -> np.ndarray:
+    """Replicate (E, A, B, alpha, beta) for n_boot resamples of the runs; (0, 5) when n_boot == 0."""
+    if n_boot <= 0:
+        return np.empty((0, 5))
+    starts = _distinct(x_sorted, boot_starts)
+    counts = case_weights(log_n.size, n_boot, rng_for(seed))  # (n_boot, n) multiplicities
+    weights = np.repeat(counts, starts.shape[0], axis=0)  # each replicate from each start
+    x0 = np.tile(starts, (n_boot, 1))
+    res = _run_starts(x0, log_n, log_d, log_loss, weights, delta, workers)
+    f = res.f.reshape(n_boot, starts.shape[0])
+    best = res.x.reshape(n_boot, starts.shape[0], 5)[np.arange(n_boot), np.argmin(f, axis=1)]
+    return _natural(best)
+
+
+def _natural(p: np.ndarray) -> np.ndarray:
+    """(a, b, e, alpha, beta) rows to (E, A, B, alpha, beta) rows."""
+    p = np.atleast_2d(p)
+    return np.column_stack([np.exp(p[:, 2]), np.exp(p[:, 0]), np.exp(p[:, 1]), p[:, 3], p[:, 4]])
+
+
+def _make_fit(best, f_best, boot, level, **info) -> ChinchillaFit:
+    E, A, B, alpha, beta = _natural(best)[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exp_n = boot[:, 4] / (boot[:, 3] + boot[:, 4])
+    samples = {"E": boot[:, 0], "A": boot[:, 1], "B": boot[:, 2], "alpha": boot[:, 3], "beta": boot[:, 4],
+               "exponent_n": exp_n, "exponent_d": 1.0 - exp_n}
+    intervals = {k: percentile_interval(v, level) for k, v in samples.items()}
+    return ChinchillaFit(E=float(E), A=float(A), B=float(B), alpha=float(alpha), beta=float(beta),
+                         exponent_n=float(beta / (alpha + beta)), exponent_d=float(alpha / (alpha + beta)),
+                         objective=float(f_best), huber_delta=info.pop("delta"), intervals=intervals,
+                         boot_params=boot, **info)

@@ -1,0 +1,323 @@
+"""Loss versus compute and the compute efficiency leverage (CEL) of one method over another.
+
+Per method: L(C) = A C^(-b) + E with A, b >= 0 and 0 <= E <= min(L) (method.md section 7), by least squares.
+For each b the best (A, E) under those bounds has a closed form (a convex problem in two variables: the
+unconstrained optimum if feasible, else the best point on the boundary), so the fit is a bounded 1-D
+profile over b (`profile.py`), global over [0, B_MAX].
+
+CEL of a method over a baseline at a baseline run (C_base, L_base): C_m = ((L_base - E_m) / A_m)^(-1/b_m) is
+the compute the method needs for that loss, CEL = C_base / C_m. Fit-to-fit at compute C:
+CEL(C) = C / C_m(L_base_fit(C)). A loss at or below the method's floor E_m is out of its reach (C_m = inf,
+CEL = 0). Intervals come from residual-bootstrap replicates of each fit (replicate i of the method paired
+with replicate i of the baseline; the two are independent resamples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
+                                      residual_draws, rng_for)
+from hyperp.fitting.profile import RowData, ls_line, minimize_profile
+from hyperp.fitting.table import FitInputError, fit_rows, numeric_column, require_columns
+
+B_MAX = 2.0  # upper end of the exponent search; loss-compute exponents are ~0.05-0.5
+B_GRID_POINTS = 81  # spacing 0.025
+MIN_POINTS = 3  # parameters of the law
+MIN_HOLDOUT_POINTS = 4  # the hold-out refit keeps at least MIN_POINTS
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """The largest-compute point predicted by the fit to the other points."""
+
+    compute: float
+    observed: float
+    predicted: float
+    rel_err: float  # (predicted - observed) / observed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"compute": self.compute, "observed": self.observed, "predicted": self.predicted,
+                "rel_err": self.rel_err}
+
+
+@dataclass(frozen=True)
+class ComputeLawFit:
+    """L(C) = A C^-b + E for one method, with residual-bootstrap intervals."""
+
+    A: float
+    b: float
+    E: float
+    r2: float
+    n_points: int
+    intervals: dict[str, Interval]
+    holdout: HoldOut | None
+    points: tuple[tuple[float, float], ...] = field(repr=False)
+    boot_params: np.ndarray = field(repr=False)  # (n_boot, 3) replicate (A, b, E)
+
+    def predict(self, compute: np.ndarray) -> np.ndarray:
+        """Loss predicted at compute C."""
+        return law_loss(np.array([[self.A, self.b, self.E]]), compute)[0]
+
+    def compute_for_loss(self, loss: np.ndarray) -> np.ndarray:
+        """Compute the fitted law needs to reach `loss` (inf when loss <= E)."""
+        return law_compute(np.array([[self.A, self.b, self.E]]), loss)[0]
+
+    def band(self, compute: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap band of the fitted curve."""
+        curves = law_loss(self.boot_params, compute)
+        tail = 50.0 * (1.0 - level)
+        return np.nanpercentile(curves, tail, axis=0), np.nanpercentile(curves, 100.0 - tail, axis=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"A": self.A, "b": self.b, "E": self.E, "r2": self.r2, "n_points": self.n_points,
+                "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
+                "holdout": None if self.holdout is None else self.holdout.to_dict(),
+                "points": [{"compute": c, "loss": l} for c, l in self.points]}
+
+
+@dataclass(frozen=True)
+class CelPoint:
+    """CEL of `method` over the baseline at one compute (and the baseline loss there)."""
+
+    method: str
+    compute: float
+    baseline_loss: float
+    cel: float
+    interval: Interval
+    kind: str  # "point" (an observed baseline run) or "fit" (fit-to-fit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "kind": self.kind, "compute": self.compute,
+                "baseline_loss": self.baseline_loss, "cel": self.cel, "cel_low": self.interval.low,
+                "cel_high": self.interval.high, "level": self.interval.level}
+
+
+@dataclass(frozen=True)
+class ComputeComparison:
+    """Per-method compute laws and the CEL of every other method over the baseline."""
+
+    baseline: str
+    method_col: str
+    fits: dict[str, ComputeLawFit]
+    cel_points: tuple[CelPoint, ...]
+    cel_at: tuple[CelPoint, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "method_col": self.method_col,
+                "fits": {k: v.to_dict() for k, v in self.fits.items()},
+                "cel_points": [p.to_dict() for p in self.cel_points], "cel_at": [p.to_dict() for p in self.cel_at]}
+
+
+def law_loss(params: np.ndarray, compute: np.ndarray) -> np.ndarray:
+    """Loss of each law row (A, b, E) at each compute: (k, m)."""
+    p = np.atleast_2d(params)
+    c = np.asarray(compute, dtype=float).ravel()
+    return p[:, :1] * np.power(c[None, :], -p[:, 1:2]) + p[:, 2:3]
+
+
+def law_compute(params: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """Compute each law row (A, b, E) needs to reach each loss: (k, m); inf when out of reach."""
+    p = np.atleast_2d(params)
+    target = np.asarray(loss, dtype=float).ravel()[None, :]
+    A, b, E = p[:, :1], p[:, 1:2], p[:, 2:3]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        c = np.power((target - E) / A, -1.0 / b)
+    reachable = (target > E) & (A > 0) & (b > 0)
+    return np.where(reachable, c, np.inf)
+
+
+def fit_loss_compute(compute: np.ndarray, loss: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT,
+                     seed: int | np.random.Generator = 0, level: float = DEFAULT_LEVEL,
+                     holdout: bool = True) -> ComputeLawFit:
+    """Fit L = A C^-b + E (A, b >= 0, 0 <= E <= min L) to one method's (compute, loss) points."""
+    c, y = _validate(compute, loss)
+    rng = rng_for(seed)
+    lc_mean = float(np.log(c).mean())
+    lc = np.log(c) - lc_mean
+    p = _solve(lc, RowData(y[None, :], center=True))[0]
+    fitted = _predict(p, lc)
+    draws = residual_draws(fitted, y - fitted, n_boot, rng, n_params=3)
+    boot = _solve(lc, RowData(draws, center=True))
+    raw = _to_raw(np.vstack([p, boot]), lc_mean)
+    intervals = {k: percentile_interval(raw[1:, j], level) for j, k in enumerate(("A", "b", "E"))}
+    sst = float(np.sum((y - y.mean()) ** 2))
+    r2 = float(1.0 - np.sum((y - fitted) ** 2) / sst) if sst > 0 else float("nan")
+    return ComputeLawFit(A=float(raw[0, 0]), b=float(raw[0, 1]), E=float(raw[0, 2]), r2=r2, n_points=int(c.size),
+                         intervals=intervals, holdout=_holdout(c, y, lc_mean) if holdout else None,
+                         points=tuple(zip(c.tolist(), y.tolist())), boot_params=raw[1:])
+
+
+def cel_at_points(method: ComputeLawFit, compute: np.ndarray, loss: np.ndarray, name: str = "",
+                  level: float = DEFAULT_LEVEL) -> list[CelPoint]:
+    """CEL of `method` at observed baseline runs (C_base, L_base): C_base / C_method(L_base)."""
+    c = np.asarray(compute, dtype=float).ravel()
+    l_base = np.asarray(loss, dtype=float).ravel()
+    point = _ratio(c[None, :], law_compute(np.array([[method.A, method.b, method.E]]), l_base))[0]
+    boot = _ratio(c[None, :], law_compute(method.boot_params, l_base))
+    return [CelPoint(name, float(c[j]), float(l_base[j]), float(point[j]), percentile_interval(boot[:, j], level),
+                     "point") for j in range(c.size)]
+
+
+def compute_efficiency(method: ComputeLawFit, baseline: ComputeLawFit, compute: np.ndarray, name: str = "",
+                       level: float = DEFAULT_LEVEL) -> list[CelPoint]:
+    """Fit-to-fit CEL at each compute C: C / C_method(L_baseline_fit(C))."""
+    c = np.asarray(compute, dtype=float).ravel()
+    l_base = baseline.predict(c)
+    point = _ratio(c[None, :], method.compute_for_loss(l_base)[None, :])[0]
+    k = min(len(method.boot_params), len(baseline.boot_params))
+    boot_loss = law_loss(baseline.boot_params[:k], c)
+    boot_c = np.vstack([law_compute(method.boot_params[i : i + 1], boot_loss[i])[0] for i in range(k)]) if k else \
+        np.empty((0, c.size))
+    boot = _ratio(c[None, :], boot_c)
+    return [CelPoint(name, float(c[j]), float(l_base[j]), float(point[j]), percentile_interval(boot[:, j], level),
+                     "fit") for j in range(c.size)]
+
+
+def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param", x: str = "flops",
+                    y: str = "val_loss", at: Sequence[float] = (), best_of: Sequence[str] = (),
+                    all_status: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                    level: float = DEFAULT_LEVEL, source: str = "table") -> ComputeComparison:
+    """Fit every method's compute law; CEL of each other method over `baseline` at its runs and at `at`.
+
+    best_of: columns within a method (e.g. n_params, tokens) over which only the lowest-loss run is kept,
+    so that an LR sweep contributes its best run per model rather than every LR.
+    """
+    require_columns(df, [method_col, x, y, *best_of], source=source)
+    df = fit_rows(df, all_status, source=source)
+    work = pd.DataFrame({"_m": df[method_col].astype(str), "_c": numeric_column(df, x, source, positive=True),
+                         "_l": numeric_column(df, y, source)}, index=df.index)
+    work = pd.concat([df[list(best_of)], work], axis=1)
+    work = work[np.isfinite(work["_c"]) & np.isfinite(work["_l"])]
+    if work.empty:
+        raise FitInputError(f"{source}: no rows with finite {x!r} and {y!r}")
+    if best_of:
+        work = work.loc[work.groupby(["_m", *best_of], dropna=False)["_l"].idxmin()]
+    methods = sorted(work["_m"].unique())
+    if baseline not in methods:
+        raise FitInputError(f"{source}: baseline {baseline!r} not found in column {method_col!r}; "
+                            f"methods are {methods}")
+    rng = rng_for(seed)
+    fits: dict[str, ComputeLawFit] = {}
+    for m in methods:
+        sub = work[work["_m"] == m]
+        try:
+            fits[m] = fit_loss_compute(sub["_c"].to_numpy(), sub["_l"].to_numpy(), n_boot=n_boot, seed=rng,
+                                       level=level)
+        except FitInputError as exc:
+            raise FitInputError(f"{source}: method {m!r}: {exc}") from exc
+    base_rows = work[work["_m"] == baseline].sort_values("_c")
+    cel_points, cel_at = [], []
+    for m in methods:
+        if m == baseline:
+            continue
+        cel_points += cel_at_points(fits[m], base_rows["_c"].to_numpy(), base_rows["_l"].to_numpy(), m, level)
+        if len(at):
+            cel_at += compute_efficiency(fits[m], fits[baseline], np.asarray(at, dtype=float), m, level)
+    return ComputeComparison(baseline=baseline, method_col=method_col, fits=fits, cel_points=tuple(cel_points),
+                             cel_at=tuple(cel_at))
+
+
+def _validate(compute, loss) -> tuple[np.ndarray, np.ndarray]:
+    c = np.asarray(compute, dtype=float).ravel()
+    y = np.asarray(loss, dtype=float).ravel()
+    if c.size != y.size:
+        raise FitInputError(f"compute and loss must have the same length (got {c.size} and {y.size})")
+    keep = np.isfinite(c) & np.isfinite(y)
+    c, y = c[keep], y[keep]
+    if np.unique(c).size < MIN_POINTS:
+        raise FitInputError(f"loss-compute law needs >= {MIN_POINTS} distinct compute values with a finite loss, "
+                            f"got {np.unique(c).size}")
+    if np.any(c <= 0):
+        raise FitInputError(f"compute must be > 0, found {c.min():g}")
+    return c, y
+
+
+def _solve(lc: np.ndarray, data: RowData) -> np.ndarray:
+    """Bounded least squares (A', b, E) per row, A' for compute normalized by its geometric mean."""
+    e_lo, e_hi = _e_bounds(data)
+    grid = np.linspace(0.0, B_MAX, B_GRID_POINTS)
+
+    def grid_sse(g):
+        sums = data.grid_sums(np.exp(-g[:, None] * lc[None, :]))
+        return _bounded_line(*sums, data.syy[:, None], e_lo[:, None], e_hi[:, None])[2]
+
+    def row_sse(b, rows):
+        sums = data.sums(np.exp(-b[:, None] * lc[None, :]), rows)
+        return _bounded_line(*sums, data.syy[rows], e_lo[rows], e_hi[rows])[2]
+
+    b, _ = minimize_profile(grid_sse, row_sse, grid)
+    a, e, _ = _bounded_line(*data.sums(np.exp(-b[:, None] * lc[None, :])), data.syy, e_lo, e_hi)
+    return np.column_stack([a, b, e + data.mean])
+
+
+def _e_bounds(data: RowData) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of E in the row's centred units: 0 <= E <= min(L) becomes -mean <= e <= min(L) - mean."""
+    y_min = np.min(data.y if data.w is None else np.where(data.w > 0, data.y, np.inf), axis=1)
+    return -data.mean, y_min - data.mean
+
+
+def _bounded_line(s1, sx, sy, sxx, sxy, syy, e_lo, e_hi):
+    """min over A >= 0, e_lo <= e <= e_hi of sum w (y - A x - e)^2: returns (A, e, sse).
+
+    Convex in (A, e): the unconstrained optimum if feasible, else the best of the boundary optima
+    (e fixed at either bound with A clipped at 0, or A = 0 with e clipped).
+    """
+    def sse(a, e):
+        return syy - 2 * a * sxy - 2 * e * sy + a * a * sxx + 2 * a * e * sx + e * e * s1
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a_u, e_u, _ = ls_line(s1, sx, sy, sxx, sxy, syy)
+        inside = (a_u >= 0) & (e_u >= e_lo) & (e_u <= e_hi)
+        cands = [(np.where(inside, a_u, 0.0), np.where(inside, e_u, e_lo), inside)]
+        for e_fix in (e_lo, e_hi):
+            a_fix = np.maximum(np.where(sxx > 0, (sxy - e_fix * sx) / sxx, 0.0), 0.0)
+            cands.append((a_fix, np.broadcast_to(e_fix, a_fix.shape), None))
+        e_free = np.clip(np.where(s1 > 0, sy / s1, 0.0), e_lo, e_hi)
+        cands.append((np.zeros_like(e_free), e_free, None))
+    best_a, best_e, best_f = None, None, None
+    for a, e, ok in cands:
+        f = sse(a, e)
+        if ok is not None:
+            f = np.where(ok, f, np.inf)
+        if best_f is None:
+            best_a, best_e, best_f = a, e, f
+            continue
+        take = f < best_f
+        best_a, best_e, best_f = np.where(take, a, best_a), np.where(take, e, best_e), np.where(take, f, best_f)
+    return best_a, best_e, best_f
+
+
+def _predict(p: np.ndarray, lc: np.ndarray) -> np.ndarray:
+    return p[0] * np.exp(-p[1] * lc) + p[2]
+
+
+def _to_raw(p: np.ndarray, lc_mean: float) -> np.ndarray:
+    """(A', b, E) for normalized compute to (A, b, E) for raw compute: A = A' exp(b mean(log C))."""
+    out = p.copy()
+    out[:, 0] = p[:, 0] * np.exp(p[:, 1] * lc_mean)
+    return out
+
+
+def _holdout(c: np.ndarray, y: np.ndarray, lc_mean: float) -> HoldOut | None:
+    """Refit without the largest-compute point and predict it."""
+    if np.unique(c).size < MIN_HOLDOUT_POINTS:
+        return None
+    last = int(np.argmax(c))
+    keep = np.arange(c.size) != last
+    lc = np.log(c) - lc_mean
+    p = _solve(lc[keep], RowData(y[keep][None, :], center=True))[0]
+    pred = float(_predict(p, lc[last : last + 1])[0])
+    return HoldOut(compute=float(c[last]), observed=float(y[last]), predicted=pred,
+                   rel_err=float((pred - y[last]) / y[last]))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den with inf denominators giving 0 (the method never reaches that loss)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isinf(den), 0.0, num / den)

@@ -1,0 +1,176 @@
+"""Reading and checking the tables the fits consume.
+
+A table is a Parquet or CSV file, or a sweep directory holding `runs.parquet`, with the ledger's column
+names (run_id, sweep, param, depth, width, n_params, n_params_active, tokens, batch_tokens, lr, sparsity,
+top_k, seed, flops, val_loss, status). Other tables (the Chinchilla CSV) come in through a column mapping
+{"Model Size": "n_params", ...}. Every problem with the input raises `FitInputError` naming the file or
+column and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RUNS_FILE = "runs.parquet"  # the ledger inside a sweep directory
+CURVES_FILE = "curves.parquet"  # per-step curves inside a sweep directory
+COMPLETED = "completed"
+DIVERGED = "diverged"
+STATUS_COL = "status"
+
+
+class FitInputError(ValueError):
+    """The input table cannot be fitted as asked; the message names the file or column at fault."""
+
+
+def load_table(path: str | Path, mapping: Mapping[str, str] | None = None,
+               where: Mapping[str, str] | None = None, default_file: str = RUNS_FILE) -> pd.DataFrame:
+    """Read a Parquet/CSV table or a sweep directory's `default_file`, rename columns, filter rows.
+
+    mapping renames source columns to ledger names; where keeps rows whose column equals the given value
+    (compared as text, so `--where depth=4` works on an integer column).
+    """
+    path = Path(path)
+    file = path / default_file if path.is_dir() else path
+    if path.is_dir() and not file.exists():
+        alt = file.with_suffix(".csv")
+        if not alt.exists():
+            raise FitInputError(f"{path}: directory has no {default_file} (nor {alt.name})")
+        file = alt
+    df = read_file(file)
+    df = apply_mapping(df, mapping or {}, source=str(file))
+    return filter_rows(df, where or {}, source=str(file))
+
+
+def read_file(file: Path) -> pd.DataFrame:
+    """Read one Parquet or CSV file."""
+    if not file.exists():
+        raise FitInputError(f"{file}: no such file")
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(file)
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(file)
+    except Exception as exc:  # a corrupt file: report it as an input problem, not a crash
+        raise FitInputError(f"{file}: cannot read ({type(exc).__name__}: {exc})") from exc
+    raise FitInputError(f"{file}: expected a .parquet or .csv file or a sweep directory")
+
+
+def parse_mapping(items: Iterable[str]) -> dict[str, str]:
+    """Parse CLI mapping items "SOURCE=TARGET" into {SOURCE: TARGET}."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        src, sep, dst = item.rpartition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise FitInputError(f"mapping {item!r}: expected SOURCE=TARGET, e.g. 'Model Size=n_params'")
+        mapping[src.strip()] = dst.strip()
+    return mapping
+
+
+def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], source: str = "table") -> pd.DataFrame:
+    """Rename columns; a target that already exists is replaced by the mapped column."""
+    missing = [s for s in mapping if s not in df.columns]
+    if missing:
+        raise FitInputError(f"{source}: mapped column(s) {missing} not found; columns are {list(df.columns)}")
+    clash = [t for s, t in mapping.items() if t in df.columns and t not in mapping]
+    return df.drop(columns=clash).rename(columns=dict(mapping))
+
+
+def filter_rows(df: pd.DataFrame, where: Mapping[str, str], source: str = "table") -> pd.DataFrame:
+    """Keep rows whose column equals the value, compared as text."""
+    for col, value in where.items():
+        require_columns(df, [col], source=source)
+        text = df[col].astype(str)
+        keep = text == str(value)
+        if not keep.any():  # tolerate "4" matching 4.0
+            num = pd.to_numeric(df[col], errors="coerce")
+            try:
+                keep = num == float(value)
+            except ValueError:
+                pass
+        df = df[keep]
+        if df.empty:
+            raise FitInputError(f"{source}: no rows with {col} == {value!r}")
+    return df
+
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str = "table") -> None:
+    """Raise unless every column is present."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise FitInputError(f"{source}: missing column(s) {missing}; columns are {list(df.columns)} "
+                            "(use a column mapping such as --map 'loss=val_loss')")
+
+
+def numeric_column(df: pd.DataFrame, column: str, source: str = "table", positive: bool = False,
+                   allow_nan: bool = True) -> np.ndarray:
+    """A column as float64, with a clear error when it is missing, not numeric, or (optionally) <= 0."""
+    require_columns(df, [column], source=source)
+    raw = df[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() & raw.notna()
+    if bad.any():
+        example = raw[bad].iloc[0]
+        raise FitInputError(f"{source}: column {column!r} must be numeric; found {example!r}")
+    out = values.to_numpy(dtype=float)
+    if not allow_nan and np.isnan(out).any():
+        raise FitInputError(f"{source}: column {column!r} has missing values")
+    if positive:
+        finite = out[np.isfinite(out)]
+        if finite.size and finite.min() <= 0:
+            raise FitInputError(f"{source}: column {column!r} must be > 0 (it is used on a log scale); "
+                                f"found {finite.min():g}")
+    return out
+
+
+def status_masks(df: pd.DataFrame, all_status: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, diverged) row masks: which rows may enter a fit, which are known-bad (diverged) runs.
+
+    Without a status column every row is fitted. Diverged rows never enter a fit, even with all_status,
+    which only admits the other non-completed statuses (e.g. a failed run that still logged a loss).
+    """
+    if STATUS_COL not in df.columns:
+        n = len(df)
+        return np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+    status = df[STATUS_COL].astype(str).str.lower().to_numpy()
+    diverged = status == DIVERGED
+    fit = ~diverged if all_status else status == COMPLETED
+    return fit, diverged
+
+
+def fit_rows(df: pd.DataFrame, all_status: bool = False, source: str = "table") -> pd.DataFrame:
+    """The rows that may enter a fit (completed, or all non-diverged with all_status)."""
+    fit, _ = status_masks(df, all_status)
+    if not fit.any():
+        what = "non-diverged" if all_status else "completed"
+        raise FitInputError(f"{source}: no {what} rows to fit (status column counts: "
+                            f"{df[STATUS_COL].value_counts().to_dict()})")
+    return df[fit]
+
+
+def finite_losses(values: np.ndarray, column: str, source: str = "table") -> np.ndarray:
+    """Mask of finite losses; an error when there is none at all."""
+    ok = np.isfinite(values)
+    if not ok.any():
+        raise FitInputError(f"{source}: column {column!r} has no finite values (all NaN?)")
+    return ok
+
+
+def group_frames(df: pd.DataFrame, by: Sequence[str], source: str = "table"):
+    """Yield (keys dict, sub-frame) per group of the `by` columns (one group when by is empty)."""
+    require_columns(df, list(by), source=source)
+    if not by:
+        yield {}, df
+        return
+    for keys, sub in df.groupby(list(by), sort=True, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        yield {k: _plain(v) for k, v in zip(by, keys)}, sub
+
+
+def _plain(value):
+    """numpy scalars to Python scalars, so group keys print and serialize cleanly."""
+    return value.item() if hasattr(value, "item") else value

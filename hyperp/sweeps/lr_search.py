@@ -1,0 +1,205 @@
+"""Learning-rate search per cell (a cell = a run config minus `lr`): grid bracketing and Optuna.
+
+Both searches are driven by the sweep driver through one small interface: `wanted(results)` returns the
+learning rates that should be running now (given every finished run of the cell), and `summary(results)`
+describes the search. The driver submits the wanted runs that are neither finished nor in flight and asks
+again whenever one of the cell's runs finishes; a search is done when it wants nothing.
+
+Bracket (`bracket_state`) is a pure function of the finished runs, so a resumed sweep re-derives exactly
+the same extended grid and reuses every run already in the ledger. Optuna keeps its state in an sqlite
+study in the sweep directory (`optuna.db`, one study per cell); a trial asked but not told when the driver
+stopped is re-run with the same lr (same run id, so it resumes from its checkpoint) and told on resume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyperp.sweeps.ledger import COMPLETED, DIVERGED, OPTUNA_DB
+from hyperp.sweeps.spec import BracketSearch, OptunaSearch, Plan, PlannedCell, nice
+
+Results = dict[str, dict[str, Any]]  # run_id -> finished ledger row
+
+
+def score(row: dict[str, Any] | None, metric: str) -> float | None:
+    """A finished run's loss for the search: +inf when diverged (or no finite loss), None when unusable."""
+    if row is None:
+        return None
+    status = row.get("status")
+    if status == DIVERGED:
+        return math.inf
+    if status != COMPLETED:
+        return None  # failed or infra_failed: says nothing about the lr
+    value = row.get(metric, math.nan)
+    return float(value) if value is not None and math.isfinite(value) else math.inf
+
+
+@dataclass
+class BracketState:
+    grid: list[float]  # every lr of the (possibly extended) grid, ascending
+    pending: list[float]  # lrs without a finished run
+    extensions: int
+    done: bool
+    bracketed: bool
+    best_lr: float | None = None
+    best: float | None = None
+    reason: str = ""
+
+
+def bracket_state(search: BracketSearch, lookup: Callable[[float], dict[str, Any] | None]) -> BracketState:
+    """Replay the bracketing rule over the finished runs (`lookup(lr)` -> row or None)."""
+    grid = sorted(search.grid)
+    extensions = 0
+    while True:
+        pending = [lr for lr in grid if lookup(lr) is None]
+        if pending:
+            return BracketState(grid, pending, extensions, done=False, bracketed=False, reason="running")
+        scores = {lr: score(lookup(lr), search.metric) for lr in grid}
+        usable = {lr: s for lr, s in scores.items() if s is not None}
+        if not usable:
+            return BracketState(grid, [], extensions, True, False, reason="no usable run (all failed)")
+        finite = {lr: s for lr, s in usable.items() if math.isfinite(s)}
+        best_lr = min(finite, key=lambda lr: (finite[lr], lr)) if finite else None
+        best = finite[best_lr] if best_lr is not None else None
+        if best_lr is None or best_lr == min(usable):
+            direction = -1  # best at the low edge, or everything diverged: go lower
+        elif best_lr == max(usable):
+            direction = 1
+        else:
+            return BracketState(grid, [], extensions, True, True, best_lr, best, reason="bracketed")
+        if extensions >= search.max_extend:
+            return BracketState(grid, [], extensions, True, False, best_lr, best,
+                                reason=f"best lr on the {'low' if direction < 0 else 'high'} edge after "
+                                       f"max_extend={search.max_extend} extensions")
+        if direction < 0:
+            grid.insert(0, nice(grid[0] / (grid[1] / grid[0])))
+        else:
+            grid.append(nice(grid[-1] * (grid[-1] / grid[-2])))
+        extensions += 1
+
+
+class CellSearch:
+    """Base: a search over the lr of one cell."""
+
+    def __init__(self, plan: Plan, cell: PlannedCell):
+        self.plan, self.cell = plan, cell
+
+    def run_id(self, lr: float) -> str:
+        return self.plan.run_for(self.cell, lr, self.kind).run_id
+
+    kind = "grid"
+
+    def wanted(self, results: Results) -> list[float]:
+        raise NotImplementedError
+
+    def summary(self, results: Results) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Bracket(CellSearch):
+    kind = "bracket"
+
+    def __init__(self, plan: Plan, cell: PlannedCell):
+        super().__init__(plan, cell)
+        self.search: BracketSearch = cell.search  # type: ignore[assignment]
+        self._ids: dict[float, str] = {}
+
+    def _id(self, lr: float) -> str:
+        if lr not in self._ids:
+            self._ids[lr] = self.run_id(lr)
+        return self._ids[lr]
+
+    def state(self, results: Results) -> BracketState:
+        return bracket_state(self.search, lambda lr: results.get(self._id(lr)))
+
+    def wanted(self, results: Results) -> list[float]:
+        return self.state(results).pending
+
+    def summary(self, results: Results) -> dict[str, Any]:
+        s = self.state(results)
+        return {"cell_id": self.cell.cell_id, "search": "bracket", "grid": s.grid,
+                "run_ids": [self._id(lr) for lr in s.grid], "extensions": s.extensions, "done": s.done,
+                "bracketed": s.bracketed, "best_lr": s.best_lr, "best": s.best, "reason": s.reason,
+                "metric": self.search.metric}
+
+
+@dataclass
+class _Trial:
+    number: int
+    lr: float
+    run_id: str
+
+
+class OptunaCell(CellSearch):
+    """An Optuna study per cell over log-uniform [low, high], asked and told from the driver."""
+
+    kind = "optuna"
+
+    def __init__(self, plan: Plan, cell: PlannedCell, sweep_dir: Path):
+        super().__init__(plan, cell)
+        import optuna  # noqa: PLC0415
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        self.search: OptunaSearch = cell.search  # type: ignore[assignment]
+        s = self.search
+        sampler = (optuna.samplers.TPESampler(seed=s.seed) if s.sampler == "tpe"
+                   else optuna.samplers.RandomSampler(seed=s.seed))
+        storage = f"sqlite:///{(Path(sweep_dir) / OPTUNA_DB).resolve()}"
+        self.study = optuna.create_study(study_name=f"{plan.spec.name}-{cell.cell_id}", storage=storage,
+                                         direction="minimize", sampler=sampler, load_if_exists=True)
+        self.dist = {"lr": optuna.distributions.FloatDistribution(s.low, s.high, log=True)}
+        self.diverged_value = math.log(cell.config.vocab_size)  # the loss of a uniform predictor
+        self.running: dict[int, _Trial] = {}
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == optuna.trial.TrialState.RUNNING and "lr" in t.params:
+                self.running[t.number] = _Trial(t.number, t.params["lr"], self.run_id(t.params["lr"]))
+
+    def _finished(self) -> int:
+        return sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.is_finished())
+
+    def _tell(self, trial: _Trial, row: dict[str, Any]) -> None:
+        value = score(row, self.search.metric)
+        if value is None:
+            self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
+        else:
+            self.study.tell(trial.number, self.diverged_value if math.isinf(value) else value)
+        self.running.pop(trial.number, None)
+
+    def wanted(self, results: Results) -> list[float]:
+        for trial in list(self.running.values()):
+            if trial.run_id in results:
+                self._tell(trial, results[trial.run_id])
+        finished = self._finished()
+        while len(self.running) < self.search.parallel and finished + len(self.running) < self.search.trials:
+            t = self.study.ask(self.dist)
+            trial = _Trial(t.number, t.params["lr"], self.run_id(t.params["lr"]))
+            t.set_user_attr("run_id", trial.run_id)
+            self.running[t.number] = trial
+            if trial.run_id in results:  # the same lr was already run
+                self._tell(trial, results[trial.run_id])
+                finished += 1
+        return [t.lr for t in self.running.values()]
+
+    def summary(self, results: Results) -> dict[str, Any]:
+        done = [t for t in self.study.get_trials(deepcopy=False)
+                if t.state == self.optuna.trial.TrialState.COMPLETE]
+        best = min(done, key=lambda t: t.value) if done else None
+        return {"cell_id": self.cell.cell_id, "search": "optuna", "trials": self.search.trials,
+                "finished": self._finished(), "running": len(self.running), "done": not self.running
+                and self._finished() >= self.search.trials,
+                "best_lr": best.params["lr"] if best else None, "best": best.value if best else None,
+                "run_ids": [t.user_attrs.get("run_id") for t in self.study.get_trials(deepcopy=False)],
+                "metric": self.search.metric}
+
+
+def make_search(plan: Plan, cell: PlannedCell, sweep_dir: Path) -> CellSearch:
+    if isinstance(cell.search, BracketSearch):
+        return Bracket(plan, cell)
+    if isinstance(cell.search, OptunaSearch):
+        return OptunaCell(plan, cell, sweep_dir)
+    raise ValueError(f"cell {cell.cell_id} has no LR search")

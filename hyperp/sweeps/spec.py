@@ -1,0 +1,597 @@
+"""Sweep specs: a TOML file that names a study, parsed, validated and expanded into runs before anything runs.
+
+Format (every key but `name` and `[base]` is optional; see examples/*.toml)::
+
+    name = "lr_tokens"              # the sweep directory is <root>/<name>; letters, digits, - _ .
+    description = "free text"
+    version_tag = ""                # bump to give every run a new id (e.g. after changing the data)
+    max_retries = 3                 # retries of a run after an infra failure (worker/node lost, killed)
+    max_concurrent = 0              # runs in flight at once; 0: as many as the resources allow
+    checkpoints_per_run = 10        # sets checkpoint_every = ceil(steps / this) when the run config has none
+    tokens_per_param_basis = "active"   # N used by tokens_per_param: total | active | non_embedding | active_matrix
+
+    [base]                          # a run config: every field `hyperp train` takes (RunConfig)
+    depth = 2
+    aspect_ratio = 32
+    head_dim = 16
+
+    [axes]                          # crossed: one run per combination, first axis slowest
+    depth = [2, 4]                  # any RunConfig field can be an axis
+    tokens_per_param = [10, 20]     # T follows N: tokens = round(tpp * N / batch_tokens) * batch_tokens
+    lr = [0.01, 0.02, 0.04]         # or an LR search table, see below
+    param = ["hyperp", "adamw"]
+
+    [[zip]]                         # tied axes: equal-length lists that move together, crossed with the rest
+    seq_len = [64, 128]
+    batch_tokens = [1024, 2048]
+
+    [[override]]                    # for the runs matching `where`, replace fields by `set`
+    where = { param = "adamw" }     # a value, or a list of accepted values, per field
+    set = { lr = [1e-3, 3e-3, 1e-2], weight_decay = 0.0 }   # a list re-expands that field for the subset
+
+    [resources]                     # per run
+    cpus = 1                        # torch threads of the run follow this (at least 1)
+    gpus = 0.25                     # fractional GPUs let small runs share a device
+
+LR search per cell (a cell is a run config minus `lr`); in `[axes]`, `[base]` or an override's `set`::
+
+    lr = { search = "bracket", grid = [0.005, 0.01, 0.02], max_extend = 3 }
+    lr = { search = "bracket", low = 0.005, high = 0.08, points = 5 }     # log-spaced grid
+    lr = { search = "optuna", trials = 12, low = 1e-3, high = 0.1, parallel = 2, seed = 0 }
+
+Bracket: run the coarse log grid; while the cell's best LR (lowest `metric`, default `val_loss`; a diverged
+run counts as +inf, a failed one is ignored) is the lowest or highest grid point, add one point beyond that
+edge at the grid's edge spacing, at most `max_extend` times; stop when the best point is interior
+("bracketed"). Optuna: a study per cell (TPE by default, `sampler = "random"` also allowed) over log-uniform
+[low, high], asked and told by the driver, `parallel` trials of a cell in flight at once, stored in
+`<sweep>/optuna.db` so an interrupted search resumes. Diverged and failed trials are told as FAIL.
+
+Precedence when building a run: RunConfig defaults < [base] < [axes] < [[zip]] < [[override]] (in file
+order). `tokens` and `tokens_per_param` replace each other: whichever is set later wins. Every field is
+checked against RunConfig (name and type) and every resolved run with `RunConfig.from_dict`, so a typo, a
+wrong type, an empty axis or an unknown scheme fails here, naming the field (e.g. `axes.dpeth`), before any
+run starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import itertools
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hyperp.sweeps import identity
+from hyperp.trainer.config import ConfigError, RunConfig, coerce
+
+RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
+EXTRA_FIELDS = ("tokens_per_param",)  # spec-only fields that resolve into RunConfig fields
+TOP_KEYS = ("name", "description", "version_tag", "max_retries", "max_concurrent", "checkpoints_per_run",
+            "tokens_per_param_basis", "base", "axes", "zip", "override", "resources")
+SEARCHES = ("bracket", "optuna")
+METRICS = ("val_loss", "best_val_loss", "train_loss")
+SAMPLERS = ("tpe", "random")
+TOKENS_BASES = {"total": "n_params", "active": "n_params_active", "non_embedding": "n_params_non_embedding",
+                "active_matrix": "n_params_active_matrix"}
+# RunConfig fields that determine the model's shape (and so its parameter count).
+SHAPE_FIELDS = ("depth", "width", "aspect_ratio", "head_dim", "n_kv_heads", "seq_len", "vocab_size", "mlp_ratio",
+                "attn_gate", "rope_theta", "moe_every", "sparsity", "top_k", "shared_expert", "sqrt_gate")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SpecError(ConfigError):
+    """A sweep spec is invalid; `.field` is the dotted location (e.g. `axes.depth`)."""
+
+
+def _msg(e: ConfigError) -> str:
+    return str(e)[len(e.field) + 2:] if str(e).startswith(f"{e.field}: ") else str(e)
+
+
+def _did_you_mean(name: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------- searches
+
+
+@dataclass(frozen=True)
+class BracketSearch:
+    grid: tuple[float, ...]
+    max_extend: int = 3
+    metric: str = "val_loss"
+    kind: str = "bracket"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"search": "bracket", "grid": list(self.grid), "max_extend": self.max_extend, "metric": self.metric}
+
+
+@dataclass(frozen=True)
+class OptunaSearch:
+    trials: int
+    low: float
+    high: float
+    parallel: int = 2
+    seed: int = 0
+    sampler: str = "tpe"
+    metric: str = "val_loss"
+    kind: str = "optuna"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["search"] = d.pop("kind")
+        return d
+
+
+Search = BracketSearch | OptunaSearch
+
+
+def log_grid(low: float, high: float, points: int) -> tuple[float, ...]:
+    """`points` log-spaced values from low to high, rounded to 6 significant digits."""
+    if points == 1:
+        return (nice(low),)
+    step = (math.log(high) - math.log(low)) / (points - 1)
+    return tuple(nice(math.exp(math.log(low) + i * step)) for i in range(points))
+
+
+def nice(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def _number(where: str, value: Any, *, integer: bool = False, positive: bool = True, minimum: float | None = None) -> Any:
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        raise SpecError(where, f"expected {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise SpecError(where, f"expected a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise SpecError(where, f"must be > 0, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise SpecError(where, f"must be >= {minimum}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _choice(where: str, value: Any, allowed: tuple[str, ...], what: str = "value") -> str:
+    if value not in allowed:
+        raise SpecError(where, f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+    return value
+
+
+def parse_search(table: dict[str, Any], where: str) -> Search:
+    if "search" not in table:
+        raise SpecError(f"{where}.search", f"an LR table needs `search`, one of {', '.join(SEARCHES)} "
+                                           "(or give lr as a list of values)")
+    kind = _choice(f"{where}.search", table["search"], SEARCHES, "search")
+    allowed = {"bracket": ("search", "grid", "low", "high", "points", "max_extend", "metric"),
+               "optuna": ("search", "trials", "low", "high", "parallel", "seed", "sampler", "metric")}[kind]
+    for key in table:
+        if key not in allowed:
+            raise SpecError(f"{where}.{key}", f"unknown key for search = {kind!r}{_did_you_mean(key, allowed)}; "
+                                              f"expected one of {', '.join(allowed)}")
+    metric = _choice(f"{where}.metric", table.get("metric", "val_loss"), METRICS, "metric")
+    if kind == "bracket":
+        max_extend = _number(f"{where}.max_extend", table.get("max_extend", 3), integer=True, positive=False, minimum=0)
+        if "grid" in table:
+            if any(k in table for k in ("low", "high", "points")):
+                raise SpecError(f"{where}.grid", "give either grid or low/high/points, not both")
+            grid = table["grid"]
+            if not isinstance(grid, list) or len(grid) < 2:
+                raise SpecError(f"{where}.grid", f"expected a list of at least 2 learning rates, got {grid!r}")
+            values = tuple(sorted({_number(f"{where}.grid", v) for v in grid}))
+            if len(values) < 2:
+                raise SpecError(f"{where}.grid", f"needs at least 2 distinct learning rates, got {grid!r}")
+        else:
+            missing = [k for k in ("low", "high") if k not in table]
+            if missing:
+                raise SpecError(f"{where}.{missing[0]}", "a bracket search needs grid = [...] or low, high (and points)")
+            low, high = _number(f"{where}.low", table["low"]), _number(f"{where}.high", table["high"])
+            points = _number(f"{where}.points", table.get("points", 5), integer=True, minimum=2)
+            if not low < high:
+                raise SpecError(f"{where}.high", f"must be greater than low ({low}), got {high}")
+            values = log_grid(low, high, points)
+        return BracketSearch(grid=values, max_extend=max_extend, metric=metric)
+    for key in ("trials", "low", "high"):
+        if key not in table:
+            raise SpecError(f"{where}.{key}", "an optuna search needs trials, low and high")
+    low, high = _number(f"{where}.low", table["low"]), _number(f"{where}.high", table["high"])
+    if not low < high:
+        raise SpecError(f"{where}.high", f"must be greater than low ({low}), got {high}")
+    return OptunaSearch(trials=_number(f"{where}.trials", table["trials"], integer=True),
+                        low=low, high=high,
+                        parallel=_number(f"{where}.parallel", table.get("parallel", 2), integer=True),
+                        seed=_number(f"{where}.seed", table.get("seed", 0), integer=True, positive=False),
+                        sampler=_choice(f"{where}.sampler", table.get("sampler", "tpe"), SAMPLERS, "sampler"),
+                        metric=metric)
+
+
+# ---------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class Override:
+    where: dict[str, tuple[Any, ...]]  # field -> accepted values
+    set: dict[str, list[Any]]  # field -> values to cross (one value: a fixed setting)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpus))
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base: dict[str, Any]
+    axes: dict[str, list[Any] | Search] = field(default_factory=dict)
+    zips: list[dict[str, list[Any]]] = field(default_factory=list)
+    overrides: list[Override] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    max_retries: int = 3
+    max_concurrent: int = 0
+    checkpoints_per_run: int = 10
+    tokens_per_param_basis: str = "active"
+    version_tag: str = ""
+    description: str = ""
+    text: str = ""  # the TOML as given
+    source: str = "spec"
+
+
+def _check_field(name: str, where: str) -> None:
+    if name not in RUN_FIELDS and name not in EXTRA_FIELDS:
+        known = RUN_FIELDS + EXTRA_FIELDS
+        raise SpecError(where, f"unknown run config field {name!r}{_did_you_mean(name, known)}; "
+                               f"known fields: {', '.join(sorted(known))}")
+
+
+def _check_value(name: str, value: Any, where: str) -> Any:
+    """Type-check one value of a field; an `lr` table is an LR search."""
+    if name == "tokens_per_param":
+        return _number(where, value)
+    if name == "lr" and isinstance(value, dict):
+        return parse_search(value, where)
+    if isinstance(value, dict) and name != "tags":
+        raise SpecError(where, f"expected a single value for {name}, got a table {value!r}")
+    try:
+        return coerce(name, value)
+    except ConfigError as e:
+        raise SpecError(where, _msg(e)) from None
+
+
+def _values(name: str, raw: Any, where: str) -> list[Any]:
+    """An axis: a non-empty list of values of the field."""
+    if not isinstance(raw, list):
+        raise SpecError(where, f"an axis is a list of values, got {raw!r} (put a single value in [base], "
+                               "or use [axes] lr = {search = ...} for an LR search)")
+    if not raw:
+        raise SpecError(where, "empty axis; give at least one value")
+    return [_check_value(name, v, where) for v in raw]
+
+
+def _table(data: dict[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SpecError(where or key, f"expected a table, got {value!r}")
+    return value
+
+
+def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> SweepSpec:
+    """Validate a parsed TOML document (field names, types, shapes) and build a SweepSpec."""
+    for key in data:
+        if key not in TOP_KEYS:
+            hint = _did_you_mean(key, TOP_KEYS)
+            if key in RUN_FIELDS:
+                hint = f" (run config fields go in [base] or [axes])"
+            raise SpecError(key, f"unknown top-level key{hint}; expected one of {', '.join(TOP_KEYS)}")
+    if "name" not in data:
+        raise SpecError("name", "a sweep needs a name (letters, digits, -, _, .)")
+    name = data["name"]
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise SpecError("name", f"must be a non-empty string of letters, digits, -, _, . (a directory name), got {name!r}")
+    for key in ("description", "version_tag"):
+        if not isinstance(data.get(key, ""), str):
+            raise SpecError(key, f"expected a string, got {data[key]!r}")
+
+    base_raw = _table(data, "base")
+    base: dict[str, Any] = {}
+    for k, v in base_raw.items():
+        _check_field(k, f"base.{k}")
+        base[k] = _check_value(k, v, f"base.{k}")
+
+    axes: dict[str, list[Any] | Search] = {}
+    for k, v in _table(data, "axes").items():
+        _check_field(k, f"axes.{k}")
+        if k == "lr" and isinstance(v, dict):
+            axes[k] = parse_search(v, "axes.lr")
+        else:
+            axes[k] = _values(k, v, f"axes.{k}")
+    if "tokens" in axes and "tokens_per_param" in axes:
+        raise SpecError("axes.tokens_per_param", "give tokens or tokens_per_param as an axis, not both")
+
+    zips_raw = data.get("zip", [])
+    if not isinstance(zips_raw, list) or not all(isinstance(z, dict) for z in zips_raw):
+        raise SpecError("zip", "expected [[zip]] tables of equal-length lists")
+    zips: list[dict[str, list[Any]]] = []
+    seen = set(axes)
+    for i, z in enumerate(zips_raw):
+        if not z:
+            raise SpecError(f"zip[{i}]", "empty [[zip]] table; give at least one field = [values]")
+        parsed = {}
+        for k, v in z.items():
+            _check_field(k, f"zip[{i}].{k}")
+            if k in seen:
+                raise SpecError(f"zip[{i}].{k}", f"{k} is already an axis or in another [[zip]]; a field can vary in one place only")
+            seen.add(k)
+            parsed[k] = _values(k, v, f"zip[{i}].{k}")
+        lengths = {k: len(v) for k, v in parsed.items()}
+        if len(set(lengths.values())) > 1:
+            raise SpecError(f"zip[{i}]", f"tied lists must have equal lengths, got {lengths}")
+        zips.append(parsed)
+    if {"tokens", "tokens_per_param"} <= seen:
+        raise SpecError("tokens_per_param", "tokens and tokens_per_param both vary; pick one")
+
+    ov_raw = data.get("override", [])
+    if not isinstance(ov_raw, list) or not all(isinstance(o, dict) for o in ov_raw):
+        raise SpecError("override", "expected [[override]] tables with `where` and `set`")
+    overrides = []
+    for i, o in enumerate(ov_raw):
+        where = f"override[{i}]"
+        for key in o:
+            if key not in ("where", "set"):
+                raise SpecError(f"{where}.{key}", f"unknown key{_did_you_mean(key, ('where', 'set'))}; expected where, set")
+        cond, sets = _table(o, "where", f"{where}.where"), _table(o, "set", f"{where}.set")
+        if not sets:
+            raise SpecError(f"{where}.set", "an override needs `set = { field = value or [values] }`")
+        w: dict[str, tuple[Any, ...]] = {}
+        for k, v in cond.items():
+            _check_field(k, f"{where}.where.{k}")
+            vals = v if isinstance(v, list) else [v]
+            if not vals:
+                raise SpecError(f"{where}.where.{k}", "empty list of accepted values")
+            w[k] = tuple(_check_value(k, x, f"{where}.where.{k}") for x in vals)
+        s: dict[str, list[Any]] = {}
+        for k, v in sets.items():
+            _check_field(k, f"{where}.set.{k}")
+            s[k] = _values(k, v, f"{where}.set.{k}") if isinstance(v, list) else [_check_value(k, v, f"{where}.set.{k}")]
+        overrides.append(Override(where=w, set=s))
+
+    res = _table(data, "resources")
+    for key in res:
+        if key not in ("cpus", "gpus"):
+            hint = (f"; {key} is a top-level key (write it before the first [table])" if key in TOP_KEYS
+                    else _did_you_mean(key, ("cpus", "gpus")))
+            raise SpecError(f"resources.{key}", f"unknown key{hint}; expected cpus, gpus")
+    resources = Resources(cpus=_number("resources.cpus", res.get("cpus", 1)),
+                          gpus=_number("resources.gpus", res.get("gpus", 0), positive=False, minimum=0))
+
+    basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), tuple(TOKENS_BASES))
+    return SweepSpec(
+        name=name, base=base, axes=axes, zips=zips, overrides=overrides, resources=resources,
+        max_retries=_number("max_retries", data.get("max_retries", 3), integer=True, positive=False, minimum=0),
+        max_concurrent=_number("max_concurrent", data.get("max_concurrent", 0), integer=True, positive=False, minimum=0),
+        checkpoints_per_run=_number("checkpoints_per_run", data.get("checkpoints_per_run", 10), integer=True,
+                                    positive=False, minimum=0),
+        tokens_per_param_basis=basis, version_tag=data.get("version_tag", ""),
+        description=data.get("description", ""), text=text, source=source)
+
+
+def loads_spec(text: str, source: str = "spec") -> SweepSpec:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError("spec", f"{source} is not valid TOML: {e}") from None
+    return parse_spec(data, text=text, source=source)
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError("spec", f"file {path} does not exist")
+    return loads_spec(path.read_text(), source=str(path))
+
+
+# ---------------------------------------------------------------- expansion
+
+
+_DEFAULTS = RunConfig().to_dict()
+
+
+def _put(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set a field; tokens and tokens_per_param replace each other (the later one wins)."""
+    partner = {"tokens": "tokens_per_param", "tokens_per_param": "tokens"}.get(key)
+    if partner:
+        values.pop(partner, None)
+    values.pop(key, None)  # keep insertion order = order of setting (for descriptions)
+    values[key] = value
+
+
+def _matches(values: dict[str, Any], where: dict[str, tuple[Any, ...]]) -> bool:
+    return all(values.get(k, _DEFAULTS.get(k)) in accepted for k, accepted in where.items())
+
+
+def expand_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every combination of axes and zips, then the overrides; each point is base + its settings."""
+    groups: list[list[list[tuple[str, Any]]]] = []
+    for name, vals in spec.axes.items():
+        vals = [vals] if isinstance(vals, (BracketSearch, OptunaSearch)) else vals
+        groups.append([[(name, v)] for v in vals])
+    for z in spec.zips:
+        n = len(next(iter(z.values())))
+        groups.append([[(k, z[k][i]) for k in z] for i in range(n)])
+    points = []
+    for combo in itertools.product(*groups):
+        values = dict(spec.base)
+        for settings in combo:
+            for k, v in settings:
+                _put(values, k, v)
+        points.append(values)
+    for i, ov in enumerate(spec.overrides):
+        hits, out = 0, []
+        for values in points:
+            if not _matches(values, ov.where):
+                out.append(values)
+                continue
+            hits += 1
+            keys = list(ov.set)
+            for combo in itertools.product(*(ov.set[k] for k in keys)):
+                new = dict(values)
+                for k, v in zip(keys, combo):
+                    _put(new, k, v)
+                out.append(new)
+        if not hits:
+            seen = {k: sorted({str(p.get(k, _DEFAULTS.get(k))) for p in points}) for k in ov.where}
+            raise SpecError(f"override[{i}].where", f"matches no run; values in the sweep: {seen}")
+        points = out
+    return points
+
+
+# ---------------------------------------------------------------- static run facts (no training)
+
+
+@functools.lru_cache(maxsize=4096)
+def _counts(shape: tuple[tuple[str, Any], ...]):
+    import torch  # noqa: PLC0415
+
+    from hyperp.trainer.metrics import count_params  # noqa: PLC0415
+    from hyperp.trainer.model import Transformer  # noqa: PLC0415
+
+    cfg = RunConfig(**dict(shape))
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    return count_params(model, cfg)
+
+
+def param_counts(cfg: RunConfig):
+    """ParamCounts of the run's model, built on the meta device (no memory, no init); cached per shape."""
+    return _counts(tuple((k, getattr(cfg, k)) for k in SHAPE_FIELDS))
+
+
+def static_columns(cfg: RunConfig) -> dict[str, Any]:
+    """Columns known before training: shape, parameter counts and planned FLOPs (trainer conventions)."""
+    from hyperp.trainer.metrics import training_flops  # noqa: PLC0415
+
+    c = param_counts(cfg)
+    tokens = cfg.total_steps * cfg.batch_tokens  # what the trainer will actually consume
+    return {"width": cfg.d_model, "n_heads": cfg.n_heads, "n_params": c.total,
+            "n_params_non_embedding": c.non_embedding, "n_params_active": c.active,
+            "n_params_active_matrix": c.active_matrix, "flops_planned": training_flops(c, cfg, tokens)}
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    cell_id: str
+    config: RunConfig
+    search: str  # grid, bracket or optuna
+    info: dict[str, Any]  # static columns + tokens_per_param
+
+
+@dataclass
+class PlannedCell:
+    cell_id: str
+    config: RunConfig  # the cell's config; its lr is a placeholder, set per run
+    search: Search | None  # None: fixed learning rates only
+    info: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    spec: SweepSpec
+    runs: list[PlannedRun]  # every run known up front (fixed LRs and initial bracket grids)
+    cells: dict[str, PlannedCell]
+    varying: list[str]  # config fields that differ between runs
+
+    @property
+    def searches(self) -> list[PlannedCell]:
+        return [c for c in self.cells.values() if c.search is not None]
+
+    def run_for(self, cell: PlannedCell, lr: float, search: str) -> PlannedRun:
+        cfg = cell.config.replace(lr=lr)
+        return PlannedRun(identity.run_id(cfg, self.spec.version_tag), cell.cell_id, cfg, search, dict(cell.info))
+
+    def varying_values(self, cfg: RunConfig, info: dict[str, Any] | None = None, lr: bool = True) -> dict[str, Any]:
+        d = cfg.to_dict() | {"width": cfg.d_model}
+        out = {k: d[k] for k in self.varying if k in d and (lr or k != "lr")}
+        if info and "tokens_per_param" in self.varying:
+            out["tokens_per_param"] = info.get("tokens_per_param")
+        return out
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v.kind if isinstance(v, (BracketSearch, OptunaSearch)) else v}"
+                     for k, v in values.items())
+
+
+def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search | None, dict[str, Any]]:
+    """One expanded point -> a validated RunConfig (lr=None placeholder if searched), its search, its info."""
+    values = dict(values)
+    lr = values.get("lr")
+    search = lr if isinstance(lr, (BracketSearch, OptunaSearch)) else None
+    if search is not None:
+        values["lr"] = search.grid[0] if isinstance(search, BracketSearch) else search.low
+    tpp = values.pop("tokens_per_param", None)
+    explicit_ckpt = "checkpoint_every" in values
+    try:
+        cfg = RunConfig.from_dict(values, source="sweep run")
+        if tpp is not None:
+            n = getattr(param_counts(cfg), TOKENS_BASES[spec.tokens_per_param_basis])
+            steps = max(1, round(tpp * n / cfg.batch_tokens))
+            cfg = cfg.replace(tokens=steps * cfg.batch_tokens)
+        if not explicit_ckpt and spec.checkpoints_per_run:
+            cfg = cfg.replace(checkpoint_every=math.ceil(cfg.total_steps / spec.checkpoints_per_run))
+    except ConfigError as e:
+        raise SpecError(e.field, f"{_msg(e)} (in the run with {_describe(values) or 'the base config'})") from None
+    info = static_columns(cfg) | {"tokens_per_param": float(tpp) if tpp is not None else math.nan}
+    return cfg, search, info
+
+
+def make_plan(spec: SweepSpec) -> Plan:
+    """Expand and validate every run of a spec. Raises SpecError naming the field; runs nothing."""
+    runs: dict[str, PlannedRun] = {}
+    cells: dict[str, PlannedCell] = {}
+    for values in expand_points(spec):
+        cfg, search, info = resolve(spec, values)
+        cid = identity.cell_id(cfg, spec.version_tag)
+        cell = cells.get(cid)
+        if cell is None:
+            cells[cid] = cell = PlannedCell(cid, cfg, search, info)
+        elif search is not None:
+            if cell.search is not None and cell.search != search:
+                raise SpecError("lr", f"two different LR searches for the same cell ({_describe(values)})")
+            cell.search = search
+        if search is None:
+            lrs = [cfg.lr]
+        elif isinstance(search, BracketSearch):
+            lrs = list(search.grid)
+        else:
+            lrs = []
+        for lr in lrs:
+            try:
+                run_cfg = cfg.replace(lr=lr)
+            except ConfigError as e:
+                raise SpecError(e.field, f"{_msg(e)} (in the run with {_describe(values)})") from None
+            rid = identity.run_id(run_cfg, spec.version_tag)
+            if rid not in runs:
+                runs[rid] = PlannedRun(rid, cid, run_cfg, "grid" if search is None else search.kind, dict(info))
+    configs = [r.config.to_dict() | {"width": r.config.d_model} for r in runs.values()]
+    configs += [c.config.to_dict() | {"width": c.config.d_model} for c in cells.values()]
+    varying = [k for k in list(RUN_FIELDS) if k != "lr" and len({repr(c[k]) for c in configs}) > 1]
+    if len({repr(r.config.lr) for r in runs.values()}) > 1 or any(c.search for c in cells.values()):
+        varying.append("lr")
+    tpps = {repr(r.info["tokens_per_param"]) for r in runs.values()} | \
+           {repr(c.info["tokens_per_param"]) for c in cells.values()}
+    if len(tpps) > 1:
+        varying.insert(varying.index("tokens") if "tokens" in varying else len(varying), "tokens_per_param")
+    return Plan(spec=spec, runs=list(runs.values()), cells=cells, varying=varying)

@@ -1,0 +1,57 @@
+"""Run functions for tests and benchmarks: stand-ins for the trainer with known behaviour.
+
+A run function has the signature `run_fn(cfg: RunConfig, out_dir: str) -> dict` (a ledger row; `status`
+"completed" or "diverged"; raising marks the run `failed`). It must be a module-level function of an
+importable module so that Ray workers can unpickle it by reference, which is why these live in the package.
+
+`stub_run` behaves according to the run's `tags` (a RunConfig field, so each behaviour is its own run id):
+
+- `sleep = "<seconds>"`: sleep, then return;
+- `raise = "<message>"`: raise RuntimeError(message);
+- `diverge = "1"`: return status "diverged";
+- `crash_once = "1"`: on the first attempt SIGKILL its own worker process (an infra failure), then succeed;
+- `lr_opt = "<lr>"`: val_loss = 1 + (ln lr - ln lr_opt)^2, a known optimum for LR-search tests;
+  with `diverge_above = "<lr>"` runs with a larger lr diverge.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from hyperp.trainer.config import RunConfig
+
+
+def stub_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
+    tags = cfg.tags
+    start = time.perf_counter()
+    if "crash_once" in tags:
+        marker = Path(out_dir) / "crashed"
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+    if "sleep" in tags:
+        time.sleep(float(tags["sleep"]))
+    if "raise" in tags:
+        raise RuntimeError(tags["raise"])
+    lr = cfg.base_lr
+    loss = 1.0 + (math.log(lr) - math.log(float(tags.get("lr_opt", 0.01)))) ** 2
+    diverged = tags.get("diverge") == "1" or ("diverge_above" in tags and lr > float(tags["diverge_above"]))
+    trained = cfg.total_steps * cfg.batch_tokens
+    return {"status": "diverged" if diverged else "completed", "val_loss": math.nan if diverged else loss,
+            "best_val_loss": math.nan if diverged else loss, "train_loss": loss, "lr": lr,
+            "steps": cfg.total_steps, "tokens_trained": trained, "wall_time_s": time.perf_counter() - start,
+            "hardware": "stub", "error": ""}
+
+
+def train_or_raise(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
+    """The real trainer, except that a run tagged `raise = "<message>"` raises RuntimeError(message)."""
+    if "raise" in cfg.tags:
+        raise RuntimeError(cfg.tags["raise"])
+    from hyperp.sweeps.runner import train_run  # noqa: PLC0415
+
+    return train_run(cfg, out_dir)

@@ -1,0 +1,82 @@
+"""resolve_hparams reproduces method.md section 2's table, written out here independently."""
+
+import math
+
+import pytest
+
+from hyperp.trainer.config import RunConfig
+from hyperp.trainer.hparams import resolve_hparams
+
+SHAPES = [(4, 2**20), (8, 2**22), (16, 2**24), (2, 2**18)]  # (depth, tokens) with proxy d0=4, T0=2^20
+
+
+def cfg_for(param, depth, tokens, **kw):
+    return RunConfig(param=param, depth=depth, tokens=tokens, base_depth=4, base_width=128, base_tokens=2**20,
+                     lr=0.01, weight_decay=0.1, aspect_ratio=32, **kw)
+
+
+@pytest.mark.parametrize("depth,tokens", SHAPES)
+def test_hyperp_row(depth, tokens):
+    hp = resolve_hparams(cfg_for("hyperp", depth, tokens))
+    factor = math.sqrt(4 / depth) * (tokens / 2**20) ** -0.32
+    assert hp.hidden.lr == pytest.approx(0.01 * factor)
+    assert hp.residual_alpha == pytest.approx(1 / math.sqrt(2 * depth))
+    assert hp.logit_mult == 1.0
+    assert [hp.group(g).optimizer for g in ("hidden", "head", "embed", "vector")] == ["muonh", "adamh", "adamw", "adamw"]
+    assert all(hp.group(g).weight_decay == 0 for g in ("hidden", "head", "embed", "vector"))
+    # the paper's code applies the whole factor to every group (token_scaling="all", the default)
+    assert hp.head.lr == pytest.approx(0.01 * factor) and hp.embed.lr == pytest.approx(0.01 * factor)
+
+
+@pytest.mark.parametrize("depth,tokens", SHAPES)
+def test_hyperp_token_factor_on_hidden_only(depth, tokens):
+    hp = resolve_hparams(cfg_for("hyperp", depth, tokens, token_scaling="hidden"))
+    assert hp.hidden.lr == pytest.approx(0.01 * math.sqrt(4 / depth) * (tokens / 2**20) ** -0.32)
+    assert hp.embed.lr == pytest.approx(0.01 * math.sqrt(4 / depth))
+
+
+def test_token_exponent_is_a_parameter():
+    hp = resolve_hparams(cfg_for("hyperp", 4, 2**22, token_exponent=0.5))
+    assert hp.hidden.lr == pytest.approx(0.01 * 4**-0.5)
+
+
+@pytest.mark.parametrize("depth,tokens", SHAPES)
+def test_muonh_row(depth, tokens):
+    hp = resolve_hparams(cfg_for("muonh", depth, tokens))
+    assert hp.hidden.lr == pytest.approx(0.01) and hp.residual_alpha == 1.0 and hp.logit_mult == 1.0
+    assert [hp.group(g).optimizer for g in ("hidden", "head")] == ["muonh", "adamh"]
+    assert all(hp.group(g).weight_decay == 0 for g in ("hidden", "head", "embed", "vector"))
+
+
+@pytest.mark.parametrize("depth,tokens", SHAPES)
+def test_muon_mup_row(depth, tokens):
+    hp = resolve_hparams(cfg_for("muon", depth, tokens))
+    width = 32 * depth
+    assert hp.hidden.lr == pytest.approx(0.01 * math.sqrt(4 / depth))  # no token factor
+    assert hp.residual_alpha == pytest.approx(1 / math.sqrt(2 * depth))
+    assert hp.logit_mult == pytest.approx(128 / width)  # w0 / w
+    assert hp.hidden.weight_decay == pytest.approx(0.1 * 4 / depth)  # lambda * d0 / d on matrices
+    assert hp.head.weight_decay == pytest.approx(0.1 * 4 / depth)
+    assert hp.vector.weight_decay == 0 and hp.embed.weight_decay == 0
+    assert [hp.group(g).optimizer for g in ("hidden", "head", "embed")] == ["muon", "adamw", "adamw"]
+
+
+@pytest.mark.parametrize("depth,tokens", SHAPES)
+def test_adamw_row(depth, tokens):
+    hp = resolve_hparams(cfg_for("adamw", depth, tokens))
+    assert hp.hidden.lr == pytest.approx(0.01) and hp.head.lr == pytest.approx(0.01)
+    assert hp.residual_alpha == 1.0 and hp.logit_mult == 1.0
+    assert hp.hidden.weight_decay == pytest.approx(0.1) and hp.vector.weight_decay == 0
+    assert all(hp.group(g).optimizer == "adamw" for g in ("hidden", "head", "embed", "vector"))
+
+
+def test_proxy_shape_gets_base_lr():
+    for param in ("hyperp", "muonh", "muon", "adamw"):
+        assert resolve_hparams(cfg_for(param, 4, 2**20)).hidden.lr == pytest.approx(0.01)
+
+
+def test_resolved_is_serialisable():
+    import json
+
+    d = resolve_hparams(cfg_for("hyperp", 8, 2**21)).to_dict()
+    assert json.loads(json.dumps(d))["hidden"]["optimizer"] == "muonh"
