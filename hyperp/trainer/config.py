@@ -20,6 +20,7 @@ from typing import Any, Literal, get_args, get_type_hints
 Param = Literal["hyperp", "muonh", "muon", "adamw"]
 PARAMS: tuple[str, ...] = get_args(Param)
 NSCoeffs = Literal["per_iter", "quintic"]
+NSBackend = Literal["auto", "torch", "triton"]
 TokenScaling = Literal["all", "hidden"]
 
 # Base learning rates for each scheme when `lr` is not given. For the sphere schemes eta is a relative step
@@ -76,6 +77,7 @@ class RunConfig:
     nesterov: bool = True
     ns_coeffs: NSCoeffs = "per_iter"
     ns_steps: int = 5
+    ns_backend: NSBackend = "auto"  # CUDA: the Triton kernel when available (auto), or plain torch
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8

@@ -125,6 +125,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     """Train one model; write results to `out_dir` if given. Raises ConfigError/DataError on bad input."""
     cfg.validate()
     device = resolve_device(cfg.device)
+    if cfg.ns_backend == "triton" and not device.startswith("cuda"):
+        raise ConfigError("ns_backend", f"'triton' needs a CUDA device, got {device!r}; use auto or torch")
     corpus = load_corpus(cfg.data, cfg.val_percent)
     check_corpus(corpus, cfg)
     if cfg.threads and device == "cpu":

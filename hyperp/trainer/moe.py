@@ -53,6 +53,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.profiler import record_function
 
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.model import SwiGLU, z_value
@@ -156,31 +157,34 @@ class MoE(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        logits, expert, gates = self.route(x)
-        weights = gates.sqrt() if self.sqrt_gate else gates
-
-        # sort the N*k token slots by expert so each expert's slots form one contiguous group
-        flat_expert = expert.flatten()
-        order = flat_expert.argsort(stable=True)
-        sorted_expert = flat_expert[order]
-        token = order // self.k
-        counts = torch.bincount(flat_expert, minlength=self.n_routed)
-
-        xs = autocast_input(x.index_select(0, token))
-        if self.dispatch == "grouped" and can_group(xs):
-            ys = experts_grouped(xs, self.cast_banks(xs), counts)
-        else:
-            ys = experts_padded(xs, self.cast_banks(xs), counts, sorted_expert)
-        ys = ys * weights.flatten()[order].unsqueeze(-1).to(ys.dtype)
-        y = torch.zeros(x.shape[0], shape[-1], dtype=ys.dtype, device=x.device).index_add_(0, token, ys)
-
-        if self.shared is not None:
-            shared = self.shared(x)
-            y = SHARED_MIX * (y + shared) if self.sqrt_gate else y + shared
-        counts = all_reduce_sum(counts) if distributed() else counts
-        self.balance_loss = self.switch_loss(logits, counts) if self.gamma > 0 else None
-        self._logits, self._counts = logits.detach(), counts.detach()
+        # record_function ranges name the phases in torch.profiler traces (benchmarks/bench_moe.py)
+        with record_function("moe.router"):
+            logits, expert, gates = self.route(x)
+        with record_function("moe.dispatch"):
+            order, counts = sort_slots(expert, self.n_routed)
+            token = order // self.k  # the token each sorted slot came from
+            xs = autocast_input(x.index_select(0, token))
+        with record_function("moe.experts"):
+            ys = self.run_experts(xs, counts, expert.flatten()[order])
+        with record_function("moe.combine"):
+            weights = (gates.sqrt() if self.sqrt_gate else gates).flatten()[order]
+            ys = ys * weights.unsqueeze(-1).to(ys.dtype)
+            y = ys.new_zeros(x.shape[0], ys.shape[-1]).index_add_(0, token, ys)
+            if self.shared is not None:
+                shared = self.shared(x)
+                y = SHARED_MIX * (y + shared) if self.sqrt_gate else y + shared
+        with record_function("moe.balance"):
+            counts = all_reduce_sum(counts) if distributed() else counts
+            self.balance_loss = self.switch_loss(logits, counts) if self.gamma > 0 else None
+            self._logits, self._counts = logits.detach(), counts.detach()
         return y.reshape(shape[:-1] + (y.shape[-1],))
+
+    def run_experts(self, xs: Tensor, counts: Tensor, sorted_expert: Tensor) -> Tensor:
+        """Every expert on its contiguous group of xs (rows sorted by expert), as grouped or padded matmuls."""
+        banks = self.cast_banks(xs)
+        if self.dispatch == "grouped" and can_group(xs):
+            return experts_grouped(xs, banks, counts)
+        return experts_padded(xs, banks, counts, sorted_expert)
 
     def cast_banks(self, xs: Tensor) -> tuple[Tensor, ...]:
         """Banks in the activations' dtype (bf16 under CUDA autocast: grouped_mm is not an autocast op)."""
@@ -208,6 +212,12 @@ class MoE(nn.Module):
         """Routed-expert parameters a token does not use: (E - k) experts of 3 * w * h weights each."""
         per_expert = sum(b[0].numel() for b in self.banks)
         return (self.n_routed - self.k) * per_expert
+
+
+def sort_slots(expert: Tensor, n_experts: int) -> tuple[Tensor, Tensor]:
+    """Stable order of the flattened (token, slot) pairs by expert id, and the number of slots per expert."""
+    flat = expert.flatten()
+    return flat.argsort(stable=True), torch.bincount(flat, minlength=n_experts)
 
 
 def maxvio(counts: Tensor) -> float:

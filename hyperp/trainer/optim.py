@@ -47,9 +47,18 @@ def newton_schulz_torch(G: Tensor, coeffs: str = "per_iter", steps: int = 5, dty
     return (X.mT if tall else X).to(G.dtype)
 
 
-def newton_schulz(G: Tensor, coeffs: str = "per_iter", steps: int = 5) -> Tensor:
-    """Newton-Schulz as the optimizers call it: fp32 on CPU, bf16 on CUDA (as in Muon)."""
-    return newton_schulz_torch(G, coeffs, steps, dtype=torch.bfloat16 if G.is_cuda else None)
+def newton_schulz(G: Tensor, coeffs: str = "per_iter", steps: int = 5, backend: str = "auto") -> Tensor:
+    """Newton-Schulz as the optimizers call it: fp32 torch on CPU; bf16 on CUDA, through the Triton kernel
+    (`hyperp.kernels.newton_schulz`) unless `backend` is "torch" or Triton is missing."""
+    if not G.is_cuda:
+        if backend == "triton":
+            raise ValueError("ns_backend: the Triton kernel runs on CUDA tensors (TRITON_INTERPRET=1 for tests)")
+        return newton_schulz_torch(G, coeffs, steps)
+    from hyperp.kernels import newton_schulz as kernel  # noqa: PLC0415 (triton import is slow and optional)
+
+    if backend == "torch" or not kernel.available():
+        return newton_schulz_torch(G, coeffs, steps, dtype=torch.bfloat16)
+    return kernel.newton_schulz_triton(G, coeffs, steps, dtype=torch.bfloat16)
 
 
 def ns_flops(shape: torch.Size | tuple[int, ...], steps: int) -> float:
@@ -101,9 +110,9 @@ class Muon(torch.optim.Optimizer):
     """Muon: W <- W (1 - lr wd) - lr * sqrt(fan_out / fan_in) * NS(nesterov momentum)."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-                 ns_coeffs="per_iter", ns_steps=5):
+                 ns_coeffs="per_iter", ns_steps=5, ns_backend="auto"):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps))
+                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_backend=ns_backend))
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -113,7 +122,7 @@ class Muon(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 u = momentum_direction(self.state[p], p.grad, g["momentum"], g["nesterov"])
-                o = newton_schulz(u, g["ns_coeffs"], g["ns_steps"])
+                o = newton_schulz(u, g["ns_coeffs"], g["ns_steps"], g["ns_backend"])
                 scale = math.sqrt(p.shape[-2] / p.shape[-1])  # fan_out / fan_in of a (out, in) weight
                 p.mul_(1 - g["lr"] * g["weight_decay"]).add_(o, alpha=-g["lr"] * scale)
         return loss
@@ -154,13 +163,13 @@ class MuonH(_SphereOptimizer):
     """Muon on the Frobenius sphere: a step of norm lr * r along NS(momentum), then retraction."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-                 ns_coeffs="per_iter", ns_steps=5):
+                 ns_coeffs="per_iter", ns_steps=5, ns_backend="auto"):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps))
+                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_backend=ns_backend))
 
     def direction(self, state, grad, group):
         u = momentum_direction(state, grad, group["momentum"], group["nesterov"])
-        return newton_schulz(u, group["ns_coeffs"], group["ns_steps"])
+        return newton_schulz(u, group["ns_coeffs"], group["ns_steps"], group["ns_backend"])
 
 
 class AdamH(_SphereOptimizer):
@@ -230,7 +239,8 @@ def build_optimizers(model: torch.nn.Module, hp, cfg) -> Optimizers:
             by_kind.setdefault(g.optimizer, []).append(
                 dict(params=params, lr=g.lr, base_lr=g.lr, weight_decay=g.weight_decay, name=name))
     betas = (cfg.adam_beta1, cfg.adam_beta2)
-    matrix_kw = dict(momentum=cfg.momentum, nesterov=cfg.nesterov, ns_coeffs=cfg.ns_coeffs, ns_steps=cfg.ns_steps)
+    matrix_kw = dict(momentum=cfg.momentum, nesterov=cfg.nesterov, ns_coeffs=cfg.ns_coeffs, ns_steps=cfg.ns_steps,
+                     ns_backend=cfg.ns_backend)
     make = {
         "muonh": lambda gs: MuonH(gs, **matrix_kw),
         "muon": lambda gs: Muon(gs, **matrix_kw),
