@@ -125,7 +125,8 @@ def test_experts_are_initialised_independently():
     off_diag = corr - torch.diag(torch.diag(corr))
     assert off_diag.abs().max() < 0.1  # distinct draws per expert, not a copied matrix
     bound = 1 / math.sqrt(WIDTH)  # nn.Linear's default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    assert moe.gate_bank.abs().max() <= bound and moe.gate_bank.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
+    assert moe.gate_bank.abs().max() <= bound
+    assert moe.gate_bank.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.02)
     down_bound = 1 / math.sqrt(moe.hidden)
     assert moe.down_bank.std().item() == pytest.approx(down_bound / math.sqrt(3), rel=0.02)
 
@@ -190,8 +191,8 @@ def test_balance_loss_is_global_across_data_parallel_ranks():
     moe(x)
     moe.balance_loss.backward()
     world = 2
-    with tempfile.TemporaryDirectory() as tmp:
-        out = mp.Manager().dict()
+    with tempfile.TemporaryDirectory() as tmp, mp.Manager() as manager:
+        out = manager.dict()
         mp.spawn(_distributed_worker, args=(world, os.path.join(tmp, "store"), x, moe.state_dict(), out),
                  nprocs=world)
         for rank in range(world):

@@ -24,18 +24,21 @@ Dispatch (no Python loop over tokens or experts on the hot path):
 3. the token rows are gathered in that order, xs (N k, w), so each expert's slots are one contiguous group;
 4. the experts run as grouped matmuls over those groups: `torch._grouped_mm(xs, bank^T, offs)` computes
    every group against its own expert matrix in one call, forward and backward (weight gradients are the
-   2-D x 2-D grouped form). Where `_grouped_mm` is missing (torch < 2.8) or cannot run (CUDA without bf16),
-   the "padded" path scatters the groups into an (E, C, w) buffer, C = the largest group, and uses bmm;
+   2-D x 2-D grouped form). Where `_grouped_mm` is missing (older torch) or cannot run (CUDA outside
+   bf16 autocast), the "padded" path scatters the groups into an (E, C, w) buffer, C = the largest group,
+   and uses bmm;
 5. each slot's output is scaled by its gate (g or sqrt(g)) and summed into its token with index_add_.
-On the 2-core CPU grouped matmul runs the experts at the speed of one dense matmul of the same FLOPs and
-beat the padded bmm path in the full layer (benchmarks/bench_moe.py, results/moe/bench.md).
+Measured on the 2-core CPU (N = 8192, w = 128, S = 8, k = 4; results/moe/bench.md): the grouped path beats
+the padded one (no padding copies), and router, sort, gather and combine together cost a few percent of the
+layer; the grouped expert matmuls themselves run below the dense SwiGLU's matmul speed (many small GEMMs).
 
-Memory (activations kept for backward, per MoE layer, fp32): the grouped path stores xs (N k w), the gate
-and up outputs and their product (3 N k h) and the slot outputs (N k w): for top_k = k, N k h = N * mlp_ratio
-* w, the same as the dense SwiGLU's hidden activations, plus 2 N k w for the gathered inputs and unsorted
-outputs (k times the dense layer's input copy), plus O(N k) integers for the sort. The padded path replaces
-N k by E * C in every buffer: equal under perfect balance, up to E times more when one expert takes every
-slot, which is why it is only the fallback.
+Memory (activations kept for backward, per MoE layer; k = top_k without a shared expert): the gathered inputs
+xs (N k w), four (N k h) tensors of the SwiGLU (gate and up outputs, silu, product) and the slot outputs
+(N k w), plus router logits and probabilities (2 N E) and O(N k) integer indices. Since k h = mlp_ratio * w,
+the SwiGLU part equals the dense layer's; the extra is (2 k - 1) N w (the dense layer keeps one N w input),
+i.e. (2 k - 1) / (4 mlp_ratio + 1) of the dense layer's saved activations (+41% at k = 4). The weight copies
+bank^T are 3 E h w per layer. The padded path replaces N k by E * C in every buffer: equal under perfect
+balance, up to E times more when one expert takes every slot, which is why it is only the fallback.
 
 Load balancing. The Switch loss gamma * E * sum_i f_i P_i over the whole batch (f_i: share of routed slots
 sent to expert i; P_i: mean router probability, softmax over all E logits), set as `self.balance_loss` in
