@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from hyperp import bench_cli
+from hyperp.fitting import cli as fit_cli
+from hyperp.plots import cli as plot_cli
 from hyperp.trainer.cli import run_with_progress, print_result, train_command
 from hyperp.trainer.config import RunConfig
 
@@ -14,6 +16,8 @@ app = typer.Typer(help="Scaling-law sweeps and fits for language models trained 
                   no_args_is_help=True, add_completion=False)
 app.command("train")(train_command)
 app.add_typer(bench_cli.app, name="bench")
+app.add_typer(fit_cli.app, name="fit")
+app.add_typer(plot_cli.app, name="plot")
 
 
 @app.command()

@@ -7,14 +7,22 @@ Two resampling schemes, both returned as arrays so that a fit can refit all repl
   residual bootstrap). Used for regressions on few points (an LR sweep of 7 values, a law over 5 model
   sizes), where resampling cases would often leave too few distinct x values to fit at all. Residuals are
   inflated by sqrt(n / (n - p)), the usual correction for the shrinkage of least-squares residuals.
+
+Intervals are percentile intervals; for the few-point regressions they are widened by t_{n-p} / z
+(`small_sample_factor`), which brings the measured coverage of nominal 95% intervals from ~88% to ~94% on
+8-point laws and 9-point LR sweeps (tests/test_fitting_*.py check coverage over many seeds).
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
+from scipy.stats import t as student_t
 
 DEFAULT_N_BOOT = 1000
 DEFAULT_LEVEL = 0.95
@@ -53,15 +61,63 @@ def residual_draws(fitted: np.ndarray, residuals: np.ndarray, n_boot: int, rng: 
     if dof <= 0:
         return np.tile(fitted, (n_boot, 1))  # exact fit: no residual variation to resample
     r = (residuals - residuals.mean()) * np.sqrt(n / dof)
-    return fitted[None, :] + rng.choice(r, size=(n_boot, n))
+    out = r[rng.integers(0, n, size=(n_boot, n), dtype=np.int32)]  # int32 indices: half the memory traffic
+    out += fitted[None, :]
+    return out
 
 
-def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> Interval:
-    """Percentile interval of bootstrap samples, ignoring non-finite replicates; NaN when none is finite."""
+def percentile_interval(samples: np.ndarray, level: float = DEFAULT_LEVEL, *, center: float | None = None,
+                        dof: int | None = None, log: bool = False) -> Interval:
+    """Percentile interval of bootstrap samples, ignoring non-finite replicates; NaN when none is finite.
+
+    With `center` (the point estimate) and `dof` (points minus parameters), each side is widened by
+    t_dof / z, the small-sample calibration of `small_sample_factor`; `log` widens ratios instead of
+    differences (for positive quantities such as a learning rate or a CEL). With dof <= 0 (as many
+    points as parameters) the bounds are NaN: the fit is exact and says nothing about its uncertainty.
+    """
+    s = np.asarray(samples, dtype=float).reshape(-1, 1)
+    centers = None if center is None else np.array([center], dtype=float)
+    return percentile_intervals(s, level, centers=centers, dof=dof, log=log)[0]
+
+
+def percentile_intervals(samples: np.ndarray, level: float = DEFAULT_LEVEL, *, centers: np.ndarray | None = None,
+                         dof: int | None = None, log: bool = False) -> list[Interval]:
+    """`percentile_interval` for every column of samples (n_boot, m) at once."""
     s = np.asarray(samples, dtype=float)
-    s = s[np.isfinite(s)]
-    if s.size == 0:
-        return Interval(float("nan"), float("nan"), level)
+    s = np.where(np.isfinite(s), s, np.nan)
     tail = 50.0 * (1.0 - level)
-    low, high = np.percentile(s, [tail, 100.0 - tail])
-    return Interval(float(low), float(high), level)
+    low, high = np.full((2, s.shape[1]), np.nan)
+    if s.shape[0] and (dof is None or dof > 0):  # dof <= 0: an exact fit, no residuals to resample
+        holes = np.isnan(s).any(axis=0)  # nanpercentile is slow (a loop per column): only where needed
+        low[~holes], high[~holes] = np.percentile(s[:, ~holes], [tail, 100.0 - tail], axis=0)
+        if holes.any():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN bounds
+                low[holes], high[holes] = np.nanpercentile(s[:, holes], [tail, 100.0 - tail], axis=0)
+    if centers is not None and dof is not None:
+        k = small_sample_factor(int(dof), float(level))
+        c = np.asarray(centers, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if log:
+                ok = (c > 0) & (low > 0)
+                low = np.where(ok, c * (low / c) ** k, low)
+                high = np.where(ok, c * (high / c) ** k, high)
+            else:
+                ok = np.isfinite(c)
+                low = np.where(ok, c - (c - low) * k, low)
+                high = np.where(ok, c + (high - c) * k, high)
+    return [Interval(float(lo), float(hi), level) for lo, hi in zip(low, high)]
+
+
+@functools.lru_cache(maxsize=256)
+def small_sample_factor(dof: int, level: float = DEFAULT_LEVEL) -> float:
+    """t_{dof} / z quantile ratio at `level`.
+
+    A bootstrap of a regression on few points behaves like a normal interval with an estimated scale, so it
+    undercovers as a t interval would with z quantiles (about 88% instead of 95% for 8 points and 2
+    parameters, measured). Widening each side by t/z restores the nominal level; it tends to 1 as dof grows.
+    """
+    if dof <= 0:
+        return 1.0
+    q = 0.5 + level / 2.0
+    return float(student_t.ppf(q, dof) / norm.ppf(q))

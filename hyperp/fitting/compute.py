@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
-                                      residual_draws, rng_for)
-from hyperp.fitting.profile import RowData, ls_line, minimize_profile
+                                      percentile_intervals, residual_draws, rng_for)
+from hyperp.fitting.profile import RowData, exp_outer, ls_line, minimize_profile
 from hyperp.fitting.table import FitInputError, fit_rows, numeric_column, require_columns
 
 B_MAX = 2.0  # upper end of the exponent search; loss-compute exponents are ~0.05-0.5
@@ -122,9 +122,13 @@ def law_loss(params: np.ndarray, compute: np.ndarray) -> np.ndarray:
 
 
 def law_compute(params: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """Compute each law row (A, b, E) needs to reach each loss: (k, m); inf when out of reach."""
+    """Compute each law row (A, b, E) needs to reach each loss (m,) or its own row of (k, m) losses.
+
+    Returns (k, m); inf when the loss is out of reach (at or below E).
+    """
     p = np.atleast_2d(params)
-    target = np.asarray(loss, dtype=float).ravel()[None, :]
+    target = np.asarray(loss, dtype=float)
+    target = target if target.ndim == 2 else target.ravel()[None, :]  # (k, m) gives one loss row per law
     A, b, E = p[:, :1], p[:, 1:2], p[:, 2:3]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         c = np.power((target - E) / A, -1.0 / b)
@@ -145,7 +149,9 @@ def fit_loss_compute(compute: np.ndarray, loss: np.ndarray, *, n_boot: int = DEF
     draws = residual_draws(fitted, y - fitted, n_boot, rng, n_params=3)
     boot = _solve(lc, RowData(draws, center=True))
     raw = _to_raw(np.vstack([p, boot]), lc_mean)
-    intervals = {k: percentile_interval(raw[1:, j], level) for j, k in enumerate(("A", "b", "E"))}
+    dof = c.size - 3
+    intervals = {k: percentile_interval(raw[1:, j], level, center=raw[0, j], dof=dof, log=(k == "A"))
+                 for j, k in enumerate(("A", "b", "E"))}
     sst = float(np.sum((y - y.mean()) ** 2))
     r2 = float(1.0 - np.sum((y - fitted) ** 2) / sst) if sst > 0 else float("nan")
     return ComputeLawFit(A=float(raw[0, 0]), b=float(raw[0, 1]), E=float(raw[0, 2]), r2=r2, n_points=int(c.size),
@@ -160,8 +166,9 @@ def cel_at_points(method: ComputeLawFit, compute: np.ndarray, loss: np.ndarray, 
     l_base = np.asarray(loss, dtype=float).ravel()
     point = _ratio(c[None, :], law_compute(np.array([[method.A, method.b, method.E]]), l_base))[0]
     boot = _ratio(c[None, :], law_compute(method.boot_params, l_base))
-    return [CelPoint(name, float(c[j]), float(l_base[j]), float(point[j]), percentile_interval(boot[:, j], level),
-                     "point") for j in range(c.size)]
+    intervals = percentile_intervals(boot, level, centers=point, dof=method.n_points - 3, log=True)
+    return [CelPoint(name, float(c[j]), float(l_base[j]), float(point[j]), intervals[j], "point")
+            for j in range(c.size)]
 
 
 def compute_efficiency(method: ComputeLawFit, baseline: ComputeLawFit, compute: np.ndarray, name: str = "",
@@ -171,12 +178,12 @@ def compute_efficiency(method: ComputeLawFit, baseline: ComputeLawFit, compute: 
     l_base = baseline.predict(c)
     point = _ratio(c[None, :], method.compute_for_loss(l_base)[None, :])[0]
     k = min(len(method.boot_params), len(baseline.boot_params))
-    boot_loss = law_loss(baseline.boot_params[:k], c)
-    boot_c = np.vstack([law_compute(method.boot_params[i : i + 1], boot_loss[i])[0] for i in range(k)]) if k else \
-        np.empty((0, c.size))
+    boot_c = law_compute(method.boot_params[:k], law_loss(baseline.boot_params[:k], c))
     boot = _ratio(c[None, :], boot_c)
-    return [CelPoint(name, float(c[j]), float(l_base[j]), float(point[j]), percentile_interval(boot[:, j], level),
-                     "fit") for j in range(c.size)]
+    dof = min(method.n_points, baseline.n_points) - 3
+    intervals = percentile_intervals(boot, level, centers=point, dof=dof, log=True)
+    return [CelPoint(name, float(c[j]), float(l_base[j]), float(point[j]), intervals[j], "fit")
+            for j in range(c.size)]
 
 
 def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param", x: str = "flops",
@@ -244,15 +251,15 @@ def _solve(lc: np.ndarray, data: RowData) -> np.ndarray:
     grid = np.linspace(0.0, B_MAX, B_GRID_POINTS)
 
     def grid_sse(g):
-        sums = data.grid_sums(np.exp(-g[:, None] * lc[None, :]))
+        sums = data.grid_sums(exp_outer(-g, lc))
         return _bounded_line(*sums, data.syy[:, None], e_lo[:, None], e_hi[:, None])[2]
 
     def row_sse(b, rows):
-        sums = data.sums(np.exp(-b[:, None] * lc[None, :]), rows)
+        sums = data.sums(exp_outer(-b, lc), rows)
         return _bounded_line(*sums, data.syy[rows], e_lo[rows], e_hi[rows])[2]
 
     b, _ = minimize_profile(grid_sse, row_sse, grid)
-    a, e, _ = _bounded_line(*data.sums(np.exp(-b[:, None] * lc[None, :])), data.syy, e_lo, e_hi)
+    a, e, _ = _bounded_line(*data.sums(exp_outer(-b, lc)), data.syy, e_lo, e_hi)
     return np.column_stack([a, b, e + data.mean])
 
 

@@ -53,8 +53,12 @@ class LbfgsResult:
 
 
 def minimize_lbfgs_batch(fg: ObjectiveGrad, x0: np.ndarray, *, memory: int = MEMORY, ftol: float = FTOL,
-                         gtol: float = GTOL, max_iter: int = MAX_ITER) -> LbfgsResult:
-    """Minimize B independent problems from the starting points x0 (B, p) with L-BFGS."""
+                         gtol: float = GTOL, max_iter: int = MAX_ITER, f_floor: float = 1.0) -> LbfgsResult:
+    """Minimize B independent problems from the starting points x0 (B, p) with L-BFGS.
+
+    A row stops when (f_old - f_new) <= ftol * max(|f_old|, |f_new|, f_floor) (scipy uses f_floor = 1,
+    which makes the test absolute for objectives below 1), when max |grad| <= gtol, or after max_iter.
+    """
     x = np.array(x0, dtype=float)
     n_rows, n_par = x.shape
     rows_all = np.arange(n_rows)
@@ -106,7 +110,7 @@ def minimize_lbfgs_batch(fg: ObjectiveGrad, x0: np.ndarray, *, memory: int = MEM
         x[moved] += step
         f[moved] = f_new[ok]
         g[moved] = g_new[ok]
-        small_df = (f_old - f[moved]) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f[moved])), 1.0)
+        small_df = (f_old - f[moved]) <= ftol * np.maximum(np.maximum(np.abs(f_old), np.abs(f[moved])), f_floor)
         small_g = np.max(np.abs(g[moved]), axis=1) <= gtol
         status[moved[small_df]] = CONVERGED_F
         status[moved[small_g]] = CONVERGED_G

@@ -21,7 +21,7 @@ import pandas as pd
 
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       residual_draws, rng_for)
-from hyperp.fitting.table import (FitInputError, finite_losses, group_frames, numeric_column, require_columns,
+from hyperp.fitting.table import (FitInputError, finite_losses, group_indices, numeric_column, require_columns,
                                   status_masks)
 
 # Below this R^2 the parabola does not describe the sweep (noise-dominated or not U-shaped) and the vertex is
@@ -99,12 +99,12 @@ def fit_lr_curve(lr: np.ndarray, loss: np.ndarray, *, diverged_lr: Sequence[floa
     lo, hi = _bracket_range(lr, diverged)
     design, center = _design(u)
     d_coef = np.linalg.lstsq(design, loss, rcond=None)[0]
-    point = _optima(d_coef[None, :], loss[None, :], design, center, u, np.log(lo), np.log(hi), r2_min)
+    point = _optima(d_coef[None, :], loss[None, :], design, center, lr, np.log(lo), np.log(hi), r2_min)
     fitted = design @ d_coef
     boot_y = residual_draws(fitted, loss - fitted, n_boot, rng_for(seed), n_params=3)
     boot_coef = boot_y @ np.linalg.pinv(design).T
-    boot = _optima(boot_coef, boot_y, design, center, u, np.log(lo), np.log(hi), r2_min)
-    interval = percentile_interval(boot["lr"], level) if lr.size > 3 else Interval(np.nan, np.nan, level)
+    boot = _optima(boot_coef, boot_y, design, center, lr, np.log(lo), np.log(hi), r2_min)
+    interval = percentile_interval(boot["lr"], level, center=float(point["lr"][0]), dof=lr.size - 3, log=True)
     return LrOptimum(group=dict(group or {}), lr_opt=float(point["lr"][0]), loss_opt=float(point["loss"][0]),
                      r2=float(point["r2"][0]), n_points=int(lr.size), n_diverged=int(diverged.size),
                      bracketed=bool(point["bracketed"][0]), reason=str(point["reason"][0]), lr_interval=interval,
@@ -127,20 +127,17 @@ def fit_optimal_lr(df: pd.DataFrame, by: Sequence[str] = (), *, lr_col: str = "l
     loss_all = numeric_column(df, loss_col, source=source)
     fit_mask, div_mask = status_masks(df, all_status)
     finite_losses(np.where(fit_mask, loss_all, np.nan), loss_col, source=source)
-    work = pd.DataFrame({"_lr": lr_all, "_loss": loss_all, "_fit": fit_mask, "_div": div_mask}, index=df.index)
-    work = pd.concat([df[list(by)], work], axis=1)
     rng = rng_for(seed)
     optima, skipped = [], []
-    for keys, sub in group_frames(work, by, source=source):
-        fit = sub[sub["_fit"] & np.isfinite(sub["_loss"])]
+    for keys, idx in group_indices(df, by, source=source):
+        fit = idx[fit_mask[idx] & np.isfinite(loss_all[idx])]
         try:
-            optima.append(fit_lr_curve(fit["_lr"].to_numpy(), fit["_loss"].to_numpy(),
-                                       diverged_lr=sub.loc[sub["_div"], "_lr"].to_numpy(), r2_min=r2_min,
-                                       n_boot=n_boot, seed=rng, level=level, group=keys))
+            optima.append(fit_lr_curve(lr_all[fit], loss_all[fit], diverged_lr=lr_all[idx[div_mask[idx]]],
+                                       r2_min=r2_min, n_boot=n_boot, seed=rng, level=level, group=keys))
         except FitInputError as exc:
             if not skip_sparse:
                 raise FitInputError(f"{source}: {exc} (pass skip_sparse / --skip-sparse to leave it out)") from exc
-            skipped.append({**keys, "n_points": int(len(fit))})
+            skipped.append({**keys, "n_points": int(fit.size)})
     if not optima:
         raise FitInputError(f"{source}: no group has enough learning rates to fit")
     return LrOptima(by=by, optima=tuple(optima), skipped=tuple(skipped))
@@ -168,9 +165,12 @@ def _uncentered(d: np.ndarray, center: float) -> tuple[float, float, float]:
     return (d0 - d1 * center + d2 * center**2, d1 - 2 * d2 * center, d2)
 
 
-def _optima(coef: np.ndarray, y: np.ndarray, design: np.ndarray, center: float, u: np.ndarray,
+def _optima(coef: np.ndarray, y: np.ndarray, design: np.ndarray, center: float, lr: np.ndarray,
             u_lo: float, u_hi: float, r2_min: float) -> dict[str, np.ndarray]:
-    """Optimum of each row of centred coefficients (k, 3) fitted to responses y (k, n), with fallback."""
+    """Optimum of each row of centred coefficients (k, 3) fitted to responses y (k, n), with fallback.
+
+    `reason` (why not bracketed) is given for the first row only: the point estimate.
+    """
     fitted = coef @ design.T
     sse = np.sum((y - fitted) ** 2, axis=1)
     sst = np.sum((y - y.mean(axis=1, keepdims=True)) ** 2, axis=1)
@@ -185,8 +185,8 @@ def _optima(coef: np.ndarray, y: np.ndarray, design: np.ndarray, center: float, 
     best = np.argmin(y, axis=1)
     rows = np.arange(y.shape[0])
     vertex_loss = coef[:, 0] + coef[:, 1] * v_star + coef[:, 2] * v_star**2
-    lr = np.where(bracketed, np.exp(np.where(bracketed, u_star, 0.0)), np.exp(u[best]))
+    lr_opt = np.where(bracketed, np.exp(np.where(bracketed, u_star, 0.0)), lr[best])
     loss = np.where(bracketed, vertex_loss, y[rows, best])
-    reason = np.where(~curved, "curvature <= 0",
-                      np.where(~inside, "vertex outside swept range", np.where(~good, "poor fit", "bracketed")))
-    return {"lr": lr, "loss": loss, "r2": r2, "bracketed": bracketed, "reason": reason}
+    reason = [("curvature <= 0" if not c else "vertex outside swept range" if not i else
+               "poor fit" if not g else "bracketed") for c, i, g in zip(curved[:1], inside[:1], good[:1])]
+    return {"lr": lr_opt, "loss": loss, "r2": r2, "bracketed": bracketed, "reason": reason}

@@ -25,7 +25,7 @@ from scipy.optimize import OptimizeWarning, curve_fit, least_squares
 
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       residual_draws, rng_for)
-from hyperp.fitting.profile import RowData, ls_line, ls_slope_only, minimize_profile
+from hyperp.fitting.profile import RowData, exp_outer, ls_line, ls_slope_only, minimize_profile
 from hyperp.fitting.table import FitInputError
 
 Space = Literal["linear", "log"]
@@ -86,7 +86,11 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, offset: bool = False, space: 
     x must be > 0; in log space y (or y - c) must be > 0. Needs at least one point more than parameters.
     """
     x, y = _validate(x, y, offset, space)
-    rng = rng_for(seed)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # bad rows become NaN, not warnings
+        return _fit(x, y, offset, space, n_boot, rng_for(seed), level)
+
+
+def _fit(x, y, offset: bool, space: Space, n_boot: int, rng: np.random.Generator, level: float) -> PowerLawFit:
     lx_mean = float(np.log(x).mean())
     lx = np.log(x) - lx_mean
     model = _Model(lx, offset, space, center_b=_log_slope(lx, y))
@@ -99,8 +103,9 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, *, offset: bool = False, space: 
     boot = model.solve(model.data(model.from_space(draws, p)), center_b=p[1], start=p)
     loo = _loo_rel_err(model, y, p, rng)
     raw = _to_raw(np.vstack([p, boot]), lx_mean)
-    names = ("a", "b", "c")
-    intervals = {k: percentile_interval(raw[1:, j], level) for j, k in enumerate(names)}
+    dof = x.size - model.n_params
+    intervals = {k: percentile_interval(raw[1:, j], level, center=raw[0, j], dof=dof, log=(k == "a"))
+                 for j, k in enumerate(("a", "b", "c"))}
     return PowerLawFit(a=float(raw[0, 0]), b=float(raw[0, 1]), c=float(raw[0, 2]), offset=offset, space=space,
                        r2=r2, loo_rel_err=loo, n_points=int(x.size), intervals=intervals,
                        points=tuple(zip(x.tolist(), y.tolist())), boot_params=raw[1:])
@@ -153,11 +158,11 @@ class _Model:
         return self._linear_params(data, b)
 
     def _grid_sse(self, data: RowData, grid: np.ndarray) -> np.ndarray:
-        s1, sx, sy, sxx, sxy = data.grid_sums(np.exp(grid[:, None] * self.lx[None, :]))
+        s1, sx, sy, sxx, sxy = data.grid_sums(exp_outer(grid, self.lx))
         return self._sse(s1, sx, sy, sxx, sxy, data.syy[:, None])
 
     def _row_sse(self, data: RowData, b: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return self._sse(*data.sums(np.exp(b[:, None] * self.lx[None, :]), rows), data.syy[rows])
+        return self._sse(*data.sums(exp_outer(b, self.lx), rows, intercept=self.offset), data.syy[rows])
 
     def _sse(self, s1, sx, sy, sxx, sxy, syy):
         if self.offset:
@@ -165,7 +170,7 @@ class _Model:
         return ls_slope_only(sxx, sxy, syy)[1]
 
     def _linear_params(self, data: RowData, b: np.ndarray) -> np.ndarray:
-        s1, sx, sy, sxx, sxy = data.sums(np.exp(b[:, None] * self.lx[None, :]))
+        s1, sx, sy, sxx, sxy = data.sums(exp_outer(b, self.lx), intercept=self.offset)
         if self.offset:
             a, c, _ = ls_line(s1, sx, sy, sxx, sxy, data.syy)
             return np.column_stack([a, b, c + data.mean])
@@ -263,14 +268,6 @@ def _lm_step(lx, ly, w, p, lam) -> np.ndarray:
     return np.where(np.isfinite(step), step, 0.0)
 
 
-def _row_min(data: RowData) -> np.ndarray:
-    return np.min(data.y if data.w is None else np.where(data.w > 0, data.y, np.inf), axis=1)
-
-
-def _row_max(data: RowData) -> np.ndarray:
-    return np.max(data.y if data.w is None else np.where(data.w > 0, data.y, -np.inf), axis=1)
-
-
 def _validate(x, y, offset: bool, space: str) -> tuple[np.ndarray, np.ndarray]:
     if space not in ("linear", "log"):
         raise FitInputError(f"space must be 'linear' or 'log', got {space!r}")
@@ -337,4 +334,67 @@ def _to_raw(p: np.ndarray, lx_mean: float) -> np.ndarray:
     """(a', b, c) for centred log x to (a, b, c) for raw x: a = a' exp(-b mean(log x))."""
     out = p.copy()
     out[:, 0] = p[:, 0] * np.exp(-p[:, 1] * lx_mean)
+    return out
+
+
+OPTIMA = ("lr_opt", "loss_opt")  # y values computed per group by the optimal-LR fit
+
+
+@dataclass(frozen=True)
+class LawFit:
+    """A power law fitted to one group of a table (`group` holds the --by keys)."""
+
+    group: dict[str, Any]
+    x: str
+    y: str
+    fit: PowerLawFit
+    excluded: tuple[dict[str, Any], ...] = ()  # optima left out because they were not bracketed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.group, "x": self.x, "y": self.y, **self.fit.to_dict(), "excluded": list(self.excluded)}
+
+
+def fit_law(df: pd.DataFrame, x: str, y: str = "loss_opt", by: Sequence[str] = (), *, offset: bool = False,
+            space: Space = "linear", lr_col: str = "lr", loss_col: str = "val_loss", all_status: bool = False,
+            include_unbracketed: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+            level: float = DEFAULT_LEVEL, source: str = "table") -> list[LawFit]:
+    """Fit y = a x^b (+ c) per group of `by` columns of a runs table.
+
+    y is a column, or "lr_opt" / "loss_opt": then the optimal LR is first located per group of (x, *by)
+    and the law is fitted to those optima. Unbracketed optima (a boundary of the sweep, not an optimum) are
+    left out unless include_unbracketed.
+    """
+    from hyperp.fitting.lr import fit_optimal_lr  # here to keep powerlaw importable on its own
+    from hyperp.fitting.table import fit_rows, group_indices, numeric_column, require_columns
+
+    by = tuple(by)
+    rng = rng_for(seed)
+    if y in OPTIMA:
+        optima = fit_optimal_lr(df, by=(x, *by), lr_col=lr_col, loss_col=loss_col, all_status=all_status,
+                                n_boot=0, source=source).to_frame()
+        numeric_column(optima, x, source=source, positive=True)
+        table = optima if include_unbracketed else optima[optima["bracketed"]]
+        dropped = optima[~optima["bracketed"]] if not include_unbracketed else optima.iloc[:0]
+    else:
+        require_columns(df, [x, y, *by], source=source)
+        table, dropped = fit_rows(df, all_status, source=source), None
+    x_all = numeric_column(table, x, source=source, positive=True)
+    y_all = numeric_column(table, y, source=source)
+    out = []
+    for keys, idx in group_indices(table, by, source=source):
+        xs, ys = x_all[idx], y_all[idx]
+        label = f"{source}: group {keys}: " if keys else f"{source}: "
+        try:
+            law = fit_power_law(xs, ys, offset=offset, space=space, n_boot=n_boot, seed=rng, level=level)
+        except FitInputError as exc:
+            raise FitInputError(f"{label}{exc}") from exc
+        excluded = ()
+        if dropped is not None and len(dropped):
+            mask = np.ones(len(dropped), dtype=bool)
+            for k, v in keys.items():
+                mask &= (dropped[k] == v).to_numpy()
+            excluded = tuple(dropped.loc[mask, [x, *by, "lr_opt", "loss_opt", "reason"]].to_dict("records"))
+        out.append(LawFit(group=keys, x=x, y=y, fit=law, excluded=excluded))
+    if not out:
+        raise FitInputError(f"{source}: no points left to fit {y} against {x}")
     return out

@@ -92,6 +92,12 @@ def _clean(v: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(v), np.inf, v)
 
 
+def exp_outer(b: np.ndarray, lx: np.ndarray) -> np.ndarray:
+    """exp(b_i * lx_j) as a (len(b), len(lx)) array, computed in place (one allocation)."""
+    out = np.multiply.outer(np.asarray(b, dtype=float), lx)
+    return np.exp(out, out=out)
+
+
 class RowData:
     """Responses Y (B, n) with optional weights W (B, n), and the weighted sums a 1-D profile needs.
 
@@ -114,23 +120,27 @@ class RowData:
     def _rowsum(self, a: np.ndarray) -> np.ndarray:
         return a.sum(axis=1) if self.w is None else np.einsum("ij,ij->i", self.w, a)
 
-    def sums(self, x: np.ndarray, rows: np.ndarray | None = None):
+    def sums(self, x: np.ndarray, rows: np.ndarray | None = None, intercept: bool = True):
         """(S1, Sx, Sy, Sxx, Sxy) for the regressor x (n,) shared or (k, n), one per row of `rows`.
 
         rows selects a subset of the rows (default all); the sums have one entry per selected row.
+        Without intercept, Sx is not needed and returned as zeros (saves a pass over x).
         """
-        sel = slice(None) if rows is None else rows
+        all_rows = rows is None or len(rows) == self.n_rows  # rows come sorted: all of them is a plain view
+        sel = slice(None) if all_rows else rows
         w, wy = (None if self.w is None else self.w[sel]), self.wy[sel]
         k = wy.shape[0]
         if x.ndim == 1:
             sx = np.full(k, x.sum()) if w is None else w @ x
-            sxx = np.full(k, (x * x).sum()) if w is None else w @ (x * x)
-            sxy = wy @ x
+            sxx = np.full(k, x @ x) if w is None else w @ (x * x)
+            return self.s1[sel], sx, self.sy[sel], sxx, wy @ x
+        if w is None:
+            sx = x.sum(axis=1) if intercept else np.zeros(k)
+            sxx = np.einsum("ij,ij->i", x, x)
         else:
-            sx = x.sum(axis=1) if w is None else np.einsum("ij,ij->i", w, x)
-            sxx = np.einsum("ij,ij->i", x, x) if w is None else np.einsum("ij,ij->i", w, x * x)
-            sxy = np.einsum("ij,ij->i", wy, x)
-        return self.s1[sel], sx, self.sy[sel], sxx, sxy
+            sx = np.einsum("ij,ij->i", w, x) if intercept else np.zeros(k)
+            sxx = np.einsum("ij,ij,ij->i", w, x, x)
+        return self.s1[sel], sx, self.sy[sel], sxx, np.einsum("ij,ij->i", wy, x)
 
     def grid_sums(self, xg: np.ndarray):
         """(S1, Sx, Sy, Sxx, Sxy), each (B, G), for G shared regressors xg (G, n): matrix products."""

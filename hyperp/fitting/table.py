@@ -160,15 +160,20 @@ def finite_losses(values: np.ndarray, column: str, source: str = "table") -> np.
     return ok
 
 
-def group_frames(df: pd.DataFrame, by: Sequence[str], source: str = "table"):
-    """Yield (keys dict, sub-frame) per group of the `by` columns (one group when by is empty)."""
+def group_indices(df: pd.DataFrame, by: Sequence[str], source: str = "table") -> list[tuple[dict, np.ndarray]]:
+    """(keys dict, positional row indices) per group of the `by` columns, in sorted key order.
+
+    One group of all rows when by is empty. Positions index the frame's rows (use with .iloc or arrays).
+    """
     require_columns(df, list(by), source=source)
     if not by:
-        yield {}, df
-        return
-    for keys, sub in df.groupby(list(by), sort=True, dropna=False):
+        return [({}, np.arange(len(df)))]
+    groups = df.groupby(list(by), sort=True, dropna=False).indices
+    out = []
+    for keys, idx in groups.items():
         keys = keys if isinstance(keys, tuple) else (keys,)
-        yield {k: _plain(v) for k, v in zip(by, keys)}, sub
+        out.append(({k: _plain(v) for k, v in zip(by, keys)}, np.asarray(idx)))
+    return out
 
 
 def _plain(value):

@@ -1,0 +1,12 @@
+"""Paper figures of hyperp fits (PNG/SVG): each plot takes a fit result from `hyperp.fitting` and draws it.
+
+`hyperp plot ...` (`hyperp.plots.cli.app`) runs the fit and the plot from a table. All figures share
+`hyperp.plots.style`.
+"""
+
+from hyperp.plots.fits import plot_chinchilla, plot_compute, plot_law, plot_lr
+from hyperp.plots.stability import indicator_columns, plot_stability, read_curves, stability_frame
+from hyperp.plots.style import save_figure
+
+__all__ = ["indicator_columns", "plot_chinchilla", "plot_compute", "plot_law", "plot_lr", "plot_stability",
+           "read_curves", "save_figure", "stability_frame"]

@@ -1,0 +1,115 @@
+"""`hyperp plot ...`: figures from a table. Each command runs the matching fit and draws its result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hyperp.fitting.bootstrap import DEFAULT_LEVEL
+from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla
+from hyperp.fitting.cli import (AllStatusOpt, ByOpt, LevelOpt, MapOpt, SeedOpt, TableArg, WhereOpt, clean_errors,
+                                read)
+from hyperp.fitting.compute import compare_methods
+from hyperp.fitting.lr import fit_optimal_lr
+from hyperp.fitting.powerlaw import fit_law
+from hyperp.fitting.table import CURVES_FILE, RUNS_FILE, apply_mapping, filter_rows, load_table, parse_mapping
+from hyperp.plots.fits import plot_chinchilla, plot_compute, plot_law, plot_lr
+from hyperp.plots.stability import indicator_columns, plot_stability, read_curves, stability_frame
+from hyperp.plots.style import save_figure
+
+app = typer.Typer(help="Draw paper figures (PNG or SVG by the output suffix) from a runs table.",
+                  no_args_is_help=True, add_completion=False)
+
+OutFile = Annotated[Path, typer.Option("--output", "-o", help="Figure file: .png, .svg or .pdf.")]
+TitleOpt = Annotated[str | None, typer.Option(help="Figure title (default: describes the fit).")]
+# Plots show bands, which need fewer replicates than reported intervals.
+PlotBootOpt = Annotated[int, typer.Option("--bootstrap", "-B", min=0, help="Bootstrap replicates for the bands.")]
+PLOT_N_BOOT = 400
+
+
+def _done(path: Path) -> None:
+    typer.echo(f"wrote {path}")
+
+
+@app.command("lr")
+def lr_plot(table: TableArg, output: OutFile, by: ByOpt = None, lr_col: str = "lr", loss_col: str = "val_loss",
+            mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
+            skip_sparse: bool = False, title: TitleOpt = None) -> None:
+    """Loss versus LR per group with the fitted parabolas and starred optima."""
+    with clean_errors():
+        res = fit_optimal_lr(read(table, mapping, where), by or [], lr_col=lr_col, loss_col=loss_col,
+                             all_status=all_status, n_boot=0, skip_sparse=skip_sparse, source=str(table))
+        _done(save_figure(plot_lr(res, title), output))
+
+
+@app.command("law")
+def law_plot(table: TableArg, output: OutFile, x: Annotated[str, typer.Option("--x")],
+             y: Annotated[str, typer.Option("--y")] = "loss_opt", by: ByOpt = None, offset: bool = False,
+             space: str = "linear", include_unbracketed: bool = False, mapping: MapOpt = None, where: WhereOpt = None,
+             all_status: AllStatusOpt = False, n_boot: PlotBootOpt = PLOT_N_BOOT, seed: SeedOpt = 0,
+             level: LevelOpt = DEFAULT_LEVEL, title: TitleOpt = None) -> None:
+    """Power law in log-log with the fit, its bootstrap band and the exponent in the legend."""
+    with clean_errors():
+        laws = fit_law(read(table, mapping, where), x, y, by or [], offset=offset, space=space,
+                       all_status=all_status, include_unbracketed=include_unbracketed, n_boot=n_boot, seed=seed,
+                       level=level, source=str(table))
+        _done(save_figure(plot_law(laws, title), output))
+
+
+@app.command("compute")
+def compute_plot(table: TableArg, output: OutFile, baseline: Annotated[str, typer.Option()],
+                 method_col: str = "param", x: Annotated[str, typer.Option("--x")] = "flops",
+                 y: Annotated[str, typer.Option("--y")] = "val_loss",
+                 best_of: Annotated[list[str] | None, typer.Option("--best-of")] = None, mapping: MapOpt = None,
+                 where: WhereOpt = None, all_status: AllStatusOpt = False, n_boot: PlotBootOpt = PLOT_N_BOOT,
+                 seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL, title: TitleOpt = None) -> None:
+    """Loss versus FLOPs per method with fitted curves, and CEL versus FLOPs."""
+    with clean_errors():
+        res = compare_methods(read(table, mapping, where), baseline, method_col=method_col, x=x, y=y,
+                              best_of=best_of or [], all_status=all_status, n_boot=n_boot, seed=seed, level=level,
+                              source=str(table))
+        _done(save_figure(plot_compute(res, title), output))
+
+
+@app.command("chinchilla")
+def chinchilla_plot(table: TableArg, output: OutFile, drop_worst: int = 0, n_col: str = "n_params",
+                    tokens_col: str = "tokens", flops_col: str = "flops", loss_col: str = "val_loss",
+                    mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
+                    workers: int = 1, title: TitleOpt = None) -> None:
+    """Iso-loss contours of the Chinchilla fit in (C, N) with the compute-efficient frontier."""
+    with clean_errors():
+        n, d, loss = chinchilla_inputs(read(table, mapping, where), n_col=n_col, tokens_col=tokens_col,
+                                       loss_col=loss_col, flops_col=flops_col, all_status=all_status,
+                                       source=str(table))
+        fit = fit_chinchilla(n, d, loss, drop_worst=drop_worst, n_boot=0, workers=workers)
+        keep = fit.kept
+        _done(save_figure(plot_chinchilla(fit, n[keep], d[keep], loss[keep], title), output))
+
+
+@app.command("stability")
+def stability_plot(table: Annotated[Path, typer.Argument(
+                       help=f"Curves table (Parquet/CSV), a sweep directory (runs/<id>/{CURVES_FILE}) or a "
+                            f"trainer output directory ({CURVES_FILE}).")],
+                   output: OutFile,
+                   runs: Annotated[Path | None, typer.Option(
+                       help=f"Runs table for the scale column (default: the directory's {RUNS_FILE}).")] = None,
+                   scale: Annotated[str, typer.Option(help="Column that sets a run's colour.")] = "n_params",
+                   x: Annotated[str, typer.Option("--x", help="x axis column.")] = "tokens",
+                   metric: Annotated[list[str] | None, typer.Option(
+                       "--metric", help="Indicator column to draw (default: every numeric indicator). Repeatable.")] = None,
+                   mapping: MapOpt = None, where: WhereOpt = None, title: TitleOpt = None) -> None:
+    """Stability indicators versus tokens, one line per run coloured by scale."""
+    with clean_errors():
+        curves, runs_df = read_curves(table)
+        curves = apply_mapping(curves, parse_mapping(mapping or []), str(table))
+        if runs is not None:
+            runs_df = load_table(runs)
+        df = stability_frame(curves, runs_df, scale=scale, source=str(table))
+        df = filter_rows(df, parse_mapping(where or []), str(table))  # after the join: --where param=hyperp works
+        metrics = metric or indicator_columns(curves, scale, x)  # from the curves, not the joined run settings
+        _done(save_figure(plot_stability(df, scale=scale, x=x, metrics=metrics, title=title), output))
+
+
+__all__ = ["app"]

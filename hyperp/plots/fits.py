@@ -1,0 +1,178 @@
+"""Figures of fit results: LR sweeps, power laws, loss versus compute with CEL, Chinchilla contours.
+
+Each function takes the result object of a `hyperp.fitting` function and draws it; nothing is refitted
+here (curves, optima, bands and frontiers all come from the result's own methods).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.transforms import blended_transform_factory
+
+from hyperp.fitting.chinchilla import ChinchillaFit
+from hyperp.fitting.compute import ComputeComparison, compute_efficiency
+from hyperp.fitting.lr import LrOptima
+from hyperp.fitting.powerlaw import LawFit
+from hyperp.plots.style import MAX_LEGEND, PALETTE, color, group_label, marker, new_figure, paper, scale_colors
+
+CURVE_POINTS = 200  # samples along every fitted curve
+
+
+def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
+    """Loss versus LR per group: runs, fitted parabola, optimum starred (hollow when not bracketed),
+    diverged LRs as crosses along the top edge."""
+    n_groups = len(result.optima)
+    with paper():
+        fig, ax = new_figure(size=(3.4, 2.6 + 0.12 * min(n_groups, MAX_LEGEND)))
+        trans = blended_transform_factory(ax.transData, ax.transAxes)
+        ys = []
+        for i, opt in enumerate(result.optima):
+            c = color(i) if len(result.optima) <= len(PALETTE) else _seq_color(i, len(result.optima))
+            lr, loss = np.array(opt.points).T
+            ys.append(loss)
+            label = group_label(opt.group) if i < MAX_LEGEND else None
+            ax.plot(lr, loss, marker(i), color=c, label=label, zorder=3)
+            grid = np.geomspace(lr.min() / 1.3, lr.max() * 1.3, CURVE_POINTS)
+            ax.plot(grid, opt.curve(grid), "-", color=c, lw=0.9, alpha=0.8)
+            ax.plot([opt.lr_opt], [opt.loss_opt], "*", ms=9, color=c, mec="k", mew=0.5, zorder=4,
+                    mfc=c if opt.bracketed else "white")
+            if opt.diverged_lr:
+                ax.plot(opt.diverged_lr, np.full(len(opt.diverged_lr), 0.97), "x", color=c, transform=trans,
+                        clip_on=False)
+        _clip_y(ax, np.concatenate(ys))
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("validation loss")
+        ax.set_title(title or "star: optimum (hollow: not bracketed), x: diverged", fontsize=7)
+        if any(o.group for o in result.optima):
+            fig.legend(loc="outside lower center", ncols=2 if n_groups > 3 else 1)
+    return fig
+
+
+def plot_law(laws: Sequence[LawFit], title: str | None = None) -> Figure:
+    """The power law(s) in log-log: points, fit, bootstrap band, exponent with its interval in the legend."""
+    with paper():
+        fig, ax = new_figure()
+        for i, lf in enumerate(laws):
+            f, c = lf.fit, color(i)
+            x, y = np.array(f.points).T
+            ax.plot(x, y, marker(i), color=c, zorder=3)
+            if lf.excluded:
+                ex = np.array([(e[lf.x], e[lf.y]) for e in lf.excluded], dtype=float)
+                ax.plot(ex[:, 0], ex[:, 1], marker(i), mfc="white", color=c, zorder=3)
+            grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, CURVE_POINTS)
+            bi = f.intervals["b"]
+            label = f"b = {f.b:.3f} [{bi.low:.3f}, {bi.high:.3f}]"
+            label = f"{group_label(lf.group)}: {label}" if lf.group else label
+            ax.plot(grid, f.predict(grid), "-", color=c, label=label)
+            if len(f.boot_params):
+                lo, hi = f.band(grid)
+                ax.fill_between(grid, lo, hi, color=c, alpha=0.18, lw=0)
+        lf0 = laws[0]
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(lf0.x)
+        ax.set_ylabel(lf0.y)
+        form = f"{lf0.y} = a {lf0.x}^b" + (" + c" if lf0.fit.offset else "")
+        ax.set_title(title or f"{form} ({lf0.fit.space} space, {lf0.fit.intervals['b'].level:.0%} band)")
+        ax.legend(loc="best")
+    return fig
+
+
+def plot_compute(result: ComputeComparison, title: str | None = None) -> Figure:
+    """Left: loss versus FLOPs per method with fitted laws. Right: CEL over the baseline versus FLOPs
+    (fit-to-fit curve with band; markers at the baseline's runs)."""
+    with paper():
+        fig, (ax, ax2) = new_figure(ncols=2)
+        methods = list(result.fits)
+        c_all = np.concatenate([np.array(f.points)[:, 0] for f in result.fits.values()])
+        grid = np.geomspace(c_all.min() / 1.5, c_all.max() * 1.5, CURVE_POINTS)
+        for i, m in enumerate(methods):
+            f, c = result.fits[m], color(i)
+            pts = np.array(f.points)
+            ax.plot(pts[:, 0], pts[:, 1], marker(i), color=c, zorder=3)
+            ax.plot(grid, f.predict(grid), "-", color=c, label=f"{m}: b={f.b:.3f}, E={f.E:.3g}")
+            if len(f.boot_params):
+                lo, hi = f.band(grid)
+                ax.fill_between(grid, lo, hi, color=c, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs")
+        ax.set_ylabel("validation loss")
+        ax.legend(loc="upper right")
+        base = result.fits[result.baseline]
+        base_c = np.array(base.points)[:, 0]
+        c_grid = np.geomspace(base_c.min(), base_c.max(), CURVE_POINTS // 2)
+        ax2.axhline(1.0, color=color(methods.index(result.baseline)), lw=0.8, ls="--", label=result.baseline)
+        for i, m in enumerate(methods):
+            if m == result.baseline:
+                continue
+            curve = compute_efficiency(result.fits[m], base, c_grid, m)
+            cel = np.array([p.cel for p in curve])
+            ax2.plot(c_grid, cel, "-", color=color(i), label=m)
+            lo = np.array([p.interval.low for p in curve])
+            hi = np.array([p.interval.high for p in curve])
+            ax2.fill_between(c_grid, lo, hi, color=color(i), alpha=0.15, lw=0)
+            pts = [p for p in result.cel_points if p.method == m]
+            if pts:
+                pc = np.array([(p.compute, p.cel, p.interval.low, p.interval.high) for p in pts])
+                err = np.abs(np.vstack([pc[:, 1] - pc[:, 2], pc[:, 3] - pc[:, 1]]))
+                ax2.errorbar(pc[:, 0], pc[:, 1], yerr=np.nan_to_num(err), fmt=marker(i), color=color(i),
+                             ms=3, elinewidth=0.6, capsize=1.5)
+        ax2.set_xscale("log")
+        ax2.set_xlabel("baseline training FLOPs")
+        ax2.set_ylabel(f"CEL over {result.baseline}")
+        ax2.legend(loc="best")
+        fig.suptitle(title or "Loss vs compute: L = A C^-b + E, and compute efficiency leverage", fontsize=8)
+    return fig
+
+
+def plot_chinchilla(fit: ChinchillaFit, n: np.ndarray, d: np.ndarray, loss: np.ndarray,
+                    title: str | None = None, levels: int = 12) -> Figure:
+    """Iso-loss contours of the fitted L(N, D) in the (C, N) plane (C = 6 N D), the compute-efficient
+    frontier N_opt(C), and the runs coloured by their loss."""
+    n, d, loss = (np.asarray(v, dtype=float) for v in (n, d, loss))
+    c = 6.0 * n * d
+    with paper():
+        fig, ax = new_figure(size=(3.6, 2.9))
+        cg = np.geomspace(c.min() / 2, c.max() * 10, CURVE_POINTS)
+        ng = np.geomspace(n.min() / 2, n.max() * 2, CURVE_POINTS)
+        C, N = np.meshgrid(cg, ng)
+        L = fit.predict(N, C / (6.0 * N))
+        # Levels span the observed losses, log-spaced (denser near the floor, where the runs are).
+        lv = np.geomspace(max(fit.E * 1.01, loss.min() * 0.97), np.percentile(loss, 95), levels)
+        _, norm, cmap = scale_colors(np.array([lv.min(), lv.max()]))
+        cs = ax.contour(C, N, L, levels=lv, cmap=cmap, norm=norm, linewidths=0.7)
+        ax.clabel(cs, cs.levels[::2], fmt=lambda v: f"{v:.2f}", fontsize=5.5, inline=True)
+        sc = ax.scatter(c, n, c=loss, cmap=cmap, norm=norm, s=6, edgecolors="k", linewidths=0.2, zorder=3)
+        n_opt, _ = fit.optimal_allocation(cg)
+        ax.plot(cg, n_opt, "-", color="#D55E00", lw=1.6,
+                label=f"efficient frontier: N_opt ~ C^{fit.exponent_n:.3f}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(ng.min(), ng.max())
+        ax.set_xlabel("training FLOPs C = 6ND")
+        ax.set_ylabel("parameters N")
+        ax.legend(loc="upper left")
+        fig.colorbar(sc, ax=ax, label="loss")
+        ax.set_title(title or (f"E={fit.E:.3g}, A={fit.A:.4g}, B={fit.B:.4g}, "
+                               f"alpha={fit.alpha:.3f}, beta={fit.beta:.3f}"))
+    return fig
+
+
+def _clip_y(ax, y: np.ndarray) -> None:
+    """Limit y to the data (with margin) so that parabola arms do not squash the points."""
+    y = y[np.isfinite(y)]
+    if y.size:
+        span = max(y.max() - y.min(), 1e-6)
+        ax.set_ylim(y.min() - 0.08 * span, y.max() + 0.15 * span)
+
+
+def _seq_color(i: int, n: int):
+    to_color, _, _ = scale_colors(np.arange(n, dtype=float))
+    return to_color(i)
+
+
+__all__ = ["plot_chinchilla", "plot_compute", "plot_law", "plot_lr"]

@@ -1,0 +1,137 @@
+"""Stability indicators over training, one panel per indicator, one line per run coloured by scale.
+
+Input: a curves table with one row per logged step of a run (`run_id`, `step`, `tokens`, losses, and any
+numeric indicator columns such as `attn_z`, `router_z`, `rms_attn`, `rms_mlp`, `outlier_attn`, `grad_norm`,
+`radius_drift`; method.md section 6), or a directory: a sweep (`runs/<run_id>/curves.parquet` per run) or
+one trainer output (`curves.parquet` beside a one-row `runs.parquet`). The scale of a run (default
+`n_params`) comes from the curves table itself or from the runs table, joined on `run_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from hyperp.fitting.table import (CURVES_FILE, RUNS_FILE, FitInputError, load_table, numeric_column, read_file,
+                                  require_columns)
+from hyperp.plots.style import MAX_LEGEND, new_figure, paper, scale_colors
+
+RUN_DIRS = "runs"  # a sweep keeps each run's files in runs/<run_id>/
+# Known indicators, drawn first and in this order; any other numeric column is an indicator too.
+KNOWN_INDICATORS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp", "outlier_pct",
+                    "grad_norm", "update_rel", "update_norm", "radius_drift", "maxvio", "max_vio")
+# Columns that are coordinates, identifiers or run settings, never indicators.
+NOT_INDICATORS = {"run_id", "step", "tokens", "train_loss", "val_loss", "lr", "time", "wall_time", "seed",
+                  "depth", "width", "n_params", "n_params_active", "batch_tokens", "sparsity", "top_k", "flops",
+                  "epoch", "elapsed_s", "lr_mult"}
+NCOLS = 3
+SPARSE_POINTS = 20  # runs with at most this many logged points get markers
+# Indicators spanning more than this ratio (all positive) get a log axis.
+LOG_RATIO = 100.0
+
+
+def read_curves(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(curves, runs or None) from a curves file, a trainer output directory or a sweep directory.
+
+    Curves of a sweep get their run_id from the run's directory name; a trainer output's curves get the
+    run_id of its one-row runs.parquet (or the directory name when that row has none).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return load_table(path), None
+    runs = load_table(path) if (path / RUNS_FILE).exists() else None
+    if (path / CURVES_FILE).exists():  # one trainer output: its runs.parquet has one row, maybe no run_id
+        curves = read_file(path / CURVES_FILE)
+        if runs is not None and len(runs) == 1 and "run_id" not in runs.columns:
+            runs = runs.assign(run_id=path.name)
+        if "run_id" not in curves.columns:
+            curves = curves.assign(run_id=runs["run_id"].iloc[0] if runs is not None and len(runs) == 1 else path.name)
+        return curves, runs
+    files = sorted((path / RUN_DIRS).glob(f"*/{CURVES_FILE}"))
+    if not files:
+        raise FitInputError(f"{path}: no {CURVES_FILE} (nor {RUN_DIRS}/<run_id>/{CURVES_FILE})")
+    curves = pd.concat([read_file(f).assign(run_id=f.parent.name) for f in files], ignore_index=True)
+    return curves, runs
+
+
+def stability_frame(curves: pd.DataFrame, runs: pd.DataFrame | None = None, scale: str = "n_params",
+                    source: str = "curves") -> pd.DataFrame:
+    """The curves with a `scale` column, joined from `runs` on run_id when the curves lack it."""
+    require_columns(curves, ["run_id"], source=source)
+    if scale in curves.columns:
+        return curves
+    if runs is None:
+        raise FitInputError(f"{source}: no {scale!r} column; give the runs table to join it on run_id")
+    require_columns(runs, ["run_id", scale], source="runs table")
+    # Bring the scale and the runs' other settings (param, lr, ...) so that rows can be filtered on them.
+    extra = ["run_id"] + [c for c in runs.columns if c != "run_id" and (c == scale or c not in curves.columns)]
+    merged = curves.merge(runs[extra].drop_duplicates("run_id"), on="run_id", how="left")
+    if merged[scale].isna().all():
+        raise FitInputError(f"{source}: no run_id of the curves matches the runs table")
+    return merged
+
+
+def indicator_columns(df: pd.DataFrame, scale: str = "n_params", x: str = "tokens") -> list[str]:
+    """Numeric indicator columns present: the known ones first, then any other numeric column."""
+    skip = NOT_INDICATORS | {scale, x}
+    numeric = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])
+               and df[c].notna().any()]
+    return [c for c in KNOWN_INDICATORS if c in numeric] + [c for c in numeric if c not in KNOWN_INDICATORS]
+
+
+def plot_stability(df: pd.DataFrame, *, scale: str = "n_params", x: str = "tokens",
+                   metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """One panel per indicator versus `x`, one line per run, coloured by `scale` (df from stability_frame)."""
+    require_columns(df, ["run_id", x, scale], source="curves")
+    metrics = list(metrics) if metrics else indicator_columns(df, scale, x)
+    if not metrics:
+        raise FitInputError(f"curves: no numeric indicator columns besides {sorted(NOT_INDICATORS & set(df.columns))}")
+    require_columns(df, metrics, source="curves")
+    for m in metrics:
+        numeric_column(df, m, source="curves")
+    scales = numeric_column(df, scale, source="curves")
+    to_color, norm, cmap = scale_colors(np.unique(scales[np.isfinite(scales)]))
+    nrows = -(-len(metrics) // NCOLS)
+    ncols = min(NCOLS, len(metrics))
+    with paper():
+        fig, axes = new_figure(ncols=ncols, nrows=nrows, size=(2.35 * ncols, 1.9 * nrows))
+        axes = np.atleast_1d(axes)
+        for ax, m in zip(axes, metrics):
+            _panel(ax, df, m, x, scale, to_color)
+        for ax in axes[len(metrics):]:
+            ax.set_visible(False)
+        _scale_legend(fig, axes[0], df, scale, to_color, norm, cmap)
+        fig.suptitle(title or f"Stability indicators vs {x}, coloured by {scale}", fontsize=8)
+    return fig
+
+
+def _panel(ax, df: pd.DataFrame, metric: str, x: str, scale: str, to_color) -> None:
+    for _, run in df.sort_values([x]).groupby("run_id", sort=False):
+        vals = run[metric].to_numpy(dtype=float)
+        ok = np.isfinite(vals)  # indicators are logged every few steps: join the logged points
+        if ok.any():
+            style = "-" if ok.sum() > SPARSE_POINTS else ".-"
+            ax.plot(run[x].to_numpy(dtype=float)[ok], vals[ok], style, lw=0.8, ms=2.5, alpha=0.85,
+                    color=to_color(run[scale].iloc[0]))
+    v = df[metric].to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size and v.min() > 0 and v.max() / v.min() > LOG_RATIO:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_title(metric)
+
+
+def _scale_legend(fig, ax, df, scale, to_color, norm, cmap) -> None:
+    """A legend per scale value when there are few, a colorbar otherwise."""
+    values = np.unique(df[scale].dropna().to_numpy(dtype=float))
+    if len(values) <= MAX_LEGEND:
+        handles = [ax.plot([], [], "-", color=to_color(v), label=f"{scale}={v:.3g}")[0] for v in values]
+        ax.legend(handles=handles, loc="best", fontsize=5.5)
+    else:
+        from matplotlib.cm import ScalarMappable
+
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=fig.axes, label=scale, shrink=0.8)

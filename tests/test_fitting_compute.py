@@ -1,0 +1,107 @@
+"""Loss versus compute: bounded fit, CEL identities, coverage, hold-out, table and CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hyperp.fitting import FitInputError, cel_at_points, compare_methods, compute_efficiency, fit_loss_compute
+from hyperp.fitting.cli import app
+
+C = np.geomspace(1e18, 1e21, 8)
+A, B_EXP, E = 400.0, 0.15, 1.8
+
+
+def law(c, k=1.0):
+    """The reference law; k > 1 is a method that gets the same loss with k times less compute."""
+    return A * (k * c) ** -B_EXP + E
+
+
+def test_noise_free_law_is_recovered_and_holdout_is_exact():
+    f = fit_loss_compute(C, law(C), n_boot=20)
+    assert np.allclose([f.A, f.b, f.E], [A, B_EXP, E], rtol=1e-6)
+    assert f.holdout is not None and f.holdout.compute == C.max()
+    assert abs(f.holdout.rel_err) < 1e-8
+
+
+def test_bounds_hold_on_data_that_want_to_break_them():
+    rising = fit_loss_compute(C, 2.0 + 0.01 * np.log(C / C[0]), n_boot=0)  # loss grows with compute
+    assert rising.A >= 0 and rising.b >= 0 and 0 <= rising.E <= 2.0
+    steep = fit_loss_compute(C, 1e3 * C**-0.2, n_boot=0)  # no floor: E wants to be negative
+    assert steep.E >= 0 and steep.E <= steep.predict(C).min() + 1e-9
+
+
+def test_cel_against_itself_is_one_everywhere():
+    exact = fit_loss_compute(C, law(C), n_boot=50)
+    assert np.allclose([p.cel for p in cel_at_points(exact, C, law(C))], 1.0, rtol=1e-6)
+    rng = np.random.default_rng(0)
+    noisy = fit_loss_compute(C, law(C) + rng.normal(0, 0.01, C.size), n_boot=50)
+    grid = np.geomspace(1e17, 1e22, 11)
+    assert np.allclose([p.cel for p in compute_efficiency(noisy, noisy, grid)], 1.0, rtol=1e-9)
+
+
+def test_cel_of_a_shifted_law_is_the_shift_factor():
+    k = 2.5
+    base = fit_loss_compute(C, law(C), n_boot=20)
+    shifted = fit_loss_compute(C, law(C, k), n_boot=20)
+    assert np.allclose([p.cel for p in cel_at_points(shifted, C, law(C))], k, rtol=1e-5)
+    assert np.allclose([p.cel for p in compute_efficiency(shifted, base, [1e19, 6e21])], k, rtol=1e-5)
+
+
+def test_unreachable_loss_gives_zero_cel():
+    f = fit_loss_compute(C, law(C), n_boot=0)
+    (p,) = cel_at_points(f, [1e20], [E - 0.1])
+    assert p.cel == 0.0
+
+
+def test_bootstrap_intervals_cover_truth_in_most_seeds():
+    hits = {"b": 0, "E": 0, "cel": 0}
+    n_seeds = 50
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(seed)
+        base = fit_loss_compute(C, law(C) + rng.normal(0, 0.004, C.size), n_boot=200, seed=seed)
+        other = fit_loss_compute(C, law(C, 1.6) + rng.normal(0, 0.004, C.size), n_boot=200, seed=seed + 1000)
+        hits["b"] += base.intervals["b"].contains(B_EXP)
+        hits["E"] += base.intervals["E"].contains(E)
+        hits["cel"] += compute_efficiency(other, base, [1e20])[0].interval.contains(1.6)
+    for name, h in hits.items():
+        assert h / n_seeds >= 0.85, (name, h / n_seeds)
+
+
+def runs_table() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    rows = []
+    for param, k in (("muon", 1.0), ("hyperp", 1.58)):
+        for c in C:
+            for lr_penalty in (0.0, 0.05, 0.1):  # an LR sweep: only the best run per size should count
+                rows.append({"param": param, "flops": c, "n_params": c / 1e12, "status": "completed",
+                             "val_loss": law(c, k) + lr_penalty + rng.normal(0, 0.002)})
+        rows.append({"param": param, "flops": C[-1], "n_params": C[-1] / 1e12, "status": "diverged", "val_loss": 9.0})
+    return pd.DataFrame(rows)
+
+
+def test_compare_methods_on_a_table():
+    res = compare_methods(runs_table(), "muon", best_of=["n_params"], at=[1e20], n_boot=100)
+    assert set(res.fits) == {"muon", "hyperp"} and res.fits["muon"].n_points == C.size
+    assert {p.method for p in res.cel_points} == {"hyperp"} and len(res.cel_points) == C.size
+    (at,) = res.cel_at
+    assert abs(at.cel - 1.58) < 0.1 and at.interval.low < at.cel < at.interval.high
+    with pytest.raises(FitInputError, match="baseline 'adamw' not found"):
+        compare_methods(runs_table(), "adamw", n_boot=0)
+
+
+def test_cli_compute(tmp_path):
+    runs_table().to_parquet(tmp_path / "runs.parquet")
+    args = ["compute", str(tmp_path), "--baseline", "muon", "--best-of", "n_params", "--at", "1e20", "-B", "50"]
+    res = CliRunner().invoke(app, [*args, "--json", "-o", str(tmp_path / "out.json")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out == json.loads((tmp_path / "out.json").read_text())
+    assert out["baseline"] == "muon" and out["fits"]["muon"]["holdout"]["compute"] == C.max()
+    assert abs(out["cel_at"][0]["cel"] - 1.58) < 0.1
+    table = CliRunner().invoke(app, args)
+    assert table.exit_code == 0 and "CEL fit-to-fit" in table.output
