@@ -9,6 +9,7 @@ import typer
 from hyperp import bench_cli
 from hyperp.fitting import cli as fit_cli
 from hyperp.plots import cli as plot_cli
+from hyperp.sweeps import cli as sweep_cli
 from hyperp.trainer.cli import run_with_progress, print_result, train_command
 from hyperp.trainer.config import RunConfig
 
@@ -18,6 +19,7 @@ app.command("train")(train_command)
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(fit_cli.app, name="fit")
 app.add_typer(plot_cli.app, name="plot")
+app.add_typer(sweep_cli.app, name="sweep")
 
 
 @app.command()

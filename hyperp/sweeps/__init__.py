@@ -1,0 +1,7 @@
+"""Sweep engine: declarative TOML grids scheduled on Ray, results in a Parquet ledger, resume and retries.
+
+Modules: `spec` (parse, validate, expand), `identity` (run and cell ids), `runner` (Ray scheduling,
+`run_sweep`), `ledger` (per-run records and runs.parquet), `lr_search` (bracket and Optuna per cell),
+`cli` (the `hyperp sweep` Typer app), `stubs` (run functions for tests and benchmarks).
+Spec format, CLI and ledger schema: hyperp/sweeps/README.md.
+"""

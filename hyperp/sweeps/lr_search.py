@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,11 +147,19 @@ class OptunaCell(CellSearch):
         self.optuna = optuna
         self.search: OptunaSearch = cell.search  # type: ignore[assignment]
         s = self.search
-        sampler = (optuna.samplers.TPESampler(seed=s.seed) if s.sampler == "tpe"
-                   else optuna.samplers.RandomSampler(seed=s.seed))
         storage = f"sqlite:///{(Path(sweep_dir) / OPTUNA_DB).resolve()}"
-        self.study = optuna.create_study(study_name=f"{plan.spec.name}-{cell.cell_id}", storage=storage,
-                                         direction="minimize", sampler=sampler, load_if_exists=True)
+        name = f"{plan.spec.name}-{cell.cell_id}"
+        # A resumed study gets its sampler seeded with seed + trials so far: re-seeding with `seed` alone would
+        # replay the first random start-up points (same lrs, same run ids) instead of exploring new ones.
+        try:
+            existing = len(optuna.load_study(study_name=name, storage=storage).trials)
+        except KeyError:
+            existing = 0
+        seed = s.seed + existing
+        sampler = (optuna.samplers.TPESampler(seed=seed) if s.sampler == "tpe"
+                   else optuna.samplers.RandomSampler(seed=seed))
+        self.study = optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
+                                         load_if_exists=True)
         self.dist = {"lr": optuna.distributions.FloatDistribution(s.low, s.high, log=True)}
         self.diverged_value = math.log(cell.config.vocab_size)  # the loss of a uniform predictor
         self.running: dict[int, _Trial] = {}

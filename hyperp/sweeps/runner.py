@@ -102,13 +102,19 @@ def _bump_attempt(out: Path, start: float) -> dict[str, Any]:
     return info
 
 
-def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int) -> dict[str, Any]:
-    """Body of the Ray task of one run: never raises for errors of the run itself (those become `failed`)."""
+def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: float = 0.0) -> dict[str, Any]:
+    """Body of the Ray task of one run: never raises for errors of the run itself (those become `failed`).
+
+    With no GPU requested, GPUs are hidden from the run (CUDA_VISIBLE_DEVICES="", effective before CUDA is
+    first initialised in the worker) so `device = "auto"` trains on CPU instead of sharing a GPU unaccounted.
+    """
     start = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     attempt = _bump_attempt(out, start)
     cfg = RunConfig.from_dict(json.loads(cfg_json))
+    if not gpus and cfg.device == "auto":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     _set_threads(cfg.threads or threads)
     row: dict[str, Any] = {}
     try:
@@ -131,14 +137,14 @@ def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int) -> dict[st
 @dataclass
 class SweepOutcome:
     sweep_dir: Path
-    plan: Plan
+    plan: Plan = field(repr=False)
     submitted: int  # runs submitted in this invocation
     counts: dict[str, int]  # status -> runs of the current plan with that status
     pending: int  # known runs without a final record (interrupted, queued, or infra_failed before this call)
     interrupted: bool
     started_ray: bool
     elapsed_s: float
-    searches: list[dict[str, Any]] = field(default_factory=list)
+    searches: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
 @dataclass
@@ -273,9 +279,9 @@ def prepare(spec: str | Path | SweepSpec, root: str | Path) -> tuple[SweepSpec, 
 def write_spec_files(spec: SweepSpec, plan: Plan, sweep_dir: Path) -> None:
     """spec.toml as given (a changed spec archives the old one under history/), and plan.json."""
     old = sweep_dir / SPEC_FILE
-    if old.is_file() and old.read_text() != spec.text:
+    if spec.text and old.is_file() and old.read_text() != spec.text:
         io.write_bytes(sweep_dir / "history" / f"spec-{time.strftime('%Y%m%d-%H%M%S')}.toml", old.read_bytes())
-    if not old.is_file() or old.read_text() != spec.text:
+    if spec.text and (not old.is_file() or old.read_text() != spec.text):  # a spec built in code has no text
         io.write_bytes(old, spec.text.encode())
     io.write_json(sweep_dir / PLAN_FILE, plan_json(plan))
 
@@ -383,7 +389,7 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
         remote = ray.remote(execute)
         threads = spec.resources.threads
         bar = _Progress(progress, spec.name, console)
-        last_ledger, last_state, ledger_every = 0.0, 0.0, 2.0
+        last_ledger, last_state, ledger_every, changed = 0.0, 0.0, 2.0, True
         try:
             while d.has_work():
                 if stop is not None and stop.is_set():
@@ -394,10 +400,19 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
                     ref = remote.options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
                                          max_retries=spec.max_retries, retry_exceptions=False,
                                          name=f"hyperp-{spec.name}-{run.run_id}").remote(
-                        fn, run.config.to_json(), str(run_dir(sweep_dir, run.run_id).resolve()), threads)
+                        fn, run.config.to_json(), str(run_dir(sweep_dir, run.run_id).resolve()), threads,
+                        spec.resources.gpus)
                     d.in_flight[ref] = Job(run, time.time())
                     d.busy.add(run.run_id)
                     d.submitted += 1
+                    changed = True
+                now = time.time()
+                if (changed and now - last_state > 0.5) or now - last_state > 2.0:  # heartbeat for `sweep status`
+                    io.write_json(sweep_dir / STATE_FILE, state | {
+                        "updated_at": now, "active": True, "running": [j.run.run_id for j in d.in_flight.values()],
+                        "running_cells": {j.run.run_id: j.run.cell_id for j in d.in_flight.values()},
+                        "queued": len(d.queue), "counts": d.counts()})
+                    last_state, changed = now, False
                 ready, _ = ray.wait(list(d.in_flight), num_returns=1, timeout=poll_s)
                 if ready:
                     rest = [r for r in d.in_flight if r not in ready]
@@ -413,12 +428,8 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
                             res = d.infra_result(job.run, e)
                         d.record(job.run, res)
                     d.refill()
+                changed = changed or bool(ready)
                 now = time.time()
-                if now - last_state > 2.0:
-                    io.write_json(sweep_dir / STATE_FILE, state | {
-                        "updated_at": now, "active": True, "running": [j.run.run_id for j in d.in_flight.values()],
-                        "queued": len(d.queue), "counts": d.counts()})
-                    last_state = now
                 if now - last_ledger > ledger_every:
                     t = time.time()
                     d.write_outputs()

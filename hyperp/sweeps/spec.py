@@ -76,8 +76,7 @@ TOP_KEYS = ("name", "description", "version_tag", "max_retries", "max_concurrent
 SEARCHES = ("bracket", "optuna")
 METRICS = ("val_loss", "best_val_loss", "train_loss")
 SAMPLERS = ("tpe", "random")
-TOKENS_BASES = {"total": "n_params", "active": "n_params_active", "non_embedding": "n_params_non_embedding",
-                "active_matrix": "n_params_active_matrix"}
+TOKENS_BASES = ("total", "active", "non_embedding", "active_matrix")  # ParamCounts attributes
 # RunConfig fields that determine the model's shape (and so its parameter count).
 SHAPE_FIELDS = ("depth", "width", "aspect_ratio", "head_dim", "n_kv_heads", "seq_len", "vocab_size", "mlp_ratio",
                 "attn_gate", "rope_theta", "moe_every", "sparsity", "top_k", "shared_expert", "sqrt_gate")
@@ -373,7 +372,7 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> Sw
     resources = Resources(cpus=_number("resources.cpus", res.get("cpus", 1)),
                           gpus=_number("resources.gpus", res.get("gpus", 0), positive=False, minimum=0))
 
-    basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), tuple(TOKENS_BASES))
+    basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), TOKENS_BASES)
     return SweepSpec(
         name=name, base=base, axes=axes, zips=zips, overrides=overrides, resources=resources,
         max_retries=_number("max_retries", data.get("max_retries", 3), integer=True, positive=False, minimum=0),
@@ -546,7 +545,7 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
     try:
         cfg = RunConfig.from_dict(values, source="sweep run")
         if tpp is not None:
-            n = getattr(param_counts(cfg), TOKENS_BASES[spec.tokens_per_param_basis])
+            n = getattr(param_counts(cfg), spec.tokens_per_param_basis)
             steps = max(1, round(tpp * n / cfg.batch_tokens))
             cfg = cfg.replace(tokens=steps * cfg.batch_tokens)
         if not explicit_ckpt and spec.checkpoints_per_run:
@@ -587,7 +586,10 @@ def make_plan(spec: SweepSpec) -> Plan:
                 runs[rid] = PlannedRun(rid, cid, run_cfg, "grid" if search is None else search.kind, dict(info))
     configs = [r.config.to_dict() | {"width": r.config.d_model} for r in runs.values()]
     configs += [c.config.to_dict() | {"width": c.config.d_model} for c in cells.values()]
-    varying = [k for k in list(RUN_FIELDS) if k != "lr" and len({repr(c[k]) for c in configs}) > 1]
+    explicit = set(spec.axes) | {k for z in spec.zips for k in z} | {k for o in spec.overrides for k in o.set}
+    derived = {"checkpoint_every"} - explicit  # set by checkpoints_per_run: not a design axis
+    varying = [k for k in list(RUN_FIELDS) if k != "lr" and k not in derived
+               and len({repr(c[k]) for c in configs}) > 1]
     if len({repr(r.config.lr) for r in runs.values()}) > 1 or any(c.search for c in cells.values()):
         varying.append("lr")
     tpps = {repr(r.info["tokens_per_param"]) for r in runs.values()} | \

@@ -1,0 +1,304 @@
+"""The sweep engine end to end on a local Ray of 2 CPUs: tiny real-trainer runs and stub run functions.
+
+Ray is started once for this module (about 5 s) and reused by every sweep (run_sweep joins an initialised Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from hyperp.sweeps import ledger
+from hyperp.sweeps.cli import app, sweep_status
+from hyperp.sweeps.runner import run_sweep
+from hyperp.sweeps.spec import loads_spec, make_plan
+from hyperp.trainer.config import RunConfig
+from hyperp.trainer.loop import train
+from hyperp.trainer.model import Transformer
+
+TINY = """
+[base]
+depth = 1
+aspect_ratio = 32
+head_dim = 16
+seq_len = 32
+batch_tokens = 512
+tokens = 4096
+val_tokens = 512
+peak_tflops = 1.0
+"""
+STUB = "hyperp.sweeps.stubs:stub_run"
+DOCUMENTED = ["run_id", "sweep", "param", "depth", "width", "n_params", "n_params_active", "tokens", "batch_tokens",
+              "lr", "sparsity", "top_k", "seed", "flops", "val_loss", "status", "error", "attempts", "wall_time_s",
+              "hardware", "cell_id", "best_val_loss", "config_json"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def write(tmp: Path, name: str, body: str) -> Path:
+    f = tmp / f"{name}.toml"
+    f.write_text(f'name = "{name}"\n' + body)
+    return f
+
+
+def ledger_df(root: Path, name: str) -> pd.DataFrame:
+    return pq.read_table(root / name / "runs.parquet").to_pandas()  # plain pyarrow, no hyperp code
+
+
+# ---------------------------------------------------------------- 2x2x2, then a no-op re-run
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    spec = write(tmp, "grid", "max_concurrent = 2\n" + TINY + "[axes]\ndepth = [1, 2]\nlr = [0.01, 0.02]\nseed = [0, 1]\n")
+    out = run_sweep(spec, tmp / "sweeps", progress=False)
+    return spec, tmp / "sweeps", out
+
+
+def test_2x2x2_sweep_completes_with_documented_columns(grid_sweep):
+    spec, root, out = grid_sweep
+    assert out.submitted == 8 and not out.interrupted
+    df = ledger_df(root, "grid")
+    assert len(df) == 8 and set(df.status) == {"completed"}
+    assert set(DOCUMENTED) <= set(df.columns)
+    assert df.run_id.is_unique and df.sweep.eq("grid").all()
+    assert sorted(zip(df.depth, df.lr, df.seed)) == sorted((d, lr, s) for d in (1, 2) for lr in (0.01, 0.02)
+                                                          for s in (0, 1))
+    assert df.val_loss.notna().all() and (df.val_loss < math.log(256)).all()  # trained below the uniform loss
+    assert (df.attempts == 1).all() and df.error.eq("").all()
+    for row in df.itertuples():
+        cfg = RunConfig.from_dict(json.loads(row.config_json))
+        assert row.n_params == sum(p.numel() for p in Transformer(cfg).parameters())
+        assert row.width == 32 * row.depth and row.tokens == 4096 and row.flops > 0
+        run = root / "grid" / "runs" / row.run_id
+        curves = pd.read_parquet(run / "curves.parquet")
+        assert curves.step.max() == 8 and curves.val_loss.dropna().iloc[-1] == pytest.approx(row.val_loss)
+        assert json.loads((run / "config.json").read_text())["depth"] == row.depth
+        assert not (run / "checkpoint.pt").exists()
+    assert (root / "grid" / "spec.toml").read_text() == spec.read_text()
+    assert set(ledger.load_curves(root / "grid").run_id) == set(df.run_id)
+    # runs.parquet is a cache of the per-run records: a full rebuild gives the same rows
+    rebuilt = ledger.rebuild_ledger(root / "grid").sort_values("run_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(rebuilt[DOCUMENTED], df.sort_values("run_id").reset_index(drop=True)[DOCUMENTED])
+
+
+def test_rerun_starts_nothing_and_is_fast(grid_sweep):
+    spec, root, _ = grid_sweep
+    records = sorted((root / "grid" / "runs").glob("*/runs.parquet"))
+    mtimes = [p.stat().st_mtime_ns for p in records]
+    t0 = time.perf_counter()
+    res = CliRunner().invoke(app, ["run", str(spec), "--out", str(root), "--quiet"])
+    elapsed = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output
+    assert "nothing to run" in res.output and "0 runs submitted" in res.output
+    assert elapsed < 10
+    assert [p.stat().st_mtime_ns for p in records] == mtimes  # no record was rewritten
+    again = run_sweep(spec, root, progress=False)
+    assert again.submitted == 0 and not again.started_ray and again.counts["completed"] == 8
+    # a fresh process, as a user would run it: imports, spec expansion, ledger check, no Ray
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", "from hyperp.sweeps.cli import app; app()", "run", str(spec),
+                           "--out", str(root)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to run" in proc.stdout and time.perf_counter() - t0 < 30
+    assert [p.stat().st_mtime_ns for p in records] == mtimes
+
+
+def test_status_and_ls_commands(grid_sweep):
+    _, root, _ = grid_sweep
+    res = CliRunner().invoke(app, ["status", str(root / "grid"), "--json"])
+    assert res.exit_code == 0, res.output
+    st = json.loads(res.output)
+    assert st["totals"]["completed"] == 8 and st["totals"]["pending"] == 0 and len(st["cells"]) == 4
+    assert all(c["completed"] == 2 and c["planned"] == 2 for c in st["cells"])  # 2 lrs per cell
+    df = ledger_df(root, "grid")
+    for c in st["cells"]:
+        rows = df[df.cell_id == c["cell_id"]]
+        assert c["best_val_loss"] == pytest.approx(rows.val_loss.min())
+    table = CliRunner().invoke(app, ["status", str(root / "grid")])
+    assert table.exit_code == 0 and "8 completed" in table.output
+    ls = CliRunner().invoke(app, ["ls", str(root), "--json"])
+    assert ls.exit_code == 0
+    assert [(s["sweep"], s["completed"], s["planned"]) for s in json.loads(ls.output)] == [("grid", 8, 8)]
+
+
+# ---------------------------------------------------------------- infra failure: a worker killed by pid
+
+
+def test_killed_worker_is_retried_resumes_and_is_recorded_once(tmp_path: Path):
+    body = ("max_retries = 2\n" + TINY.replace("tokens = 4096", "tokens = 102400")  # 200 steps, ckpt every 20
+            + "[axes]\nseed = [0, 1]\n")
+    spec = write(tmp_path, "kill", body)
+    root = tmp_path / "sweeps"
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("out", run_sweep(spec, root, progress=False)))
+    thread.start()
+    victim, deadline = None, time.time() + 120
+    while victim is None and time.time() < deadline and thread.is_alive():
+        for run in (root / "kill" / "runs").glob("*") if (root / "kill" / "runs").exists() else []:
+            if (run / "checkpoint.pt").exists() and (run / "attempt.json").exists():
+                victim = run
+                break
+        time.sleep(0.05)
+    assert victim is not None, "no run reached its first checkpoint"
+    pid = json.loads((victim / "attempt.json").read_text())["pid"]
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=180)
+    assert not thread.is_alive()
+    out = result["out"]
+    df = ledger_df(root, "kill")
+    assert len(df) == 2 and df.run_id.is_unique and set(df.status) == {"completed"}
+    killed = df[df.run_id == victim.name].iloc[0]
+    assert killed.attempts == 2  # retried once by Ray
+    attempt = json.loads((victim / "attempt.json").read_text())
+    assert attempt["attempt"] == 2 and attempt["pid"] != pid and attempt["checkpoint_found"]  # resumed
+    assert out.submitted == 2 and out.counts["completed"] == 2
+    # the resumed run ends where an uninterrupted run of the same config ends
+    straight = train(RunConfig.from_dict(json.loads(killed.config_json)))
+    assert killed.val_loss == pytest.approx(straight.row["val_loss"], rel=1e-6)
+
+
+def test_infra_failed_after_retries_is_recorded_and_rescheduled(tmp_path: Path):
+    spec = write(tmp_path, "infra", "max_retries = 0\n" + TINY + '[axes]\ntags = [{crash_once = "1"}, {}]\n')
+    root = tmp_path / "sweeps"
+    first = run_sweep(spec, root, run_fn=STUB, progress=False)
+    df = ledger_df(root, "infra").set_index("tags")
+    assert df.loc["crash_once=1", "status"] == "infra_failed"
+    assert "WorkerCrashedError" in df.loc["crash_once=1", "error"]
+    assert df.loc["", "status"] == "completed" and first.counts["infra_failed"] == 1
+    second = run_sweep(spec, root, run_fn=STUB, progress=False)
+    assert second.submitted == 1  # only the infra-failed run
+    df = ledger_df(root, "infra").set_index("tags")
+    assert len(df) == 2 and df.loc["crash_once=1", "status"] == "completed"
+    assert df.loc["crash_once=1", "attempts"] == 2
+
+
+# ---------------------------------------------------------------- failed and diverged runs
+
+
+def test_failed_and_diverged_runs_are_recorded_and_not_retried(tmp_path: Path):
+    body = ("max_retries = 3\n" + TINY + "[axes]\nseed = [0, 1]\n"
+            '[[override]]\nwhere = { seed = 1 }\nset = { tags = { raise = "forced failure in seed 1" } }\n'
+            "[[override]]\nwhere = { seed = 0 }\nset = { lr = [0.01, 10000.0], param = \"adamw\" }\n")
+    spec = write(tmp_path, "mixed", body)
+    root = tmp_path / "sweeps"
+    out = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False)
+    df = ledger_df(root, "mixed")
+    assert len(df) == 3
+    failed = df[df.seed == 1].iloc[0]
+    assert failed.status == "failed" and failed.error == "RuntimeError: forced failure in seed 1"
+    assert failed.attempts == 1 and failed.depth == 1 and failed.n_params > 0  # config columns present
+    assert "forced failure in seed 1" in (root / "mixed" / "runs" / failed.run_id / "error.txt").read_text()
+    diverged = df[(df.seed == 0) & (df.lr == 10000.0)].iloc[0]
+    assert diverged.status == "diverged" and diverged.attempts == 1 and diverged.diverged_step >= 1
+    ok = df[(df.seed == 0) & (df.lr == 0.01)].iloc[0]
+    assert ok.status == "completed" and math.isfinite(ok.val_loss)
+    assert out.counts == {"completed": 1, "diverged": 1, "failed": 1, "infra_failed": 0}
+    assert run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False).submitted == 0
+    retry = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False, retry_failed=True)
+    assert retry.submitted == 1 and retry.counts["failed"] == 1  # only the failed one, and it fails again
+
+
+# ---------------------------------------------------------------- LR searches
+
+
+def test_bracket_extends_edge_minimum_and_stops_when_bracketed(tmp_path: Path):
+    body = (TINY + "[axes]\n"
+            'tags = [{lr_opt = "0.01"}, {lr_opt = "1000"}]\n'
+            'lr = { search = "bracket", grid = [0.0001, 0.0003, 0.001], max_extend = 3 }\n')
+    spec = write(tmp_path, "bracket", body)
+    root = tmp_path / "sweeps"
+    out = run_sweep(spec, root, run_fn=STUB, progress=False)
+    df = ledger_df(root, "bracket")
+    near = sorted(df[df.tags == "lr_opt=0.01"].lr)
+    # grid edge spacing 10/3: three points added above 1e-3, then 1.11e-2 (next to the optimum 1e-2) is interior
+    assert near == pytest.approx([1e-4, 3e-4, 1e-3, 1e-3 * (10 / 3), 1e-3 * (10 / 3) ** 2, 1e-3 * (10 / 3) ** 3],
+                                 rel=1e-5)
+    far = sorted(df[df.tags == "lr_opt=1000"].lr)
+    assert len(far) == 6 and far[-1] == pytest.approx(1e-3 * (10 / 3) ** 3, rel=1e-5)  # stopped by max_extend
+    assert sorted(s["bracketed"] for s in out.searches) == [False, True]
+    best = df[df.tags == "lr_opt=0.01"].sort_values("val_loss").iloc[0]
+    assert best.lr == pytest.approx(0.0111111, rel=1e-5)
+    assert (df.lr_search == "bracket").all() and df.run_id.is_unique
+    again = run_sweep(spec, root, run_fn=STUB, progress=False)
+    assert again.submitted == 0  # the extended grids are re-derived from the ledger
+
+
+def test_optuna_search_per_cell_resumes_from_its_study(tmp_path: Path):
+    body = TINY + '[axes]\ntags = [{lr_opt = "0.01"}]\nlr = { search = "optuna", trials = 4, low = 0.001, high = 0.1, parallel = 2 }\n'
+    spec = write(tmp_path, "opt", body)
+    root = tmp_path / "sweeps"
+    out = run_sweep(spec, root, run_fn=STUB, progress=False)
+    assert out.submitted == 4 and (root / "opt" / "optuna.db").exists()
+    df = ledger_df(root, "opt")
+    assert len(df) == 4 and (df.lr_search == "optuna").all() and df.lr.between(0.001, 0.1).all()
+    assert out.searches[0]["finished"] == 4 and out.searches[0]["best"] == pytest.approx(df.val_loss.min())
+    assert run_sweep(spec, root, run_fn=STUB, progress=False).submitted == 0
+    more = write(tmp_path, "opt", body.replace("trials = 4", "trials = 6"))
+    extended = run_sweep(more, root, run_fn=STUB, progress=False)
+    assert extended.submitted == 2 and len(ledger_df(root, "opt")) == 6
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+def test_stop_cancels_cleanly_and_resume_finishes(tmp_path: Path):
+    spec = write(tmp_path, "stop", "max_concurrent = 2\n" + TINY + '[axes]\nseed = [0, 1, 2, 3]\ntags = [{sleep = "3"}]\n')
+    root = tmp_path / "sweeps"
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault(
+        "out", run_sweep(spec, root, run_fn=STUB, progress=False, stop=stop)))
+    thread.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((root / "stop" / "runs").glob("*/attempt.json"))
+                                            if (root / "stop" / "runs").exists() else []) < 2:
+        time.sleep(0.05)
+    while time.time() < deadline:  # the driver's heartbeat (state.json) follows within a second
+        st = json.loads(CliRunner().invoke(app, ["status", str(root / "stop"), "--json"]).output)
+        if st["totals"]["running"] == 2:
+            break
+        time.sleep(0.1)
+    assert st["active"] and st["totals"]["running"] == 2 and st["totals"]["pending"] == 2
+    stop.set()  # what Ctrl-C does in the CLI
+    thread.join(timeout=60)
+    out = result["out"]
+    assert out.interrupted and out.submitted == 2 and out.pending == 4
+    assert not list((root / "stop" / "runs").glob("*/runs.parquet"))  # nothing half-done was recorded
+    assert json.loads((root / "stop" / "state.json").read_text())["interrupted"]
+    assert not sweep_status(root / "stop")["active"]
+    resumed = run_sweep(spec, root, run_fn=STUB, progress=False)
+    assert resumed.submitted == 4 and resumed.counts["completed"] == 4
+    assert ledger_df(root, "stop").run_id.is_unique
+
+
+def test_plan_matches_what_runs(grid_sweep):
+    spec, root, _ = grid_sweep
+    plan = make_plan(loads_spec(spec.read_text()))
+    df = ledger_df(root, "grid").set_index("run_id")
+    assert set(df.index) == {r.run_id for r in plan.runs}
+    for r in plan.runs:
+        assert df.loc[r.run_id, "flops"] == pytest.approx(r.info["flops_planned"])
+        assert df.loc[r.run_id, "n_params_active"] == r.info["n_params_active"]
