@@ -37,4 +37,4 @@ def train_bench(width: int = typer.Option(256), depth: int = typer.Option(4), he
         table.add_row(r.param, f"{r.tokens_per_s:,.0f}", f"{1e3 * r.fwd_bwd_s:.1f}", f"{1e3 * r.opt_s:.1f}",
                       f"{100 * r.opt_share:.1f}%", f"{100 * r.mfu_fwd_bwd:.1f}%", f"{100 * r.mfu_step:.1f}%",
                       f"{100 * r.ns_flop_share:.2f}%", f"{100 * r.overhead_vs_first:+.1f}%")
-    Console().print(table)
+    Console(width=160).print(table)

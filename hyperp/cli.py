@@ -10,8 +10,7 @@ from hyperp import bench_cli
 from hyperp.fitting import cli as fit_cli
 from hyperp.plots import cli as plot_cli
 from hyperp.sweeps import cli as sweep_cli
-from hyperp.trainer.cli import run_with_progress, print_result, train_command
-from hyperp.trainer.config import RunConfig
+from hyperp.trainer.cli import train_command
 
 app = typer.Typer(help="Scaling-law sweeps and fits for language models trained with HyperP.",
                   no_args_is_help=True, add_completion=False)
@@ -24,9 +23,12 @@ app.add_typer(sweep_cli.app, name="sweep")
 
 @app.command()
 def quickstart(out: Path = typer.Option(Path("hyperp-quickstart"), "--out", "-o")) -> None:
-    """The main job on embedded defaults: one small HyperP run on the stdlib corpus."""
-    cfg = RunConfig(name="quickstart", depth=2, tokens=2**19, batch_tokens=4096, seq_len=128)
-    print_result(run_with_progress(cfg, out / "train"), as_json=False)
+    """The main job on embedded defaults: a small LR x tokens sweep on the stdlib corpus, fits and plots."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from hyperp.quickstart import run_quickstart  # noqa: PLC0415 (pulls in Ray)
+
+    run_quickstart(out, Console())
 
 
 if __name__ == "__main__":

@@ -302,3 +302,25 @@ def test_plan_matches_what_runs(grid_sweep):
     for r in plan.runs:
         assert df.loc[r.run_id, "flops"] == pytest.approx(r.info["flops_planned"])
         assert df.loc[r.run_id, "n_params_active"] == r.info["n_params_active"]
+
+
+# ---------------------------------------------------------------- MoE granularity through the engine
+
+
+def test_moe_sweep_over_granularity(tmp_path: Path):
+    """An MoE sweep over k (top_k) at fixed sparsity: each cell trains, active parameters stay the dense
+    model's (plus the router), and total parameters grow with the expert count k * S."""
+    body = TINY + "moe_every = 1\nsparsity = 2\n[axes]\ntop_k = [1, 2, 4]\n"
+    out = run_sweep(write(tmp_path, "moe_k", body), tmp_path / "sweeps", progress=False)
+    df = ledger_df(tmp_path / "sweeps", "moe_k").sort_values("top_k")
+    assert out.counts.get("completed") == 3 and list(df["top_k"]) == [1, 2, 4]
+    assert (df["val_loss"] < math.log(256)).all()
+    dense = Transformer(RunConfig(depth=1, aspect_ratio=32, head_dim=16, seq_len=32))
+    dense_params = sum(p.numel() for p in dense.parameters())
+    width = 32
+    for _, row in df.iterrows():
+        router = width * row["top_k"] * row["sparsity"]
+        assert row["n_params_active"] == dense_params + router
+        assert row["n_params"] > row["n_params_active"]
+    assert df["n_params"].is_monotonic_increasing
+    assert df["maxvio_final"].notna().all()
