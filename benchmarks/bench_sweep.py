@@ -24,19 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from hyperp.sweeps.stubs import TINY_BASE_TOML
+
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
-TINY = """
-[base]
-depth = 1
-aspect_ratio = 32
-head_dim = 16
-seq_len = 32
-batch_tokens = 512
-tokens = 4096
-val_tokens = 512
-peak_tflops = 1.0
-"""
+TINY = TINY_BASE_TOML
 STUB = "hyperp.sweeps.stubs:stub_run"
 
 

@@ -24,21 +24,12 @@ from hyperp.sweeps import ledger
 from hyperp.sweeps.cli import app, sweep_status
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import loads_spec, make_plan
+from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.loop import train
 from hyperp.trainer.model import Transformer
 
-TINY = """
-[base]
-depth = 1
-aspect_ratio = 32
-head_dim = 16
-seq_len = 32
-batch_tokens = 512
-tokens = 4096
-val_tokens = 512
-peak_tflops = 1.0
-"""
+TINY = TINY_BASE_TOML
 STUB = "hyperp.sweeps.stubs:stub_run"
 DOCUMENTED = ["run_id", "sweep", "param", "depth", "width", "n_params", "n_params_active", "tokens", "batch_tokens",
               "lr", "sparsity", "top_k", "seed", "flops", "val_loss", "status", "error", "attempts", "wall_time_s",

@@ -18,22 +18,13 @@ from typer.testing import CliRunner
 import hyperp
 from hyperp.sweeps.cli import app
 from hyperp.sweeps.lr_search import bracket_state
+from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.sweeps.spec import BracketSearch, SpecError, loads_spec, make_plan
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.metrics import training_flops
 from hyperp.trainer.model import Transformer
 
-BASE = """
-name = "t"
-[base]
-depth = 1
-aspect_ratio = 32
-head_dim = 16
-seq_len = 32
-batch_tokens = 512
-tokens = 4096
-val_tokens = 512
-"""
+BASE = 'name = "t"\n' + TINY_BASE_TOML
 
 
 def spec(extra: str, base: str = BASE):

@@ -24,7 +24,7 @@ import pandas as pd
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       percentile_intervals, residual_draws, rng_for)
 from hyperp.fitting.profile import RowData, exp_outer, ls_line, minimize_profile
-from hyperp.fitting.table import FitInputError, fit_rows, numeric_column, require_columns
+from hyperp.fitting.table import FitInputError, finite_pairs, fit_rows, numeric_column, require_columns
 
 B_MAX = 2.0  # upper end of the exponent search; loss-compute exponents are ~0.05-0.5
 B_GRID_POINTS = 81  # spacing 0.025
@@ -231,12 +231,7 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
 
 
 def _validate(compute, loss) -> tuple[np.ndarray, np.ndarray]:
-    c = np.asarray(compute, dtype=float).ravel()
-    y = np.asarray(loss, dtype=float).ravel()
-    if c.size != y.size:
-        raise FitInputError(f"compute and loss must have the same length (got {c.size} and {y.size})")
-    keep = np.isfinite(c) & np.isfinite(y)
-    c, y = c[keep], y[keep]
+    c, y = finite_pairs(compute, loss, ("compute", "loss"))
     if np.unique(c).size < MIN_POINTS:
         raise FitInputError(f"loss-compute law needs >= {MIN_POINTS} distinct compute values with a finite loss, "
                             f"got {np.unique(c).size}")

@@ -26,7 +26,7 @@ from scipy.optimize import OptimizeWarning, curve_fit, least_squares
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       residual_draws, rng_for)
 from hyperp.fitting.profile import RowData, exp_outer, ls_line, ls_slope_only, minimize_profile
-from hyperp.fitting.table import FitInputError
+from hyperp.fitting.table import FitInputError, finite_pairs
 
 Space = Literal["linear", "log"]
 # Search range for the exponent in linear space: the log-space slope +- this half width. In units of
@@ -271,12 +271,7 @@ def _lm_step(lx, ly, w, p, lam) -> np.ndarray:
 def _validate(x, y, offset: bool, space: str) -> tuple[np.ndarray, np.ndarray]:
     if space not in ("linear", "log"):
         raise FitInputError(f"space must be 'linear' or 'log', got {space!r}")
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.size != y.size:
-        raise FitInputError(f"x and y must have the same length (got {x.size} and {y.size})")
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y = finite_pairs(x, y)
     need = (3 if offset else 2) + 1
     if np.unique(x).size < need:
         raise FitInputError(f"power law{' with offset' if offset else ''} needs >= {need} distinct x values "

@@ -179,3 +179,13 @@ def group_indices(df: pd.DataFrame, by: Sequence[str], source: str = "table") ->
 def _plain(value):
     """numpy scalars to Python scalars, so group keys print and serialize cleanly."""
     return value.item() if hasattr(value, "item") else value
+
+
+def finite_pairs(a, b, names: tuple[str, str] = ("x", "y")) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten two equal-length sequences to float arrays and keep the pairs where both are finite."""
+    a = np.asarray(a, dtype=float).ravel()
+    b = np.asarray(b, dtype=float).ravel()
+    if a.size != b.size:
+        raise FitInputError(f"{names[0]} and {names[1]} must have the same length (got {a.size} and {b.size})")
+    keep = np.isfinite(a) & np.isfinite(b)
+    return a[keep], b[keep]

@@ -26,6 +26,20 @@ from typing import Any
 from hyperp.trainer.config import RunConfig
 
 
+# The [base] of a tiny real-trainer run (about a second on one core), shared by sweep tests and benchmarks.
+TINY_BASE_TOML = """
+[base]
+depth = 1
+aspect_ratio = 32
+head_dim = 16
+seq_len = 32
+batch_tokens = 512
+tokens = 4096
+val_tokens = 512
+peak_tflops = 1.0
+"""
+
+
 def stub_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
     tags = cfg.tags
     start = time.perf_counter()

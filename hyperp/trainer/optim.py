@@ -106,32 +106,10 @@ def adam_direction(state: dict, grad: Tensor, betas: tuple[float, float], eps: f
     return m_hat / (v_hat.sqrt() + eps)
 
 
-class Muon(torch.optim.Optimizer):
-    """Muon: W <- W (1 - lr wd) - lr * sqrt(fan_out / fan_in) * NS(nesterov momentum)."""
+class _MatrixOptimizer(torch.optim.Optimizer):
+    """The step loop shared by Muon, MuonH and AdamH: `update` each parameter that has a gradient."""
 
-    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
-                 ns_coeffs="per_iter", ns_steps=5, ns_backend="auto"):
-        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_backend=ns_backend))
-
-    @torch.no_grad()
-    def step(self, closure: Callable | None = None):
-        loss = closure() if closure is not None else None
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                u = momentum_direction(self.state[p], p.grad, g["momentum"], g["nesterov"])
-                o = newton_schulz(u, g["ns_coeffs"], g["ns_steps"], g["ns_backend"])
-                scale = math.sqrt(p.shape[-2] / p.shape[-1])  # fan_out / fan_in of a (out, in) weight
-                p.mul_(1 - g["lr"] * g["weight_decay"]).add_(o, alpha=-g["lr"] * scale)
-        return loss
-
-
-class _SphereOptimizer(torch.optim.Optimizer):
-    """Shared part of MuonH and AdamH: the radius r = ||W_0||_F is fixed at the first step (per matrix)."""
-
-    def direction(self, state: dict, grad: Tensor, group: dict) -> Tensor:
+    def update(self, p: Tensor, state: dict, group: dict) -> None:
         raise NotImplementedError
 
     @torch.no_grad()
@@ -139,14 +117,36 @@ class _SphereOptimizer(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         for g in self.param_groups:
             for p in g["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "radius" not in state:
-                    state["radius"] = frob(p).clone()
-                d = self.direction(state, p.grad, g)
-                sphere_step(p, d, state["radius"], g["lr"], g["weight_decay"])
+                if p.grad is not None:
+                    self.update(p, self.state[p], g)
         return loss
+
+
+class Muon(_MatrixOptimizer):
+    """Muon: W <- W (1 - lr wd) - lr * sqrt(fan_out / fan_in) * NS(nesterov momentum)."""
+
+    def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
+                 ns_coeffs="per_iter", ns_steps=5, ns_backend="auto"):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                                      ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_backend=ns_backend))
+
+    def update(self, p: Tensor, state: dict, g: dict) -> None:
+        u = momentum_direction(state, p.grad, g["momentum"], g["nesterov"])
+        o = newton_schulz(u, g["ns_coeffs"], g["ns_steps"], g["ns_backend"])
+        scale = math.sqrt(p.shape[-2] / p.shape[-1])  # fan_out / fan_in of a (out, in) weight
+        p.mul_(1 - g["lr"] * g["weight_decay"]).add_(o, alpha=-g["lr"] * scale)
+
+
+class _SphereOptimizer(_MatrixOptimizer):
+    """Shared part of MuonH and AdamH: the radius r = ||W_0||_F is fixed at the first step (per matrix)."""
+
+    def direction(self, state: dict, grad: Tensor, group: dict) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, p: Tensor, state: dict, g: dict) -> None:
+        if "radius" not in state:
+            state["radius"] = frob(p).clone()
+        sphere_step(p, self.direction(state, p.grad, g), state["radius"], g["lr"], g["weight_decay"])
 
     def radius_drift(self) -> float:
         """max over matrices of | ||W||_F / r - 1 |."""
