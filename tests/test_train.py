@@ -41,6 +41,7 @@ def test_resume_after_interruption_is_bit_exact(tmp_path, tiny):
     assert resumed.row["train_loss"] == straight.row["train_loss"]
     assert list(resumed.curves["train_loss"]) == list(straight.curves["train_loss"])
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()  # removed once the run is complete
+    assert resumed.row["resumed_step"] == 6 and straight.row["resumed_step"] == -1
 
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path, tiny):

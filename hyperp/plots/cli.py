@@ -100,7 +100,10 @@ def stability_plot(table: Annotated[Path, typer.Argument(
                    metric: Annotated[list[str] | None, typer.Option(
                        "--metric", help="Indicator column to draw (default: every numeric indicator). Repeatable.")] = None,
                    mapping: MapOpt = None, where: WhereOpt = None, title: TitleOpt = None) -> None:
-    """Stability indicators versus tokens, one line per run coloured by scale."""
+    """Stability indicators versus tokens, one line per run coloured by scale.
+
+    --where filters on curve columns and on the runs' settings; a run setting named like a curve column
+    is NAME_run (e.g. tokens_run, the run's budget)."""
     with clean_errors():
         curves, runs_df = read_curves(table)
         curves = apply_mapping(curves, parse_mapping(mapping or []), str(table))

@@ -57,6 +57,8 @@ def read_curves(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     curves = pd.concat([read_file(f).assign(run_id=f.parent.name) for f in files], ignore_index=True)
     return curves, runs
 
+RUN_SUFFIX = "_run"  # a run setting named like a curve column (tokens) joins as tokens_run
+
 
 def stability_frame(curves: pd.DataFrame, runs: pd.DataFrame | None = None, scale: str = "n_params",
                     source: str = "curves") -> pd.DataFrame:
@@ -67,9 +69,10 @@ def stability_frame(curves: pd.DataFrame, runs: pd.DataFrame | None = None, scal
     if runs is None:
         raise FitInputError(f"{source}: no {scale!r} column; give the runs table to join it on run_id")
     require_columns(runs, ["run_id", scale], source="runs table")
-    # Bring the scale and the runs' other settings (param, lr, ...) so that rows can be filtered on them.
-    extra = ["run_id"] + [c for c in runs.columns if c != "run_id" and (c == scale or c not in curves.columns)]
-    merged = curves.merge(runs[extra].drop_duplicates("run_id"), on="run_id", how="left")
+    # Bring the scale and the runs' other settings (param, lr, ...) so that rows can be filtered on them. A run
+    # setting whose name a curve column already has (tokens: the step's count vs the run's budget) arrives
+    # as NAME_run, so `--where tokens_run=1048576` selects runs by budget.
+    merged = curves.merge(runs.drop_duplicates("run_id"), on="run_id", how="left", suffixes=("", RUN_SUFFIX))
     if merged[scale].isna().all():
         raise FitInputError(f"{source}: no run_id of the curves matches the runs table")
     return merged
@@ -78,7 +81,8 @@ def stability_frame(curves: pd.DataFrame, runs: pd.DataFrame | None = None, scal
 def indicator_columns(df: pd.DataFrame, scale: str = "n_params", x: str = "tokens") -> list[str]:
     """Numeric indicator columns present: the known ones first, then any other numeric column."""
     skip = NOT_INDICATORS | {scale, x}
-    numeric = [c for c in df.columns if c not in skip and pd.api.types.is_numeric_dtype(df[c])
+    numeric = [c for c in df.columns if c not in skip and not str(c).endswith(RUN_SUFFIX)
+               and pd.api.types.is_numeric_dtype(df[c])
                and df[c].notna().any()]
     return [c for c in KNOWN_INDICATORS if c in numeric] + [c for c in numeric if c not in KNOWN_INDICATORS]
 

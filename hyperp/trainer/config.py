@@ -25,7 +25,8 @@ TokenScaling = Literal["all", "hidden"]
 
 # Base learning rates for each scheme when `lr` is not given. For the sphere schemes eta is a relative step
 # (the step's Frobenius norm is eta * radius); for Muon it is the spectral-scaled step; for AdamW the usual LR.
-# Chosen from short CPU sweeps of the default proxy model (see README, "Defaults").
+# They are starting points, not tuned optima: sweep `lr` on your proxy (results/lr_transfer/ shows how far
+# the optimum of a tiny CPU proxy sits from them).
 DEFAULT_LR: dict[str, float] = {"hyperp": 0.02, "muonh": 0.02, "muon": 0.02, "adamw": 3e-3}
 
 

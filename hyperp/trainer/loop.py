@@ -139,6 +139,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     state = LoopState()
     if out is not None:
         state = checkpoint.load(out, cfg, model, opt) or state
+    resumed_step = state.step if state.step else -1
 
     on_cuda = device.startswith("cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
@@ -192,6 +193,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
             checkpoint.save(out, cfg, model, opt, state)
 
     result = finish(cfg, hp, counts, state, device)
+    result.row["resumed_step"] = resumed_step  # -1: trained from scratch in this call
     if out is not None:
         write_outputs(out, result)
         checkpoint.remove(out)
