@@ -80,3 +80,12 @@ def test_resolved_is_serialisable():
 
     d = resolve_hparams(cfg_for("hyperp", 8, 2**21)).to_dict()
     assert json.loads(json.dumps(d))["hidden"]["optimizer"] == "muonh"
+
+
+def test_adam_lr_mult_scales_adamw_groups_beside_muon_type_matrices():
+    for param, scaled in [("hyperp", {"embed", "vector"}), ("muon", {"head", "embed", "vector"}), ("adamw", set())]:
+        base = resolve_hparams(cfg_for(param, 4, 2**20))
+        hp = resolve_hparams(cfg_for(param, 4, 2**20, adam_lr_mult=0.1))
+        for g in ("hidden", "head", "embed", "vector"):
+            factor = 0.1 if g in scaled else 1.0
+            assert hp.group(g).lr == pytest.approx(base.group(g).lr * factor), (param, g)

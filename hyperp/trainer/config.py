@@ -69,7 +69,7 @@ class RunConfig:
     token_exponent: float = 0.32  # the data-scaling exponent of the optimal LR
     token_scaling: TokenScaling = "all"  # apply (T/T0)^-b to every group ("all", the paper's code) or hidden only
     weight_decay: float = 0.1  # lambda for `muon` and `adamw`; the sphere schemes use none
-    adam_lr_mult: float = 1.0  # LR of AdamW-managed groups (embeddings, norms) relative to the matrix LR
+    adam_lr_mult: float = 1.0  # LR of the AdamW groups of Muon-type schemes relative to the matrix LR
     # --- init ---
     head_init_std: float = 0.02
     embed_init_std: float = 0.02

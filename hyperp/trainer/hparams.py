@@ -5,6 +5,8 @@ proxy (d0, w0, T0) and the run's target shape and token budget, and returns ever
 optimizer builder need. Nothing else in hyperp applies a scaling rule.
 
 Choices where method.md leaves one open:
+- `adam_lr_mult` scales the AdamW groups of the Muon-type schemes (embeddings and vectors; also the LM head
+  under `muon`); under `adamw` every group uses eta0.
 - The depth factor sqrt(d0/d) multiplies every parameter group's LR (for `muon` that is muP++'s rule with the
   width moving with depth). The token factor (T/T0)^-b multiplies every group by default (the paper's code);
   `token_scaling="hidden"` puts it on the hidden matrices only (the paper's table).
@@ -74,11 +76,12 @@ def resolve_hparams(cfg: RunConfig) -> ResolvedHParams:
     matrix_wd = {"muon": cfg.weight_decay * cfg.base_depth / cfg.depth, "adamw": cfg.weight_decay}.get(scheme, 0.0)
     opts = GROUP_OPTIMIZERS[scheme]
 
-    def group(name: str, lr: float, wd: float) -> GroupHParams:
+    def group(name: str, wd: float) -> GroupHParams:
+        lr = eta0 * depth_factor * (token_factor if name == "hidden" else other_token_factor)
+        if opts[name] == "adamw" and opts["hidden"] != "adamw":  # AdamW groups beside Muon-type matrices
+            lr *= cfg.adam_lr_mult
         return GroupHParams(optimizer=opts[name], lr=lr, weight_decay=wd)
 
-    adam_lr = eta0 * cfg.adam_lr_mult * depth_factor * other_token_factor
-    head_lr = adam_lr if opts["head"] == "adamw" and scheme != "adamw" else eta0 * depth_factor * other_token_factor
     return ResolvedHParams(
         param=scheme,
         base_lr=eta0,
@@ -86,10 +89,10 @@ def resolve_hparams(cfg: RunConfig) -> ResolvedHParams:
         token_factor=token_factor,
         residual_alpha=1.0 / math.sqrt(2 * cfg.depth) if scheme in DEPTH_MUP else 1.0,
         logit_mult=cfg.base_width / cfg.d_model if scheme == "muon" else 1.0,
-        hidden=group("hidden", eta0 * depth_factor * token_factor, matrix_wd),
-        head=group("head", head_lr, matrix_wd),
-        embed=group("embed", adam_lr, 0.0),
-        vector=group("vector", adam_lr, 0.0),
+        hidden=group("hidden", matrix_wd),
+        head=group("head", matrix_wd),
+        embed=group("embed", 0.0),
+        vector=group("vector", 0.0),
         head_init_std=cfg.head_init_std,
         embed_init_std=cfg.embed_init_std,
     )
