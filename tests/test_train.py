@@ -121,3 +121,19 @@ def test_missing_and_empty_data_fail_before_writing(tmp_path, tiny):
     with pytest.raises(DataError, match="empty"):
         train(RunConfig(**tiny | dict(data=str(empty))), out)
     assert not out.exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes_bit_exact(tmp_path, tiny):
+    cfg = RunConfig(**tiny | dict(tokens=12 * 1024))  # no periodic checkpoints
+    straight = train(cfg)
+
+    def ctrl_c_at_step_5(info):
+        if info.step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, on_step=ctrl_c_at_step_5)
+    resumed = train(cfg, tmp_path)
+    assert resumed.row["resumed_step"] == 5
+    assert resumed.row["val_loss"] == straight.row["val_loss"]
+    assert list(resumed.curves["train_loss"]) == list(straight.curves["train_loss"])

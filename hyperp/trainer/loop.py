@@ -146,51 +146,39 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     vals = val_batches(corpus, cfg.val_tokens, cfg.seq_len, cfg.batch_size, device)
     eval_every = cfg.eval_every or max(1, cfg.total_steps // EVALS_PER_RUN)
     stats_every = cfg.stats_every or eval_every
-    params = [p for p in model.parameters()]
 
-    while state.step < cfg.total_steps:
-        step = state.step
-        t0 = time.perf_counter()
-        opt.set_lr_mult(lr_mult(cfg, step))
-        x, y = train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device)
-        want_stats = step % stats_every == 0 or step == cfg.total_steps - 1
-        stats: dict[str, Any] | None = {} if want_stats else None
-        with autocast():
-            _, loss = run_model(x, y, stats)
-            total_loss = loss + model.aux_loss()
-        total_loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip or math.inf).item()
-        before = [p.detach().clone() for p in hidden_matrices(opt)] if want_stats else None
-        t1 = time.perf_counter()
-        opt.step()
-        opt.zero_grad()
-        if on_cuda:
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        state.opt_time += t2 - t1
-        state.train_time += t2 - t0
-        state.step += 1
-
-        loss_val = loss.item()
-        if step == 0:
-            state.first_loss = loss_val
-        row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
-               "lr_mult": lr_mult(cfg, step), "grad_norm": grad_norm}
-        if stats is not None:
-            row.update(summarise_stats(stats, model, opt, before))
-        diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
-        if state.step % eval_every == 0 or state.step == cfg.total_steps or diverged:
-            row["val_loss"] = evaluate(model, vals, autocast) if not diverged else math.nan
-        if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
-            state.curves.append(row)
-        if on_step is not None:
-            on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
-                             state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
-        if diverged:
-            state.diverged_step = state.step
-            break
-        if out is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+    steady = [True]  # False while the optimizer updates the weights and the loop state catches up
+    try:
+        while state.step < cfg.total_steps:
+            step = state.step
+            opt.set_lr_mult(lr_mult(cfg, step))
+            x, y = train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device)
+            stats: dict[str, Any] | None = {} if step % stats_every == 0 or step == cfg.total_steps - 1 else None
+            loss_val, grad_norm, before = train_step(model, run_model, opt, x, y, stats, cfg, state, autocast,
+                                                     on_cuda, steady)
+            row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
+                   "lr_mult": lr_mult(cfg, step), "grad_norm": grad_norm}
+            if stats is not None:
+                row.update(summarise_stats(stats, model, opt, before))
+            diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
+            if state.step % eval_every == 0 or state.step == cfg.total_steps or diverged:
+                row["val_loss"] = evaluate(model, vals, autocast) if not diverged else math.nan
+            if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
+                state.curves.append(row)
+            steady[0] = True
+            if on_step is not None:
+                on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
+                                 state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
+            if diverged:
+                state.diverged_step = state.step
+                break
+            if out is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                checkpoint.save(out, cfg, model, opt, state)
+    except KeyboardInterrupt:
+        # Ctrl-C (or Ray's cancel) between updates: keep what was trained so a rerun resumes from here.
+        if out is not None and steady[0]:
             checkpoint.save(out, cfg, model, opt, state)
+        raise
 
     result = finish(cfg, hp, counts, state, device)
     result.row["resumed_step"] = resumed_step  # -1: trained from scratch in this call
@@ -199,6 +187,34 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
         checkpoint.remove(out)
     result.out_dir = out
     return result
+
+
+def train_step(model: Transformer, run_model, opt: Optimizers, x: torch.Tensor, y: torch.Tensor,
+               stats: dict | None, cfg: RunConfig, state: LoopState, autocast, on_cuda: bool,
+               steady: list[bool]) -> tuple[float, float, list[torch.Tensor] | None]:
+    """Forward, backward, clipping and one optimizer step; advances `state`. Returns (loss, grad norm,
+    the hidden matrices before the update when stats are wanted)."""
+    t0 = time.perf_counter()
+    with autocast():
+        _, loss = run_model(x, y, stats)
+        total_loss = loss + model.aux_loss()
+    total_loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
+    before = [p.detach().clone() for p in hidden_matrices(opt)] if stats is not None else None
+    t1 = time.perf_counter()
+    steady[0] = False
+    opt.step()
+    opt.zero_grad()
+    if on_cuda:
+        torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    state.opt_time += t2 - t1
+    state.train_time += t2 - t0
+    state.step += 1
+    loss_val = loss.item()
+    if state.step == 1:
+        state.first_loss = loss_val
+    return loss_val, grad_norm, before
 
 
 PER_LAYER_STATS = ("maxvio", "expert_counts")  # MoE: also one column per MoE block, <name>_l<block index>
