@@ -21,7 +21,8 @@ retried by Ray up to `max_retries` times; the retry calls the trainer with the s
 resumes from the last `checkpoint.pt` (the spec sets `checkpoint_every` to ~1/10 of the run unless given).
 After the last retry the run is recorded `infra_failed` and is scheduled again by the next `sweep run`.
 
-Ctrl-C (KeyboardInterrupt) or `stop.set()`: the runs in flight are cancelled (their workers are killed),
+Ctrl-C (KeyboardInterrupt) or `stop.set()`: the runs in flight are cancelled (interrupted, so the trainer
+checkpoints; workers still running after a grace period are killed),
 nothing half-written is recorded, the ledger is rewritten, and a later `sweep run` resumes them from their
 checkpoints.
 """
@@ -361,6 +362,25 @@ class _Progress:
             self.progress.stop()
 
 
+CANCEL_GRACE_S = 5.0  # seconds a cancelled run gets to write its checkpoint before its worker is killed
+
+
+def cancel_in_flight(ray, refs: list) -> None:
+    """Cancel runs: first a KeyboardInterrupt in each task (the trainer then checkpoints between updates),
+    then, after CANCEL_GRACE_S, kill the workers of those still running."""
+    for ref in refs:
+        try:
+            ray.cancel(ref, force=False)
+        except Exception:  # noqa: BLE001 (already finished or gone)
+            pass
+    _, still_running = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+    for ref in still_running:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, address: str | None = None,
               run_fn: str | RunFn | None = None, retry_failed: bool = False, num_cpus: int | None = None,
               progress: bool = True, stop: threading.Event | None = None, console=None,
@@ -439,11 +459,7 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
         except KeyboardInterrupt:
             interrupted = True
             d.cancelled = [job.run.run_id for job in d.in_flight.values()]
-            for ref in d.in_flight:
-                try:
-                    ray.cancel(ref, force=True)
-                except Exception:  # noqa: BLE001 (already finished or gone)
-                    pass
+            cancel_in_flight(ray, list(d.in_flight))
             d.in_flight.clear()
         bar.update(d, before)
         d.write_outputs(state | {"updated_at": time.time(), "running": [], "queued": len(d.queue),
