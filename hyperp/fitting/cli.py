@@ -16,6 +16,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 
+from hyperp import io
 from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
 from hyperp.fitting.chinchilla import BOOT_STARTS, HUBER_DELTA, chinchilla_inputs, fit_chinchilla
 from hyperp.fitting.chinchilla import DEFAULT_N_BOOT as CHINCHILLA_N_BOOT
@@ -63,11 +64,10 @@ def emit(result: Any, rich_table, as_json: bool, output: Path | None) -> None:
     """Print the result (JSON or rich table) and optionally save the JSON."""
     text = to_json(result.to_dict())
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n")
+        io.write_bytes(output, (text + "\n").encode())  # atomic: a crash never leaves a torn file
     if as_json:
         sys.stdout.write(text + "\n")
-    else:
+    elif rich_table is not None:
         Console(width=160).print(rich_table)
 
 
