@@ -62,11 +62,11 @@ def run_quickstart(out: Path, console: Console, spec_text: str = SPEC) -> dict:
     except FitInputError as e:  # e.g. too few bracketed optima: report it, keep the rest
         summary["laws_error"] = str(e)
     io.write_json(out / "summary.json", summary)
-    print_summary(summary, optima.to_frame(), console)
+    print_summary(summary, optima.to_frame(), out, console)
     return summary
 
 
-def print_summary(summary: dict, optima: pd.DataFrame, console: Console) -> None:
+def print_summary(summary: dict, optima: pd.DataFrame, out: Path, console: Console) -> None:
     table = Table(title="optimal base LR per (scheme, tokens)")
     for col in ("param", "tokens", "lr_opt", "loss_opt", "bracketed"):
         table.add_column(col, justify="right")
@@ -78,5 +78,5 @@ def print_summary(summary: dict, optima: pd.DataFrame, console: Console) -> None
         console.print(f"{law['param']}: lr_opt = {law['a']:.3g} * T^{law['b']:.3f}  (r2 {law['r2']:.3f})")
     if "laws_error" in summary:
         console.print(f"[yellow]power law not fitted:[/yellow] {summary['laws_error']}")
-    console.print(f"outputs in {Path(summary['sweep_dir']).parent.parent}/ (summary.json, lr.png, law.png, sweeps/)")
+    console.print(f"outputs in {out}/ (summary.json, lr.png, law.png, sweeps/)")
     console.print(json.dumps(summary["counts"]))

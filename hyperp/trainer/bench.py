@@ -32,8 +32,7 @@ class BenchRow:
     overhead_vs_first: float = float("nan")  # step time / the first scheme's step time - 1
 
 
-def time_steps(cfg: RunConfig, device: str, steps: int, warmup: int) -> tuple[float, float]:
-    model, opt, _ = build(cfg, device)
+def time_steps(cfg: RunConfig, model, opt, device: str, steps: int, warmup: int) -> tuple[float, float]:
     x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     fwd_bwd = opt_time = 0.0
@@ -61,10 +60,10 @@ def bench_train(cfg: RunConfig, params: list[str], steps: int = 10, warmup: int 
     rows: list[BenchRow] = []
     for param in params:
         run_cfg = cfg.replace(param=param, lr=None)
-        model, _, hp = build(run_cfg, "cpu")  # for the parameter count only
+        model, opt, hp = build(run_cfg, device)
         step_flops = training_flops(count_params(model, run_cfg), run_cfg, run_cfg.batch_tokens)
         ns = ns_flops_per_step(run_cfg, hp)
-        fwd_bwd, opt_s = time_steps(run_cfg, device, steps, warmup)
+        fwd_bwd, opt_s = time_steps(run_cfg, model, opt, device, steps, warmup)
         step_s = fwd_bwd + opt_s
         rows.append(BenchRow(param=param, tokens_per_s=run_cfg.batch_tokens / step_s, fwd_bwd_s=fwd_bwd, opt_s=opt_s,
                              opt_share=opt_s / step_s, mfu_fwd_bwd=step_flops / fwd_bwd / peak,

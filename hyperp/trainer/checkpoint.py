@@ -7,7 +7,6 @@ starts afresh rather than silently continuing a different run.
 from __future__ import annotations
 
 import dataclasses
-import io as _io
 from pathlib import Path
 
 import torch
@@ -21,9 +20,7 @@ CHECKPOINT = "checkpoint.pt"
 def save(out: Path, cfg: RunConfig, model: torch.nn.Module, opt, state) -> Path:
     payload = {"config": cfg.to_json(), "model": model.state_dict(), "optim": opt.state_dict(),
                "loop": dataclasses.asdict(state)}
-    buf = _io.BytesIO()
-    torch.save(payload, buf)
-    return io.write_bytes(out / CHECKPOINT, buf.getvalue())
+    return io.atomic_write(out / CHECKPOINT, lambda tmp: torch.save(payload, tmp))
 
 
 def load(out: Path, cfg: RunConfig, model: torch.nn.Module, opt):

@@ -6,13 +6,13 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional, get_args
+from typing import Any, NoReturn, Optional, get_args
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hyperp.trainer.config import ConfigError, RunConfig, _hints
+from hyperp.trainer.config import ConfigError, RunConfig, field_types
 from hyperp.trainer.data import DataError, load_corpus
 from hyperp.trainer.loop import RunResult, StepInfo, check_corpus, train
 
@@ -32,7 +32,7 @@ def flag_type(hint: Any) -> type:
 def config_options() -> list[inspect.Parameter]:
     """One keyword option per RunConfig field, default None meaning 'not given on the command line'."""
     params = []
-    for name, hint in _hints().items():
+    for name, hint in field_types().items():
         if name in SKIPPED_FIELDS:
             continue
         kind = flag_type(hint)
@@ -62,7 +62,7 @@ def run_with_progress(cfg: RunConfig, out: Path | None) -> RunResult:
         return train(cfg, out, on_step=on_step)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
 
@@ -78,7 +78,6 @@ def train_command(config: Optional[Path] = typer.Option(None, "--config", "-c", 
         result = run_with_progress(cfg, out)
     except (ConfigError, DataError) as e:
         fail(str(e))
-        return
     print_result(result, as_json)
 
 

@@ -10,6 +10,7 @@ Derived quantities (width from depth, per-group learning rates, ...) are not sto
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import tomllib
@@ -224,19 +225,15 @@ class RunConfig:
             raise ConfigError("top_k", f"routes to {routed_k} experts but only {routed_e} routed experts exist")
 
 
-_HINTS: dict[str, Any] | None = None
-
-
-def _hints() -> dict[str, Any]:
-    global _HINTS
-    if _HINTS is None:
-        _HINTS = get_type_hints(RunConfig)
-    return _HINTS
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """RunConfig's field names and their (resolved) type hints."""
+    return get_type_hints(RunConfig)
 
 
 def coerce(name: str, value: Any) -> Any:
     """Check `value` against the field's type, allowing int -> float; raise ConfigError naming the field."""
-    hint = _hints()[name]
+    hint = field_types()[name]
     args = get_args(hint)
     if hint is float or (float in args and value is not None):
         if isinstance(value, bool) or not isinstance(value, (int, float)):

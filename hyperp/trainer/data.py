@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import platform
 import sysconfig
 import zlib
 from dataclasses import dataclass
@@ -101,8 +102,6 @@ def load_shards(paths: list[Path], val_percent: float, spec: str) -> Corpus:
 def load_corpus(spec: str, val_percent: float) -> Corpus:
     """Resolve a `data` spec to train and validation token arrays (cached per process)."""
     if spec == "stdlib":
-        import platform  # noqa: PLC0415
-
         root, files = stdlib_files()
         return read_files(root, files, val_percent, f"stdlib:{platform.python_version()}")
     if spec.endswith(".bin") or any(ch in spec for ch in "*?["):

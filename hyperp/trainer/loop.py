@@ -151,13 +151,14 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     try:
         while state.step < cfg.total_steps:
             step = state.step
-            opt.set_lr_mult(lr_mult(cfg, step))
+            mult = lr_mult(cfg, step)
+            opt.set_lr_mult(mult)
             x, y = train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device)
             stats: dict[str, Any] | None = {} if step % stats_every == 0 or step == cfg.total_steps - 1 else None
             loss_val, grad_norm, before = train_step(model, run_model, opt, x, y, stats, cfg, state, autocast,
                                                      on_cuda, steady)
             row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
-                   "lr_mult": lr_mult(cfg, step), "grad_norm": grad_norm}
+                   "lr_mult": mult, "grad_norm": grad_norm}
             if stats is not None:
                 row.update(summarise_stats(stats, model, opt, before))
             diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
