@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hyperp.errors import InputError
+
 RUNS_FILE = "runs.parquet"  # the ledger inside a sweep directory
 CURVES_FILE = "curves.parquet"  # per-step curves inside a sweep directory
 COMPLETED = "completed"
@@ -22,7 +24,7 @@ DIVERGED = "diverged"
 STATUS_COL = "status"
 
 
-class FitInputError(ValueError):
+class FitInputError(InputError):
     """The input table cannot be fitted as asked; the message names the file or column at fault."""
 
 

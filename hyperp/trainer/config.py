@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from hyperp.errors import InputError
+
 Param = Literal["hyperp", "muonh", "muon", "adamw"]
 PARAMS: tuple[str, ...] = get_args(Param)
 NSCoeffs = Literal["per_iter", "quintic"]
@@ -31,7 +33,7 @@ TokenScaling = Literal["all", "hidden"]
 DEFAULT_LR: dict[str, float] = {"hyperp": 0.02, "muonh": 0.02, "muon": 0.02, "adamw": 3e-3}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is invalid. The message names the field and what was expected."""
 
     def __init__(self, field_name: str, message: str):

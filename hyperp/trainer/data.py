@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hyperp.errors import InputError
+
 SHARD_MAGIC = 20240520
 SHARD_HEADER_INTS = 256
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """The data source is missing, empty or malformed. The message names the path."""
 
 

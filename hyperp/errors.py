@@ -1,0 +1,40 @@
+"""The error classes every layer raises, and the one table of exit codes the CLI maps them to.
+
+| code | meaning |
+|---|---|
+| 0 | done |
+| 1 | finished, but some runs failed, infra-failed or were left unfinished (or a check's verdict is "fail") |
+| 2 | bad input: a flag, spec, config, data path, table or file is wrong (the message names it); nothing written |
+| 3 | cannot run now: the sweep is locked by another driver, the cluster is too small or unreachable, disk full |
+| 130 | interrupted (SIGINT, Ctrl-C): runs in flight checkpointed, ledger rewritten; rerun to resume |
+| 143 | terminated (SIGTERM): as for 130 |
+
+This module is at the bottom of the import graph (no third-party imports), so any layer can raise these.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNS_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class InputError(ValueError):
+    """Bad input. The message starts with the field, file or column at fault and says what was expected."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class UnavailableError(RuntimeError):
+    """The input is fine but the work cannot run now (lock held, cluster too small or unreachable, disk full)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, like KeyboardInterrupt on SIGINT, so the same cleanup runs."""
+
+    exit_code = EXIT_TERMINATED
