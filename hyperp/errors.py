@@ -38,3 +38,16 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, like KeyboardInterrupt on SIGINT, so the same cleanup runs."""
 
     exit_code = EXIT_TERMINATED
+
+
+_ANSI = "\x1b["  # start of a terminal colour/style sequence (rich tracebacks are full of them)
+ONE_LINE_CHARS = 500  # longest error text kept in a ledger row
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of an error text, without ANSI escape sequences, at most ONE_LINE_CHARS long."""
+    import re  # noqa: PLC0415 (this module stays import-free at load)
+
+    plain = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", text) if _ANSI in text else text
+    line = next((s.strip() for s in plain.splitlines() if s.strip()), "")
+    return line[:ONE_LINE_CHARS]

@@ -210,14 +210,24 @@ class SweepLock:
 
 
 def is_running(sweep_dir: str | Path) -> bool:
-    """True when a driver holds the sweep's lock (on this machine's view of the filesystem)."""
-    lock = SweepLock(sweep_dir)
-    if not lock.path.exists():
+    """True when a driver holds the sweep's lock (on this machine's view of the filesystem).
+
+    Read-only: the lock file is opened for reading and probed with a non-blocking shared flock (released at
+    once), so nothing is created or rewritten and a read-only copy of a sweep can be inspected.
+    """
+    try:
+        fd = os.open(Path(sweep_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: no driver ever ran here (or it is unreadable: nothing to tell)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True  # a driver holds it exclusively
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return False
-    if lock.acquire():
-        lock.release()
-        return False
-    return True
+    finally:
+        os.close(fd)
 
 
 def load_curves(sweep_dir: str | Path, run_ids: list[str] | None = None) -> pd.DataFrame:

@@ -30,6 +30,7 @@ checkpoints.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import json
 import logging
@@ -48,13 +49,16 @@ from typing import Any
 
 import hyperp
 from hyperp import io
+from hyperp.errors import InputError, Terminated, UnavailableError, first_line
+from hyperp.signals import StopSignals
 from hyperp.sweeps import identity
 from hyperp.sweeps.ledger import (ATTEMPT_FILE, COMPLETED, DIVERGED, ERROR_FILE, FAILED, INFRA_FAILED, PLAN_FILE,
-                                  SEARCH_FILE, SPEC_FILE, STATE_FILE, STATUSES, SweepLock, load_records, read_json,
-                                  run_dir, write_ledger, write_record)
+                                  RUNS_DIR, SEARCH_FILE, SPEC_FILE, STATE_FILE, STATUSES, SweepLock, load_records,
+                                  read_json, run_dir, write_ledger, write_record)
 from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.spec import Plan, PlannedRun, SpecError, SweepSpec, load_spec, make_plan
 from hyperp.trainer.config import RunConfig
+from hyperp.trainer.data import check_data
 
 RunFn = Callable[[RunConfig, str], dict[str, Any]]
 log = logging.getLogger(__name__)
@@ -103,30 +107,46 @@ def _bump_attempt(out: Path, start: float) -> dict[str, Any]:
     return info
 
 
+def run_error(e: BaseException, out: Path) -> tuple[str, str]:
+    """(status, one-line error) of a run function's exception: a full disk or another UnavailableError is an
+    infra failure (the next `sweep run` retries it), anything else a failure (traceback in error.txt)."""
+    error = first_line(f"{type(e).__name__}: {e}")
+    if isinstance(e, UnavailableError) or io.is_disk_full(e):
+        return INFRA_FAILED, error
+    with contextlib.suppress(OSError, UnavailableError):  # the traceback is a bonus, not worth a second error
+        io.write_bytes(out / ERROR_FILE, traceback.format_exc().encode())
+    return FAILED, error
+
+
 def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: float = 0.0) -> dict[str, Any]:
-    """Body of the Ray task of one run: never raises for errors of the run itself (those become `failed`).
+    """Body of the Ray task of one run: never raises for errors of the run itself (those become `failed`,
+    or `infra_failed` for a full disk).
 
     With no GPU requested, GPUs are hidden from the run (CUDA_VISIBLE_DEVICES="", effective before CUDA is
     first initialised in the worker) so `device = "auto"` trains on CPU instead of sharing a GPU unaccounted.
+    A SIGTERM of the worker (the trainer checkpoints, then raises Terminated) ends the worker the way Ray's
+    own SIGTERM handler does (SystemExit), so Ray treats it as a lost worker and retries the run.
     """
     start = time.time()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    attempt = _bump_attempt(out, start)
-    cfg = RunConfig.from_dict(json.loads(cfg_json))
-    if not gpus and cfg.device == "auto":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    _set_threads(cfg.threads or threads)
+    attempt: dict[str, Any] = {"attempt": 1, "pid": os.getpid(), "host": socket.gethostname()}
     row: dict[str, Any] = {}
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        attempt = _bump_attempt(out, start)
+        cfg = RunConfig.from_dict(json.loads(cfg_json))
+        if not gpus and cfg.device == "auto":
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        _set_threads(cfg.threads or threads)
         row = dict(run_fn(cfg, str(out)))
         status = row.get("status", COMPLETED)
         error = str(row.get("error") or "")
         if status not in (COMPLETED, DIVERGED):
             status, error = FAILED, error or f"run function returned status {status!r}"
+    except Terminated as e:
+        raise SystemExit(f"worker {e}") from None
     except Exception as e:  # noqa: BLE001 (any error of the run is its result)
-        status, error = FAILED, f"{type(e).__name__}: {e}"
-        io.write_bytes(out / ERROR_FILE, traceback.format_exc().encode())
+        status, error = run_error(e, out)
     return {"row": row, "status": status, "error": error, "attempt": attempt["attempt"], "host": attempt["host"],
             "pid": attempt["pid"], "started_at": start, "finished_at": time.time(),
             "elapsed_s": time.time() - start, "machine": platform.machine()}
@@ -146,6 +166,8 @@ class SweepOutcome:
     started_ray: bool
     elapsed_s: float
     searches: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # failed and infra_failed runs of the plan: {run_id, status, the plan's varying fields, error (one line)}
+    failed_runs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -252,7 +274,7 @@ class Driver:
 
     def infra_result(self, run: PlannedRun, err: BaseException) -> dict[str, Any]:
         attempt = read_json(run_dir(self.sweep_dir, run.run_id) / ATTEMPT_FILE, {}) or {}
-        return {"status": INFRA_FAILED, "error": f"{type(err).__name__}: {err}"[:4000],
+        return {"status": INFRA_FAILED, "error": first_line(f"{type(err).__name__}: {err}"),
                 "attempt": attempt.get("attempt", self.spec.max_retries + 1), "host": attempt.get("host", ""),
                 "started_at": attempt.get("started_at", math.nan), "finished_at": time.time()}
 
@@ -271,10 +293,88 @@ class Driver:
             io.write_json(self.sweep_dir / STATE_FILE, state)
 
 
-def prepare(spec: str | Path | SweepSpec, root: str | Path) -> tuple[SweepSpec, Plan, Path]:
+def prepare(spec: str | Path | SweepSpec, root: str | Path,
+            max_runs: int | None = None) -> tuple[SweepSpec, Plan, Path]:
+    """Load, expand and check a spec (grid size, every run's config, every distinct corpus); writes nothing."""
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
-    plan = make_plan(spec)
+    plan = make_plan(spec, max_runs)
+    check_plan_data(plan)
     return spec, plan, Path(root) / spec.name
+
+
+def check_plan_data(plan: Plan) -> None:
+    """Each distinct corpus of the plan is loaded and checked once: paths, emptiness, token ids < vocab_size."""
+    seen = set()
+    for cfg in [r.config for r in plan.runs] + [c.config for c in plan.cells.values()]:
+        key = (cfg.data, cfg.val_percent, cfg.vocab_size, cfg.seq_len)
+        if key not in seen:
+            seen.add(key)
+            check_data(cfg)
+
+
+# Longest path Ray appends to its temp dir for a session socket: "/ray/session_<date 26>_<pid 7>" +
+# "/sockets/plasma_store" and a ".N" Ray may add; the kernel's limit for a Unix socket path is 107 bytes.
+RAY_SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store.1")
+UNIX_SOCKET_MAX = 107
+ADDRESS_TIMEOUT_S = 10.0  # a cluster address that does not answer a TCP connect within this is refused
+
+
+def ray_temp_dir() -> tuple[str, str]:
+    """(variable, directory) Ray will put its session in: RAY_TMPDIR, else TMPDIR on Linux, else /tmp."""
+    for var in ("RAY_TMPDIR", "TMPDIR") if sys.platform.startswith("linux") else ("RAY_TMPDIR",):
+        if os.environ.get(var):
+            return var, os.environ[var]
+    return "", "/tmp"
+
+
+def local_gpus() -> int:
+    """GPUs a local Ray would see, without torch: CUDA_VISIBLE_DEVICES if set, else the NVIDIA driver's list."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def check_cluster(spec: SweepSpec, address: str | None, num_cpus: int | None) -> None:
+    """What can be known before Ray starts: for a local Ray, that one run fits this machine and that Ray's
+    socket paths fit the Unix limit; for a cluster address, that it answers. Raises UnavailableError
+    (InputError for a temp dir that is too long); starts and writes nothing."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return  # joined as is; `capacity` checks it
+    if address:
+        check_address(address)
+        return
+    cpus, gpus = num_cpus or os.cpu_count() or 1, local_gpus()
+    if spec.resources.cpus > cpus or spec.resources.gpus > gpus:
+        key = "resources.gpus" if spec.resources.gpus > gpus else "resources.cpus"
+        raise UnavailableError(f"{key}: one run needs {spec.resources.cpus:g} CPUs and {spec.resources.gpus:g} "
+                               f"GPUs but this machine offers {cpus:g} CPUs and {gpus:g} GPUs; lower it, or give "
+                               "--address to run on a cluster")
+    var, tmp = ray_temp_dir()
+    if len(tmp.encode()) + RAY_SOCKET_SUFFIX > UNIX_SOCKET_MAX:
+        raise InputError(f"{var or 'temp dir'}: {tmp!r} is too long for Ray's session sockets ({len(tmp.encode())} "
+                         f"+ {RAY_SOCKET_SUFFIX} bytes > {UNIX_SOCKET_MAX}); set RAY_TMPDIR to a shorter directory, "
+                         "e.g. RAY_TMPDIR=/tmp")
+
+
+def check_address(address: str) -> None:
+    """A `host:port` or `ray://host:port` address must accept a TCP connection within ADDRESS_TIMEOUT_S
+    (`ray.init` to a wrong address hangs for minutes); "auto" and "local" are left to Ray."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if address in ("auto", "local") or not sep:
+        return
+    if not port.isdigit():
+        raise InputError(f"address: expected auto, host:port or ray://host:port, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as e:
+        raise UnavailableError(f"address: cannot reach the Ray cluster at {address} ({first_line(str(e)) or 'timed out'}); "
+                               "is it running and is the port open?") from None
 
 
 def write_spec_files(spec: SweepSpec, plan: Plan, sweep_dir: Path) -> None:
@@ -298,17 +398,22 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 
 def connect_ray(address: str | None, num_cpus: int | None):
-    """Join `address`, or start a local Ray with `num_cpus` (default: every core). Returns (ray, started)."""
+    """Join `address`, or start a local Ray with `num_cpus` (default: every core). Returns (ray, started).
+    A failure to connect raises UnavailableError naming the address."""
     import ray  # noqa: PLC0415
 
     if ray.is_initialized():
         return ray, False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
+    except (ConnectionError, TimeoutError, RuntimeError, OSError) as e:
+        raise UnavailableError(f"address: cannot start or join Ray at {address or 'a local Ray'}: "
+                               f"{first_line(str(e))}") from None
     return ray, True
 
 
@@ -323,8 +428,8 @@ def capacity(ray, spec: SweepSpec, local: bool) -> int:
         msg = (f"one run needs {spec.resources.cpus} CPUs and {spec.resources.gpus} GPUs but the cluster has "
                f"{cpus:g} CPUs and {gpus:g} GPUs")
         if local:
-            raise SpecError("resources.gpus" if spec.resources.gpus and gpus < spec.resources.gpus
-                            else "resources.cpus", msg)
+            key = "resources.gpus" if spec.resources.gpus and gpus < spec.resources.gpus else "resources.cpus"
+            raise UnavailableError(f"{key}: {msg}")
         log.warning("%s; waiting for the autoscaler", msg)
         fits = 1
     return min(fits, spec.max_concurrent) if spec.max_concurrent else fits
@@ -384,99 +489,159 @@ def cancel_in_flight(ray, refs: list) -> None:
 def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, address: str | None = None,
               run_fn: str | RunFn | None = None, retry_failed: bool = False, num_cpus: int | None = None,
               progress: bool = True, stop: threading.Event | None = None, console=None,
-              poll_s: float = 0.5) -> SweepOutcome:
-    """Run (or resume) a sweep; see the module docstring. Raises SpecError before anything runs on a bad spec."""
+              poll_s: float = 0.5, max_runs: int | None = None) -> SweepOutcome:
+    """Run (or resume) a sweep; see the module docstring.
+
+    Before anything is written or Ray starts: the spec and every run's config (SpecError), the grid's size
+    against `max_runs` (default: the spec's, 100,000), every distinct corpus (DataError), the local machine's
+    cores and GPUs against one run's resources, Ray's temp dir and a cluster address (UnavailableError).
+    A lock held by another driver raises UnavailableError. SIGTERM is handled like Ctrl-C (runs in flight
+    checkpoint, the ledger is rewritten, state.json says inactive) and then raises Terminated; SIGINT always
+    interrupts, even in a process started with SIGINT ignored. A full disk stops the sweep the same way and
+    raises UnavailableError naming the file.
+    """
     t0 = time.time()
-    spec, plan, sweep_dir = prepare(spec, root)
-    fn = resolve_run_fn(run_fn)
-    lock = SweepLock(sweep_dir)
-    if not lock.acquire():
-        raise SpecError("sweep", f"{sweep_dir} is already being run by process {lock.holder()}")
-    started_ray, interrupted, ray = False, False, None
-    d = Driver(plan, sweep_dir, fn, retry_failed)
-    bar: _Progress | None = None
-    try:
-        write_spec_files(spec, plan, sweep_dir)
-        d.load()
-        before = d.counts()
-        state = {"sweep": spec.name, "pid": os.getpid(), "host": socket.gethostname(), "started_at": t0}
-        if not d.has_work():
-            d.write_outputs(state | {"updated_at": time.time(), "running": [], "queued": 0, "active": False,
-                                     "counts": d.counts()})
-            return outcome(d, sweep_dir, plan, False, False, t0)
-        ray, started_ray = connect_ray(address, num_cpus)
-        limit = capacity(ray, spec, local=started_ray and not address)
-        remote = ray.remote(execute)
-        threads = spec.resources.threads
-        bar = _Progress(progress, spec.name, console)
-        last_ledger, last_state, ledger_every, changed = 0.0, 0.0, 2.0, True
+    with StopSignals(sigint=True) as signals:
+        spec, plan, sweep_dir = prepare(spec, root, max_runs)
+        fn = resolve_run_fn(run_fn)
+        check_cluster(spec, address, num_cpus)
+        lock = SweepLock(sweep_dir)
+        if not lock.acquire():
+            raise UnavailableError(f"{sweep_dir}: already being run by process {lock.holder()} (one driver per "
+                                   "sweep directory); wait for it to finish or stop it")
         try:
-            while d.has_work():
-                if stop is not None and stop.is_set():
-                    raise KeyboardInterrupt
-                while d.queue and len(d.in_flight) < limit:
-                    run = d.queue.popleft()
-                    d.queued.discard(run.run_id)
-                    ref = remote.options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
-                                         max_retries=spec.max_retries, retry_exceptions=False,
-                                         name=f"hyperp-{spec.name}-{run.run_id}").remote(
-                        fn, run.config.to_json(), str(run_dir(sweep_dir, run.run_id).resolve()), threads,
-                        spec.resources.gpus)
-                    d.in_flight[ref] = Job(run, time.time())
-                    d.busy.add(run.run_id)
-                    d.submitted += 1
-                    changed = True
-                now = time.time()
-                if (changed and now - last_state > 0.5) or now - last_state > 2.0:  # heartbeat for `sweep status`
-                    io.write_json(sweep_dir / STATE_FILE, state | {
-                        "updated_at": now, "active": True, "running": [j.run.run_id for j in d.in_flight.values()],
-                        "running_cells": {j.run.run_id: j.run.cell_id for j in d.in_flight.values()},
-                        "queued": len(d.queue), "counts": d.counts()})
-                    last_state, changed = now, False
-                ready, _ = ray.wait(list(d.in_flight), num_returns=1, timeout=poll_s)
-                if ready:
-                    rest = [r for r in d.in_flight if r not in ready]
-                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
-                    for ref in list(ready) + list(more):
-                        job = d.in_flight.pop(ref)
-                        d.busy.discard(job.run.run_id)
-                        try:
-                            res = ray.get(ref)
-                        except ray.exceptions.RayTaskError as e:  # the wrapper itself raised
-                            res = {"status": FAILED, "error": str(e)[:4000]}
-                        except ray.exceptions.RayError as e:  # worker/node lost after all retries
-                            res = d.infra_result(job.run, e)
-                        d.record(job.run, res)
-                    d.refill()
-                changed = changed or bool(ready)
-                now = time.time()
-                if now - last_ledger > ledger_every:
-                    t = time.time()
-                    d.write_outputs()
-                    ledger_every = max(2.0, 20 * (time.time() - t))  # keep ledger rewrites under ~5% of time
-                    last_ledger = time.time()
-                bar.update(d, before)
-        except KeyboardInterrupt:
-            interrupted = True
-            d.cancelled = [job.run.run_id for job in d.in_flight.values()]
-            cancel_in_flight(ray, list(d.in_flight))
-            d.in_flight.clear()
+            return drive(plan, sweep_dir, fn, retry_failed, address, num_cpus, progress, stop, console, poll_s, t0,
+                         signals)
+        finally:
+            lock.release()
+
+
+def remove_stale_tmp(sweep_dir: Path, before: float) -> None:
+    """Temp files of writers killed before this driver started, in the sweep dir and every run dir (no run is
+    in flight yet: this driver holds the lock)."""
+    io.remove_stale_tmp(sweep_dir, before)
+    with contextlib.suppress(OSError), os.scandir(sweep_dir / RUNS_DIR) as it:
+        for entry in it:
+            if entry.is_dir():
+                io.remove_stale_tmp(entry.path, before)
+
+
+def drive(plan: Plan, sweep_dir: Path, fn: RunFn, retry_failed: bool, address: str | None, num_cpus: int | None,
+          progress: bool, stop: threading.Event | None, console, poll_s: float, t0: float,
+          signals: StopSignals) -> SweepOutcome:
+    """The locked part of run_sweep: decide what to run, start Ray if needed, schedule, record."""
+    spec = plan.spec
+    remove_stale_tmp(sweep_dir, t0)
+    d = Driver(plan, sweep_dir, fn, retry_failed)
+    d.load()
+    before = d.counts()
+    state = {"sweep": spec.name, "pid": os.getpid(), "host": socket.gethostname(), "started_at": t0}
+    if not d.has_work():
+        write_spec_files(spec, plan, sweep_dir)
+        d.write_outputs(state | {"updated_at": time.time(), "running": [], "queued": 0, "active": False,
+                                 "counts": d.counts()})
+        return outcome(d, sweep_dir, plan, False, False, t0)
+    started_ray, ray, bar = False, None, None
+    try:
+        ray, started_ray = connect_ray(address, num_cpus)
+        signals.install()  # ray.init sets its own SIGTERM handler (exit at once); take SIGTERM back
+        limit = capacity(ray, spec, local=started_ray and not address)
+        write_spec_files(spec, plan, sweep_dir)
+        bar = _Progress(progress, spec.name, console)
+        stopped = schedule(ray, d, limit, fn, state, stop, poll_s, bar, before)
         bar.update(d, before)
-        d.write_outputs(state | {"updated_at": time.time(), "running": [], "queued": len(d.queue),
-                                 "active": False, "interrupted": interrupted, "counts": d.counts()})
-        return outcome(d, sweep_dir, plan, interrupted, started_ray, t0)
+        final = state | {"updated_at": time.time(), "running": [], "queued": len(d.queue), "active": False,
+                         "interrupted": stopped is not None, "counts": d.counts()}
+        if isinstance(stopped, UnavailableError):  # the disk is full: the last rewrite may fail too
+            with contextlib.suppress(UnavailableError):
+                d.write_outputs(final)
+            raise stopped
+        d.write_outputs(final)
+        if isinstance(stopped, Terminated):
+            raise stopped
+        return outcome(d, sweep_dir, plan, stopped is not None, started_ray, t0)
     finally:
         if bar is not None:
             bar.stop()
         if started_ray and ray is not None:
             ray.shutdown()
-        lock.release()
+
+
+def schedule(ray, d: Driver, limit: int, fn: RunFn, state: dict[str, Any], stop: threading.Event | None,
+             poll_s: float, bar: _Progress, before: dict[str, int]) -> BaseException | None:
+    """Submit, wait, record until no work is left. Returns None, or what stopped it (KeyboardInterrupt,
+    Terminated, or an UnavailableError of the driver's own writes) after cancelling the runs in flight."""
+    spec, sweep_dir = d.spec, d.sweep_dir
+    remote = ray.remote(execute)
+    threads = spec.resources.threads
+    last_ledger, last_state, ledger_every, changed = 0.0, 0.0, 2.0, True
+    try:
+        while d.has_work():
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            while d.queue and len(d.in_flight) < limit:
+                run = d.queue.popleft()
+                d.queued.discard(run.run_id)
+                ref = remote.options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
+                                     max_retries=spec.max_retries, retry_exceptions=False,
+                                     name=f"hyperp-{spec.name}-{run.run_id}").remote(
+                    fn, run.config.to_json(), str(run_dir(sweep_dir, run.run_id).resolve()), threads,
+                    spec.resources.gpus)
+                d.in_flight[ref] = Job(run, time.time())
+                d.busy.add(run.run_id)
+                d.submitted += 1
+                changed = True
+            now = time.time()
+            if (changed and now - last_state > 0.5) or now - last_state > 2.0:  # heartbeat for `sweep status`
+                io.write_json(sweep_dir / STATE_FILE, state | {
+                    "updated_at": now, "active": True, "running": [j.run.run_id for j in d.in_flight.values()],
+                    "running_cells": {j.run.run_id: j.run.cell_id for j in d.in_flight.values()},
+                    "queued": len(d.queue), "counts": d.counts()})
+                last_state, changed = now, False
+            ready, _ = ray.wait(list(d.in_flight), num_returns=1, timeout=poll_s)
+            if ready:
+                rest = [r for r in d.in_flight if r not in ready]
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0) if rest else ([], [])
+                for ref in list(ready) + list(more):
+                    job = d.in_flight.pop(ref)
+                    d.busy.discard(job.run.run_id)
+                    d.record(job.run, result_of(ray, d, job, ref))
+                d.refill()
+            changed = changed or bool(ready)
+            now = time.time()
+            if now - last_ledger > ledger_every:
+                t = time.time()
+                d.write_outputs()
+                ledger_every = max(2.0, 20 * (time.time() - t))  # keep ledger rewrites under ~5% of time
+                last_ledger = time.time()
+            bar.update(d, before)
+    except (KeyboardInterrupt, Terminated, UnavailableError) as e:
+        d.cancelled = [job.run.run_id for job in d.in_flight.values()]
+        cancel_in_flight(ray, list(d.in_flight))
+        d.in_flight.clear()
+        return e
+    return None
+
+
+def result_of(ray, d: Driver, job: Job, ref) -> dict[str, Any]:
+    """The worker's result, or a failed / infra_failed result with a one-line error when there is none."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:  # the wrapper itself raised
+        cause = getattr(e, "cause", None) or e
+        return {"status": FAILED, "error": first_line(f"{type(cause).__name__}: {cause}")}
+    except ray.exceptions.RayError as e:  # worker/node lost after all retries
+        return d.infra_result(job.run, e)
 
 
 def outcome(d: Driver, sweep_dir: Path, plan: Plan, interrupted: bool, started_ray: bool, t0: float) -> SweepOutcome:
     counts = d.counts()
     pending = {r.run_id for r in plan.runs if r.search == "grid" and r.run_id not in d.final}
     pending = len(pending | d.queued | set(d.cancelled))
+    failed = [{"run_id": row["run_id"], "status": row["status"], **{k: row.get(k) for k in plan.varying},
+               "error": first_line(str(row.get("error") or ""))}
+              for row in sorted(d.current_rows(), key=lambda r: r["run_id"])
+              if row.get("status") in (FAILED, INFRA_FAILED)]
     return SweepOutcome(sweep_dir=sweep_dir, plan=plan, submitted=d.submitted, counts=counts, pending=pending,
                         interrupted=interrupted, started_ray=started_ray, elapsed_s=time.time() - t0,
-                        searches=[s.summary(d.final) for s in d.searches])
+                        searches=[s.summary(d.final) for s in d.searches], failed_runs=failed)

@@ -9,6 +9,7 @@ Format (every key but `name` and `[base]` is optional; see examples/*.toml)::
     max_concurrent = 0              # runs in flight at once; 0: as many as the resources allow
     checkpoints_per_run = 10        # sets checkpoint_every = ceil(steps / this) when the run config has none
     tokens_per_param_basis = "active"   # N used by tokens_per_param: total | active | non_embedding | active_matrix
+    max_runs = 100000               # refuse a larger grid (counted before it is built); raise it on purpose
 
     [base]                          # a run config: every field `hyperp train` takes (RunConfig)
     depth = 2
@@ -72,7 +73,8 @@ from hyperp.trainer.config import ConfigError, RunConfig, coerce
 RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
 EXTRA_FIELDS = ("tokens_per_param",)  # spec-only fields that resolve into RunConfig fields
 TOP_KEYS = ("name", "description", "version_tag", "max_retries", "max_concurrent", "checkpoints_per_run",
-            "tokens_per_param_basis", "base", "axes", "zip", "override", "resources")
+            "tokens_per_param_basis", "max_runs", "base", "axes", "zip", "override", "resources")
+DEFAULT_MAX_RUNS = 100_000  # a larger grid is almost always a typo; it would take minutes to expand in memory
 SEARCHES = ("bracket", "optuna")
 METRICS = ("val_loss", "best_val_loss", "train_loss")
 SAMPLERS = ("tpe", "random")
@@ -239,6 +241,7 @@ class SweepSpec:
     max_concurrent: int = 0
     checkpoints_per_run: int = 10
     tokens_per_param_basis: str = "active"
+    max_runs: int = DEFAULT_MAX_RUNS
     version_tag: str = ""
     description: str = ""
     text: str = ""  # the TOML as given
@@ -380,6 +383,7 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> Sw
         checkpoints_per_run=_number("checkpoints_per_run", data.get("checkpoints_per_run", 10), integer=True,
                                     positive=False, minimum=0),
         tokens_per_param_basis=basis, version_tag=data.get("version_tag", ""),
+        max_runs=_number("max_runs", data.get("max_runs", DEFAULT_MAX_RUNS), integer=True),
         description=data.get("description", ""), text=text, source=source)
 
 
@@ -417,8 +421,29 @@ def _matches(values: dict[str, Any], where: dict[str, tuple[Any, ...]]) -> bool:
     return all(values.get(k, _DEFAULTS.get(k)) in accepted for k, accepted in where.items())
 
 
-def expand_points(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every combination of axes and zips, then the overrides; each point is base + its settings."""
+def _lr_runs(value: Any) -> int:
+    """Runs known up front for one point's lr: its bracket grid, 0 for optuna (asked later), else 1."""
+    if isinstance(value, BracketSearch):
+        return len(value.grid)
+    return 0 if isinstance(value, OptunaSearch) else 1
+
+
+def check_size(n: int, limit: int, what: str) -> None:
+    if n > limit:
+        raise SpecError("max_runs", f"the grid has {n:,} {what}, more than the limit of {limit:,}; fix the axes, "
+                                    "or raise the limit (max_runs = N in the spec, --max-runs)")
+
+
+def expand_points(spec: SweepSpec, max_runs: int | None = None) -> list[dict[str, Any]]:
+    """Every combination of axes and zips, then the overrides; each point is base + its settings.
+
+    The size is counted before anything is built (the product of the axis lengths; then, per override, the
+    points it keeps plus those it re-expands), and a grid past `max_runs` (default: the spec's) is refused.
+    """
+    limit = max_runs or spec.max_runs
+    sizes = [1 if isinstance(v, (BracketSearch, OptunaSearch)) else len(v) for v in spec.axes.values()]
+    sizes += [len(next(iter(z.values()))) for z in spec.zips]
+    check_size(math.prod(sizes), limit, "points (the product of the axis lengths)")
     groups: list[list[list[tuple[str, Any]]]] = []
     for name, vals in spec.axes.items():
         vals = [vals] if isinstance(vals, (BracketSearch, OptunaSearch)) else vals
@@ -434,6 +459,9 @@ def expand_points(spec: SweepSpec) -> list[dict[str, Any]]:
                 _put(values, k, v)
         points.append(values)
     for i, ov in enumerate(spec.overrides):
+        hits = sum(_matches(values, ov.where) for values in points)
+        check_size(len(points) - hits + hits * math.prod(len(v) for v in ov.set.values()), limit,
+                   f"points (after override[{i}])")
         hits, out = 0, []
         for values in points:
             if not _matches(values, ov.where):
@@ -450,6 +478,7 @@ def expand_points(spec: SweepSpec) -> list[dict[str, Any]]:
             seen = {k: sorted({str(p.get(k, _DEFAULTS.get(k))) for p in points}) for k in ov.where}
             raise SpecError(f"override[{i}].where", f"matches no run; values in the sweep: {seen}")
         points = out
+    check_size(sum(_lr_runs(p.get("lr")) for p in points), limit, "runs (points times their lr grids)")
     return points
 
 
@@ -556,11 +585,13 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
     return cfg, search, info
 
 
-def make_plan(spec: SweepSpec) -> Plan:
-    """Expand and validate every run of a spec. Raises SpecError naming the field; runs nothing."""
+def make_plan(spec: SweepSpec, max_runs: int | None = None) -> Plan:
+    """Expand and validate every run of a spec. Raises SpecError naming the field; runs nothing.
+
+    `max_runs` overrides the spec's limit on the grid's size (see `expand_points`)."""
     runs: dict[str, PlannedRun] = {}
     cells: dict[str, PlannedCell] = {}
-    for values in expand_points(spec):
+    for values in expand_points(spec, max_runs):
         cfg, search, info = resolve(spec, values)
         cid = identity.cell_id(cfg, spec.version_tag)
         cell = cells.get(cid)

@@ -9,6 +9,11 @@ Three sources, chosen by `RunConfig.data`:
 - a directory: every regular file below it (bytes, sorted paths), split by file the same way.
 - a `.bin` file or glob of them: uint16 tokens, raw or with the 256-int32 header of nanoGPT-style speedrun
   shards (magic 20240520), memory-mapped. With several shards the last is validation; with one, its tail.
+  Every shard is scanned once for its largest token id (vectorised over the memory map, in chunks), so a
+  token id >= `vocab_size` anywhere is refused before training, naming the shard.
+
+`check_data(cfg)` loads (once per process) and checks a config's corpus: the sweep driver calls it for every
+distinct data source of a plan before anything is written, the trainer before it builds the model.
 
 Training batches are random windows drawn from a generator seeded by (seed, step), so the batch at a step
 does not depend on what came before: a resumed run sees exactly the batches of an uninterrupted one.
@@ -29,9 +34,13 @@ import numpy as np
 import torch
 
 from hyperp.errors import InputError
+from hyperp.trainer.config import ConfigError, RunConfig
 
+STDLIB = "stdlib"
+BYTE_VOCAB = 256  # text corpora are read as bytes
 SHARD_MAGIC = 20240520
 SHARD_HEADER_INTS = 256
+SCAN_CHUNK_TOKENS = 1 << 24  # tokens per step of the vocab scan of a shard (32 MiB of uint16)
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 
 
@@ -44,7 +53,8 @@ class Corpus:
     train: np.ndarray  # 1-D token array (uint8 or uint16; may be a memmap)
     val: np.ndarray
     corpus_id: str  # e.g. "stdlib:3.11.7:31525224"
-    vocab_size: int  # the tokens' alphabet size (256 for bytes)
+    vocab_size: int  # largest token id + 1 (256 for bytes)
+    vocab_source: str = ""  # the file holding the largest token id (shards), else the corpus
 
 
 def is_val_file(rel_path: str, val_percent: float) -> bool:
@@ -61,7 +71,7 @@ def read_files(root: Path, files: list[Path], val_percent: float, corpus_id: str
         raise DataError(f"data: corpus at {root} is empty or too small to split "
                         f"({len(train)} train bytes, {len(val)} validation bytes from {len(files)} files)")
     to_array = lambda b: np.frombuffer(b, dtype=np.uint8)  # noqa: E731
-    return Corpus(to_array(train), to_array(val), f"{corpus_id}:{len(train) + len(val)}", 256)
+    return Corpus(to_array(train), to_array(val), f"{corpus_id}:{len(train) + len(val)}", BYTE_VOCAB, str(root))
 
 
 def stdlib_files() -> tuple[Path, list[Path]]:
@@ -73,6 +83,8 @@ def stdlib_files() -> tuple[Path, list[Path]]:
 def read_shard(path: Path) -> np.ndarray:
     """uint16 tokens of a shard: with a speedrun header when the first int32 is the magic, else raw."""
     size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"data: shard {path} is empty (0 bytes); expected uint16 tokens")
     if size >= SHARD_HEADER_INTS * 4:
         header = np.fromfile(path, dtype=np.int32, count=SHARD_HEADER_INTS)
         if header[0] == SHARD_MAGIC:
@@ -81,29 +93,34 @@ def read_shard(path: Path) -> np.ndarray:
             if size < expected:
                 raise DataError(f"data: shard {path} header says {n} tokens but the file holds "
                                 f"{(size - SHARD_HEADER_INTS * 4) // 2}")
+            if n <= 0:
+                raise DataError(f"data: shard {path} header says it holds {n} tokens; expected at least one")
             return np.memmap(path, dtype=np.uint16, mode="r", offset=SHARD_HEADER_INTS * 4, shape=(n,))
     if size % 2:
         raise DataError(f"data: shard {path} has an odd byte count; expected uint16 tokens")
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
+def max_token(tokens: np.ndarray) -> int:
+    """The largest token id, scanning a memory map in chunks (bounded memory, vectorised per chunk)."""
+    return max(int(tokens[i: i + SCAN_CHUNK_TOKENS].max()) for i in range(0, len(tokens), SCAN_CHUNK_TOKENS))
+
+
 def load_shards(paths: list[Path], val_percent: float, spec: str) -> Corpus:
     shards = [read_shard(p) for p in paths]
-    if any(len(s) == 0 for s in shards):
-        raise DataError(f"data: empty shard among {spec}")
+    top, source = max((max_token(s), str(p)) for s, p in zip(shards, paths))
     if len(shards) > 1:
         train, val = np.concatenate(shards[:-1]), shards[-1]
     else:
         cut = int(len(shards[0]) * (1 - val_percent / 100))
         train, val = shards[0][:cut], shards[0][cut:]
-    vocab = int(max(train[: 1 << 20].max(), val[: 1 << 20].max())) + 1  # a sample: shards can be huge
-    return Corpus(train, val, f"shards:{spec}:{sum(len(s) for s in shards)}", vocab)
+    return Corpus(train, val, f"shards:{spec}:{sum(len(s) for s in shards)}", top + 1, source)
 
 
 @functools.lru_cache(maxsize=4)
 def load_corpus(spec: str, val_percent: float) -> Corpus:
     """Resolve a `data` spec to train and validation token arrays (cached per process)."""
-    if spec == "stdlib":
+    if spec == STDLIB:
         root, files = stdlib_files()
         return read_files(root, files, val_percent, f"stdlib:{platform.python_version()}")
     if spec.endswith(".bin") or any(ch in spec for ch in "*?["):
@@ -119,6 +136,31 @@ def load_corpus(spec: str, val_percent: float) -> Corpus:
         raise DataError(f"data: {spec!r} is a file; expected a directory of text files or a .bin shard")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return read_files(root, files, val_percent, f"dir:{root.resolve()}")
+
+
+def check_corpus(corpus: Corpus, cfg: RunConfig) -> None:
+    """The config fits the corpus: every token id below vocab_size, both streams longer than a window."""
+    if corpus.vocab_size > cfg.vocab_size:
+        raise ConfigError("vocab_size", f"{cfg.vocab_size} is too small for the data: {corpus.vocab_source} holds "
+                                        f"token id {corpus.vocab_size - 1}; set vocab_size >= {corpus.vocab_size}")
+    for split, arr in (("training", corpus.train), ("validation", corpus.val)):
+        if len(arr) <= cfg.seq_len + 1:
+            raise DataError(f"data: the {split} stream of {cfg.data!r} has {len(arr)} tokens, fewer than "
+                            f"seq_len+1 = {cfg.seq_len + 1}")
+
+
+def check_data(cfg: RunConfig) -> None:
+    """Raise DataError/ConfigError when the config's corpus is missing, empty, or has ids >= vocab_size.
+
+    The stdlib corpus (the running Python's own sources, bytes) is not loaded for this: its vocabulary is
+    known and it is tens of megabytes long.
+    """
+    if cfg.data == STDLIB:
+        if cfg.vocab_size < BYTE_VOCAB:
+            raise ConfigError("vocab_size", f"{cfg.vocab_size} is too small for the stdlib corpus (bytes); "
+                                            f"set vocab_size >= {BYTE_VOCAB}")
+        return
+    check_corpus(load_corpus(cfg.data, cfg.val_percent), cfg)
 
 
 def window_batch(tokens: np.ndarray, starts: np.ndarray, seq_len: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,9 +21,12 @@ import pandas as pd
 import torch
 
 import hyperp
+from hyperp import io
+from hyperp.errors import Terminated
+from hyperp.signals import StopSignals
 from hyperp.trainer import checkpoint
 from hyperp.trainer.config import ConfigError, RunConfig
-from hyperp.trainer.data import Corpus, DataError, load_corpus, train_batch, val_batches
+from hyperp.trainer.data import check_corpus, load_corpus, train_batch, val_batches
 from hyperp.trainer.hparams import ResolvedHParams, resolve_hparams
 from hyperp.trainer.metrics import ParamCounts, count_params, matmul_peak_flops, training_flops
 from hyperp.trainer.model import Transformer
@@ -75,16 +78,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_corpus(corpus: Corpus, cfg: RunConfig) -> None:
-    if corpus.vocab_size > cfg.vocab_size:
-        raise ConfigError("vocab_size", f"{cfg.vocab_size} is smaller than the data's token range "
-                                        f"({corpus.vocab_size}) in {cfg.data!r}")
-    for split, arr in (("training", corpus.train), ("validation", corpus.val)):
-        if len(arr) <= cfg.seq_len + 1:
-            raise DataError(f"data: the {split} stream of {cfg.data!r} has {len(arr)} tokens, fewer than "
-                            f"seq_len+1 = {cfg.seq_len + 1}")
-
-
 def lr_mult(cfg: RunConfig, step: int) -> float:
     """Linear warm-up from 0, then linear decay from 1 to min_lr_mult at the last step."""
     total, warmup = cfg.total_steps, cfg.warmup_tokens // cfg.batch_tokens
@@ -122,7 +115,13 @@ def hidden_matrices(opt: Optimizers) -> list[torch.Tensor]:
 
 def train(cfg: RunConfig, out_dir: str | Path | None = None,
           on_step: Callable[[StepInfo], None] | None = None) -> RunResult:
-    """Train one model; write results to `out_dir` if given. Raises ConfigError/DataError on bad input."""
+    """Train one model; write results to `out_dir` if given. Raises ConfigError/DataError on bad input.
+
+    SIGTERM between updates (in the main thread) is handled like Ctrl-C: a checkpoint is written, then
+    `Terminated` is raised. Temp files left in `out_dir` by a killed writer are removed at the start; a full
+    disk raises UnavailableError naming the file.
+    """
+    started = time.time()
     cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.ns_backend == "triton" and not device.startswith("cuda"):
@@ -132,6 +131,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     if cfg.threads and device == "cpu":
         torch.set_num_threads(cfg.threads)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        io.remove_stale_tmp(out, older_than=started)
 
     model, opt, hp = build(cfg, device)
     run_model = torch.compile(model) if cfg.compile and device.startswith("cuda") else model
@@ -148,38 +149,39 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     stats_every = cfg.stats_every or eval_every
 
     steady = [True]  # False while the optimizer updates the weights and the loop state catches up
-    try:
-        while state.step < cfg.total_steps:
-            step = state.step
-            mult = lr_mult(cfg, step)
-            opt.set_lr_mult(mult)
-            x, y = train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device)
-            stats: dict[str, Any] | None = {} if step % stats_every == 0 or step == cfg.total_steps - 1 else None
-            loss_val, grad_norm, before = train_step(model, run_model, opt, x, y, stats, cfg, state, autocast,
-                                                     on_cuda, steady)
-            row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
-                   "lr_mult": mult, "grad_norm": grad_norm}
-            if stats is not None:
-                row.update(summarise_stats(stats, model, opt, before))
-            diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
-            if state.step % eval_every == 0 or state.step == cfg.total_steps or diverged:
-                row["val_loss"] = evaluate(model, vals, autocast) if not diverged else math.nan
-            if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
-                state.curves.append(row)
-            steady[0] = True
-            if on_step is not None:
-                on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
-                                 state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
-            if diverged:
-                state.diverged_step = state.step
-                break
-            if out is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+    with StopSignals():  # SIGTERM raises Terminated here, handled like Ctrl-C
+        try:
+            while state.step < cfg.total_steps:
+                step = state.step
+                mult = lr_mult(cfg, step)
+                opt.set_lr_mult(mult)
+                x, y = train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device)
+                stats: dict[str, Any] | None = {} if step % stats_every == 0 or step == cfg.total_steps - 1 else None
+                loss_val, grad_norm, before = train_step(model, run_model, opt, x, y, stats, cfg, state, autocast,
+                                                         on_cuda, steady)
+                row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
+                       "lr_mult": mult, "grad_norm": grad_norm}
+                if stats is not None:
+                    row.update(summarise_stats(stats, model, opt, before))
+                diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
+                if state.step % eval_every == 0 or state.step == cfg.total_steps or diverged:
+                    row["val_loss"] = evaluate(model, vals, autocast) if not diverged else math.nan
+                if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
+                    state.curves.append(row)
+                steady[0] = True
+                if on_step is not None:
+                    on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
+                                     state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
+                if diverged:
+                    state.diverged_step = state.step
+                    break
+                if out is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                    checkpoint.save(out, cfg, model, opt, state)
+        except (KeyboardInterrupt, Terminated):
+            # Ctrl-C, SIGTERM or Ray's cancel between updates: keep what was trained so a rerun resumes here.
+            if out is not None and steady[0]:
                 checkpoint.save(out, cfg, model, opt, state)
-    except KeyboardInterrupt:
-        # Ctrl-C (or Ray's cancel) between updates: keep what was trained so a rerun resumes from here.
-        if out is not None and steady[0]:
-            checkpoint.save(out, cfg, model, opt, state)
-        raise
+            raise
 
     result = finish(cfg, hp, counts, state, device)
     result.row["resumed_step"] = resumed_step  # -1: trained from scratch in this call
