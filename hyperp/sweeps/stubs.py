@@ -8,6 +8,7 @@ importable module so that Ray workers can unpickle it by reference, which is why
 
 - `sleep = "<seconds>"`: sleep, then return;
 - `raise = "<message>"`: raise RuntimeError(message);
+- `disk_full = "1"`: raise OSError(ENOSPC) naming a file of out_dir, as a write to a full disk does;
 - `diverge = "1"`: return status "diverged";
 - `crash_once = "1"`: on the first attempt SIGKILL its own worker process (an infra failure), then succeed;
 - `lr_opt = "<lr>"`: val_loss = 1 + (ln lr - ln lr_opt)^2, a known optimum for LR-search tests;
@@ -16,6 +17,7 @@ importable module so that Ray workers can unpickle it by reference, which is why
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -52,6 +54,9 @@ def stub_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
         time.sleep(float(tags["sleep"]))
     if "raise" in tags:
         raise RuntimeError(tags["raise"])
+    if "disk_full" in tags:
+        path = Path(out_dir) / "checkpoint.pt"
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     lr = cfg.base_lr
     loss = 1.0 + (math.log(lr) - math.log(float(tags.get("lr_opt", 0.01)))) ** 2
     diverged = tags.get("diverge") == "1" or ("diverge_above" in tags and lr > float(tags["diverge_above"]))
