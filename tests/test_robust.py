@@ -206,16 +206,23 @@ def test_stop_signals_raise_and_restore():
     previous_term, previous_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a script started in the background
     try:
-        with StopSignals(sigint=True) as s:
-            with pytest.raises(Terminated):
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(1)
-            with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Terminated):  # SIGTERM travels as KeyboardInterrupt, leaves the block as Terminated
+            with StopSignals(sigint=True) as s:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(5)
+                except KeyboardInterrupt:
+                    assert s.terminated  # what a cleanup inside the block sees
+                    raise
+        with pytest.raises(KeyboardInterrupt) as e:  # SIGINT, though ignored before, interrupts
+            with StopSignals(sigint=True) as s:
                 os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(1)
+                time.sleep(5)
+        assert e.type is KeyboardInterrupt and not s.terminated
+        with StopSignals() as s:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a library takes SIGTERM ...
             s.install()  # ... and it is taken back
-            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            assert signal.getsignal(signal.SIGTERM) == s._on_sigterm
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) == previous_term
     finally:

@@ -557,8 +557,8 @@ def drive(plan: Plan, sweep_dir: Path, fn: RunFn, retry_failed: bool, address: s
                 d.write_outputs(final)
             raise stopped
         d.write_outputs(final)
-        if isinstance(stopped, Terminated):
-            raise stopped
+        if isinstance(stopped, KeyboardInterrupt) and signals.terminated:
+            raise signals.error()
         return outcome(d, sweep_dir, plan, stopped is not None, started_ray, t0)
     finally:
         if bar is not None:
@@ -569,8 +569,9 @@ def drive(plan: Plan, sweep_dir: Path, fn: RunFn, retry_failed: bool, address: s
 
 def schedule(ray, d: Driver, limit: int, fn: RunFn, state: dict[str, Any], stop: threading.Event | None,
              poll_s: float, bar: _Progress, before: dict[str, int]) -> BaseException | None:
-    """Submit, wait, record until no work is left. Returns None, or what stopped it (KeyboardInterrupt,
-    Terminated, or an UnavailableError of the driver's own writes) after cancelling the runs in flight."""
+    """Submit, wait, record until no work is left. Returns None, or what stopped it (KeyboardInterrupt, which
+    is also how SIGTERM arrives, or an UnavailableError of the driver's own writes) after cancelling the runs
+    in flight."""
     spec, sweep_dir = d.spec, d.sweep_dir
     remote = ray.remote(execute)
     threads = spec.resources.threads
@@ -615,7 +616,7 @@ def schedule(ray, d: Driver, limit: int, fn: RunFn, state: dict[str, Any], stop:
                 ledger_every = max(2.0, 20 * (time.time() - t))  # keep ledger rewrites under ~5% of time
                 last_ledger = time.time()
             bar.update(d, before)
-    except (KeyboardInterrupt, Terminated, UnavailableError) as e:
+    except (KeyboardInterrupt, UnavailableError) as e:  # SIGTERM arrives as a KeyboardInterrupt (hyperp.signals)
         d.cancelled = [job.run.run_id for job in d.in_flight.values()]
         cancel_in_flight(ray, list(d.in_flight))
         d.in_flight.clear()

@@ -22,7 +22,6 @@ import torch
 
 import hyperp
 from hyperp import io
-from hyperp.errors import Terminated
 from hyperp.signals import StopSignals
 from hyperp.trainer import checkpoint
 from hyperp.trainer.config import ConfigError, RunConfig
@@ -149,7 +148,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     stats_every = cfg.stats_every or eval_every
 
     steady = [True]  # False while the optimizer updates the weights and the loop state catches up
-    with StopSignals():  # SIGTERM raises Terminated here, handled like Ctrl-C
+    with StopSignals():  # SIGTERM is handled like Ctrl-C here, then leaves as Terminated
         try:
             while state.step < cfg.total_steps:
                 step = state.step
@@ -177,7 +176,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
                     break
                 if out is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     checkpoint.save(out, cfg, model, opt, state)
-        except (KeyboardInterrupt, Terminated):
+        except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or Ray's cancel between updates: keep what was trained so a rerun resumes here.
             if out is not None and steady[0]:
                 checkpoint.save(out, cfg, model, opt, state)
