@@ -118,6 +118,18 @@ def test_train_removes_a_killed_writers_tmp_files(tmp_path, tiny):
     assert not stale.exists() and (tmp_path / "runs.parquet").exists()
 
 
+def test_full_disk_while_checkpointing_names_the_file(tmp_path, tiny, monkeypatch):
+    def no_space(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoint.torch, "save", no_space)
+    with pytest.raises(UnavailableError) as e:
+        train(RunConfig(**tiny | dict(checkpoint_every=2)), tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / checkpoint.CHECKPOINT}: disk full")
+    assert list(tmp_path.iterdir()) == []  # no torn checkpoint, no temp file
+
+
 def test_first_line_strips_ansi_and_keeps_one_line():
     text = "\x1b[31mRayTaskError\x1b[0m: \x1b[1mboom\x1b[0m\n  File \"x.py\", line 3\n" + "y" * 5000
     assert first_line(text) == "RayTaskError: boom"

@@ -4,6 +4,7 @@ write nothing. Ray is started once for this module (a few seconds); the signal t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -76,6 +77,28 @@ def test_disk_full_is_infra_failed_with_one_line_and_retried(tmp_path, local_ray
         assert set(f) == {"run_id", "status", "error", *out.plan.varying}
     again = run_sweep(spec, root, run_fn=STUB, progress=False)
     assert again.submitted == 2  # only the infra-failed runs (failed ones wait for --retry-failed)
+
+
+def test_full_disk_in_the_driver_stops_cleanly_and_the_rerun_finishes(tmp_path, local_ray, monkeypatch):
+    from hyperp import io
+    from hyperp.errors import UnavailableError
+    from hyperp.sweeps import runner
+
+    def full(sweep_dir, row):
+        raise io.disk_full_error(ledger.run_dir(sweep_dir, row["run_id"]) / ledger.RECORD_FILE,
+                                 OSError(errno.ENOSPC, "No space left on device"))
+
+    spec = write(tmp_path, "dfull", TINY_BASE_TOML + "[axes]\nseed = [0, 1]\n")
+    monkeypatch.setattr(runner, "write_record", full)
+    with pytest.raises(UnavailableError) as e:
+        run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+    sweep = tmp_path / "sweeps" / "dfull"
+    assert "runs.parquet: disk full" in str(e.value) and "\n" not in str(e.value)
+    state = json.loads((sweep / ledger.STATE_FILE).read_text())
+    assert state["active"] is False and not ledger.is_running(sweep)
+    monkeypatch.undo()
+    again = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+    assert again.counts["completed"] == 2
 
 
 def test_ansi_traceback_of_a_lost_worker_is_one_line(tmp_path, local_ray):
