@@ -171,7 +171,8 @@ def test_sigterm_stops_the_driver_cleanly_and_the_rerun_resumes(tmp_path, local_
     """SIGTERM to a sweep driven by a script: runs in flight are cancelled, state.json says inactive, the
     ledger is rewritten, Terminated reaches the script (exit 143), and a rerun finishes the same runs."""
     sig, code = signal.SIGTERM, 143
-    spec = write(tmp_path, "sig", "max_concurrent = 2\n" + TINY_BASE_TOML + '[axes]\nseed = [0, 1]\ntags = [{sleep = "4"}]\n')
+    spec = write(tmp_path, "sig", "max_concurrent = 2\n" + TINY_BASE_TOML
+                 + '[axes]\nseed = [0, 1]\ntags = [{sleep = "4"}]\n')
     root = tmp_path / "sweeps"
     sweep = root / "sig"
     proc = subprocess.Popen([sys.executable, "-c", DRIVER_SCRIPT, str(spec), str(root)],
@@ -203,7 +204,8 @@ def test_sigterm_stops_the_driver_cleanly_and_the_rerun_resumes(tmp_path, local_
 
 def test_sigint_stops_a_sweep_started_with_sigint_ignored(tmp_path, local_ray):
     """A non-interactive shell starts background jobs with SIGINT ignored; run_sweep still stops on it."""
-    spec = write(tmp_path, "int", "max_concurrent = 2\n" + TINY_BASE_TOML + '[axes]\nseed = [0, 1]\ntags = [{sleep = "30"}]\n')
+    spec = write(tmp_path, "int", "max_concurrent = 2\n" + TINY_BASE_TOML
+                 + '[axes]\nseed = [0, 1]\ntags = [{sleep = "30"}]\n')
     sweep = tmp_path / "sweeps" / "int"
 
     def interrupt_when_running():

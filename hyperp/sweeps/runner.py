@@ -1,7 +1,8 @@
 """Scheduling a sweep on Ray: one Ray task per run, retries for infra failures, a resumable ledger.
 
-`run_sweep(spec, root)` expands and validates the spec (nothing starts on a bad spec), reads the ledger of
-`<root>/<name>/`, and decides what to run:
+`run_sweep(spec, root)` expands and validates the spec, checks the grid's size, every corpus of the plan, the
+local machine's resources, Ray's temp dir and a cluster address (nothing is written and Ray does not start on
+bad input), locks and reads the ledger of `<root>/<name>/`, and decides what to run:
 
 - a run of the plan with no record, with an `infra_failed` record, or with a stale record (unreadable, or
   whose `config_json` does not hash to its run id under this code version) is scheduled;
@@ -21,10 +22,13 @@ retried by Ray up to `max_retries` times; the retry calls the trainer with the s
 resumes from the last `checkpoint.pt` (the spec sets `checkpoint_every` to ~1/10 of the run unless given).
 After the last retry the run is recorded `infra_failed` and is scheduled again by the next `sweep run`.
 
-Ctrl-C (KeyboardInterrupt) or `stop.set()`: the runs in flight are cancelled (interrupted, so the trainer
-checkpoints; workers still running after a grace period are killed),
-nothing half-written is recorded, the ledger is rewritten, and a later `sweep run` resumes them from their
-checkpoints.
+Ctrl-C (KeyboardInterrupt), SIGTERM or `stop.set()`: the runs in flight are cancelled (interrupted, so the
+trainer checkpoints; workers still running after a grace period are killed), nothing half-written is
+recorded, the ledger is rewritten, state.json says inactive, and a later `sweep run` resumes them from their
+checkpoints; after SIGTERM `hyperp.errors.Terminated` is raised. A full disk is an `infra_failed` run when a
+run writes, and stops the sweep the same way (then UnavailableError) when the driver writes. Temp files of
+writers killed before the driver started are removed. Failures of the plan's runs are listed, one line
+each, in `SweepOutcome.failed_runs`.
 """
 
 from __future__ import annotations
@@ -373,7 +377,8 @@ def check_address(address: str) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=ADDRESS_TIMEOUT_S).close()
     except OSError as e:
-        raise UnavailableError(f"address: cannot reach the Ray cluster at {address} ({first_line(str(e)) or 'timed out'}); "
+        reason = first_line(str(e)) or "timed out"
+        raise UnavailableError(f"address: cannot reach the Ray cluster at {address} ({reason}); "
                                "is it running and is the port open?") from None
 
 

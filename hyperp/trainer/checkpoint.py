@@ -49,20 +49,24 @@ def _optim_problem(saved: Any, opt) -> str | None:
     (a per-parameter buffer has the parameter's shape, or is a scalar like a step count or a radius)."""
     current = opt.state_dict()
     if not isinstance(saved, list) or len(saved) != len(current):
-        return f"optimizer state for {len(saved) if isinstance(saved, list) else '?'} optimizers, expected {len(current)}"
+        n = len(saved) if isinstance(saved, list) else "?"
+        return f"optimizer state for {n} optimizers, expected {len(current)}"
     for i, (s, o) in enumerate(zip(saved, opt.optimizers)):
-        if not isinstance(s, dict) or not isinstance(s.get("state"), dict) or not isinstance(s.get("param_groups"), list):
+        if not (isinstance(s, dict) and isinstance(s.get("state"), dict) and isinstance(s.get("param_groups"), list)):
             return f"optimizer {i}: expected a dict with state and param_groups"
         counts = [len(g.get("params", [])) if isinstance(g, dict) else -1 for g in s["param_groups"]]
-        if counts != [len(g["params"]) for g in o.param_groups]:
-            return f"optimizer {i}: parameter groups of sizes {counts}, expected {[len(g['params']) for g in o.param_groups]}"
+        expected = [len(g["params"]) for g in o.param_groups]
+        if counts != expected:
+            return f"optimizer {i}: parameter groups of sizes {counts}, expected {expected}"
         params = [p for g in o.param_groups for p in g["params"]]
         for key, buffers in s["state"].items():
             if not isinstance(key, int) or not 0 <= key < len(params) or not isinstance(buffers, dict):
                 return f"optimizer {i}: malformed state entry {key!r}"
             for name, v in buffers.items():
-                if isinstance(v, torch.Tensor) and v.numel() != 1 and v.shape != params[key].shape:
-                    return f"optimizer {i}: {name} of parameter {key} has shape {tuple(v.shape)}, expected {tuple(params[key].shape)}"
+                shape = params[key].shape
+                if isinstance(v, torch.Tensor) and v.numel() != 1 and v.shape != shape:
+                    return (f"optimizer {i}: {name} of parameter {key} has shape {tuple(v.shape)}, "
+                            f"expected {tuple(shape)}")
     return None
 
 
