@@ -10,7 +10,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -27,8 +26,9 @@ from hyperp.sweeps.spec import SpecError, loads_spec, make_plan
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.trainer import checkpoint
 from hyperp.trainer.config import RunConfig
-from hyperp.trainer.data import SHARD_HEADER_INTS, SHARD_MAGIC, DataError, load_corpus
+from hyperp.trainer.data import DataError, load_corpus
 from hyperp.trainer.loop import LoopState, build, train
+from test_data import write_shard
 
 STUB = "hyperp.sweeps.stubs:stub_run"
 
@@ -274,32 +274,22 @@ def test_sigterm_in_train_checkpoints_and_the_rerun_resumes_bit_exact(tmp_path, 
 # ---------------------------------------------------------------- data
 
 
-def write_shard(path: Path, tokens: np.ndarray, header: bool = True) -> Path:
-    with open(path, "wb") as f:
-        if header:
-            h = np.zeros(SHARD_HEADER_INTS, dtype=np.int32)
-            h[0], h[1], h[2] = SHARD_MAGIC, 1, len(tokens)
-            f.write(h.tobytes())
-        f.write(tokens.astype(np.uint16).tobytes())
-    return path
-
-
 def test_empty_shard_is_named(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"")
     with pytest.raises(DataError, match=r"a\.bin is empty"):
         load_corpus(str(tmp_path / "a.bin"), 2.0)
-    write_shard(tmp_path / "b.bin", np.zeros(0))
+    write_shard(tmp_path / "b.bin", np.zeros(0), header=True)
     with pytest.raises(DataError, match=r"b\.bin header says it holds 0 tokens"):
         load_corpus(str(tmp_path / "b.bin"), 2.0)
 
 
 def test_token_past_vocab_anywhere_in_any_shard_is_refused_naming_it(tmp_path, tiny):
     rng = np.random.default_rng(0)
-    write_shard(tmp_path / "s0.bin", rng.integers(0, 256, 50_000))
+    write_shard(tmp_path / "s0.bin", rng.integers(0, 256, 50_000), header=True)
     late = rng.integers(0, 256, (1 << 20) + 5000)
     late[-10] = 300  # past the first 2^20 tokens, which is all a sample would see
-    write_shard(tmp_path / "s1.bin", late)
-    write_shard(tmp_path / "s2.bin", rng.integers(0, 256, 50_000))
+    write_shard(tmp_path / "s1.bin", late, header=True)
+    write_shard(tmp_path / "s2.bin", rng.integers(0, 256, 50_000), header=True)
     cfg = RunConfig(**tiny | dict(data=str(tmp_path / "s*.bin")))
     with pytest.raises(InputError) as e:
         train(cfg, tmp_path / "out")

@@ -1,6 +1,6 @@
 """Failure modes of a running sweep on a local Ray of 2 CPUs: SIGTERM and SIGINT of the driver, a full disk in a
 run, a bad checkpoint in a run directory, failed runs reported with their settings, and read-only commands that
-write nothing. Ray is started once for this module (a few seconds); the signal tests drive their own."""
+write nothing. Ray is started once for this module (a few seconds); the SIGTERM test's driver starts its own."""
 
 from __future__ import annotations
 
@@ -23,25 +23,10 @@ from hyperp.sweeps import ledger
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.trainer import checkpoint
+from test_sweep_runner import local_ray, write  # noqa: F401 (the module's Ray, started once; spec files)
 
 STUB = "hyperp.sweeps.stubs:stub_run"
 SIGNAL_WAIT_S = 90  # generous bound for a Ray start plus a run on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
-def write(tmp: Path, name: str, body: str) -> Path:
-    f = tmp / f"{name}.toml"
-    f.write_text(f'name = "{name}"\n' + body)
-    return f
 
 
 def records(sweep: Path) -> dict[str, dict]:
