@@ -62,7 +62,6 @@ from hyperp.sweeps.ledger import (ATTEMPT_FILE, COMPLETED, DIVERGED, ERROR_FILE,
 from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.spec import Plan, PlannedRun, SpecError, SweepSpec, load_spec, make_plan
 from hyperp.trainer.config import RunConfig
-from hyperp.trainer.data import check_data
 
 RunFn = Callable[[RunConfig, str], dict[str, Any]]
 log = logging.getLogger(__name__)
@@ -308,6 +307,8 @@ def prepare(spec: str | Path | SweepSpec, root: str | Path,
 
 def check_plan_data(plan: Plan) -> None:
     """Each distinct corpus of the plan is loaded and checked once: paths, emptiness, token ids < vocab_size."""
+    from hyperp.trainer.data import check_data  # noqa: PLC0415 (pulls in torch)
+
     seen = set()
     for cfg in [r.config for r in plan.runs] + [c.config for c in plan.cells.values()]:
         key = (cfg.data, cfg.val_percent, cfg.vocab_size, cfg.seq_len)
