@@ -351,6 +351,11 @@ def test_missing_and_empty_data_are_found_before_anything_runs(tmp_path):
     assert "empty" in str(e)
     (tmp_path / "e.bin").write_bytes(b"")
     assert "e.bin is empty" in str(refused(tmp_path, SPEC + f'data = "{tmp_path / "e.bin"}"\n', DataError))
+    tokens = np.random.default_rng(0).integers(0, 256, 20_000)
+    tokens[-1] = 299
+    write_shard(tmp_path / "v.bin", tokens, header=True)
+    e = refused(tmp_path, SPEC + f'data = "{tmp_path / "v.bin"}"\n[axes]\nvocab_size = [512, 256]\n', InputError)
+    assert str(e).startswith("vocab_size:") and "v.bin holds token id 299" in str(e)
 
 
 def test_run_too_big_for_this_machine_is_refused_without_ray(tmp_path):

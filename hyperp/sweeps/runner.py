@@ -307,7 +307,7 @@ def prepare(spec: str | Path | SweepSpec, root: str | Path,
 
 def check_plan_data(plan: Plan) -> None:
     """Each distinct corpus of the plan is loaded and checked once: paths, emptiness, token ids < vocab_size."""
-    from hyperp.trainer.data import check_data  # noqa: PLC0415 (pulls in torch)
+    from hyperp.trainer.data import check_data, load_corpus  # noqa: PLC0415 (pulls in torch)
 
     seen = set()
     for cfg in [r.config for r in plan.runs] + [c.config for c in plan.cells.values()]:
@@ -315,6 +315,7 @@ def check_plan_data(plan: Plan) -> None:
         if key not in seen:
             seen.add(key)
             check_data(cfg)
+    load_corpus.cache_clear()  # the driver trains nothing: do not hold a text corpus for the whole sweep
 
 
 # Longest path Ray appends to its temp dir for a session socket: "/ray/session_<date 26>_<pid 7>" +
