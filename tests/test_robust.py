@@ -358,14 +358,14 @@ def test_missing_and_empty_data_are_found_before_anything_runs(tmp_path):
     assert str(e).startswith("vocab_size:") and "v.bin holds token id 299" in str(e)
 
 
-def test_run_too_big_for_this_machine_is_refused_without_ray(tmp_path):
-    e = refused(tmp_path, SPEC + "[resources]\ncpus = 64\n", UnavailableError)
-    assert str(e).startswith("resources.cpus:") and "64 CPUs" in str(e)
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    try:
-        e = refused(tmp_path, SPEC + "[resources]\ngpus = 1\n", UnavailableError)
-    finally:
-        del os.environ["CUDA_VISIBLE_DEVICES"]
+def test_run_too_big_for_this_machine_is_refused_without_ray(tmp_path, monkeypatch):
+    cores = os.cpu_count()
+    e = refused(tmp_path, SPEC + f"[resources]\ncpus = {cores + 1}\n", UnavailableError)
+    assert str(e).startswith("resources.cpus:") and f"needs {cores + 1} CPUs" in str(e)
+    e = refused(tmp_path, SPEC + "[resources]\ncpus = 2\n", UnavailableError, num_cpus=1)
+    assert "offers 1 CPUs" in str(e)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU visible, whatever the machine has
+    e = refused(tmp_path, SPEC + "[resources]\ngpus = 1\n", UnavailableError)
     assert str(e).startswith("resources.gpus:")
 
 
