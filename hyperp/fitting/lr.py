@@ -209,7 +209,9 @@ def _best_at_edge(lr: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> boo
 def _lr_warnings(reason: str, lr_opt: float, window_lr: np.ndarray, lr_all: np.ndarray) -> list[str]:
     out = []
     if reason != BRACKETED:
-        out.append(f"optimum not bracketed ({reason}): lr_opt = {lr_opt:.4g} is the best observed run; "
+        detail = (f"{reason}: R^2 below {R2_MIN} or upward curvature not significant at {CURVATURE_LEVEL:.0%}"
+                  if reason == POOR_FIT else reason)
+        out.append(f"optimum not bracketed ({detail}): lr_opt = {lr_opt:.4g} is the best observed run; "
                    f"the swept LRs {lr_all.min():.4g} to {lr_all.max():.4g} do not locate the optimum")
     return out + too_few_points(int(window_lr.size), 3, "LR parabola")
 
