@@ -41,3 +41,12 @@ def test_an_indicator_growing_with_model_size_fails():
     res = check_stability(curves(lambda t, n: 5.0 * (n / 1e6) ** 0.5))  # flat in T, ~sqrt(N) across sizes
     attn = next(t for t in res.trends if t.name == "attn_z")
     assert attn.scale_slope == __import__("pytest").approx(0.5, abs=1e-9) and res.verdict == FAIL
+
+
+def test_best_runs_picks_the_lowest_loss_run_per_scale():
+    from hyperp.checks.stability import best_runs
+
+    runs = pd.DataFrame({"run_id": list("abcdef"), "n_params": [1, 1, 1, 2, 2, 2], "lr": [0.1, 0.2, 0.4] * 2,
+                         "val_loss": [3.0, 2.5, 2.9, 2.0, 2.2, np.nan],
+                         "status": ["completed"] * 5 + ["diverged"]})
+    assert sorted(best_runs(runs)) == ["b", "d"]

@@ -60,6 +60,17 @@ class StabilityCheck:
                 "warnings": list(self.warnings)}
 
 
+def best_runs(runs: pd.DataFrame, scale: str = "n_params", by: Sequence[str] = (), loss: str = "val_loss") -> list[str]:
+    """The run id of the lowest-loss completed run at each scale (and group of `by`): an LR sweep's far-off
+    LRs grow their indicators by design, so the check reads the runs a user would keep."""
+    from hyperp.fitting.table import fit_rows  # noqa: PLC0415
+
+    require_columns(runs, ["run_id", scale, loss, *by], source="runs")
+    done = fit_rows(runs, source="runs")
+    done = done[np.isfinite(pd.to_numeric(done[loss], errors="coerce"))]
+    return done.loc[done.groupby([*by, scale])[loss].idxmin(), "run_id"].astype(str).tolist()
+
+
 def growth_rate(x: np.ndarray, v: np.ndarray) -> float:
     """(d v / d ln x) / mean(v) by least squares over the points; NaN with too few points."""
     ok = np.isfinite(x) & np.isfinite(v) & (x > 0)
