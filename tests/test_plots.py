@@ -165,3 +165,47 @@ def test_stability_reads_a_sweep_layout_and_a_trainer_output(tmp_path):
     res = runner.invoke(app, ["stability", str(one), "-o", str(tmp_path / "one.svg")])
     assert res.exit_code == 0, res.output
     check_image(tmp_path / "one.svg")
+
+
+def test_readable_numbers_and_scheme_families():
+    from hyperp.plots.style import families, readable
+
+    assert [readable(v) for v in (65536, 2**20, 131072, 1e6, 6e18, 0.0213)] == ["64k", "1M", "128k", "1M", "6e18",
+                                                                                 "0.0213"]
+    groups = [{"param": p, "tokens": t} for p in ("hyperp", "muonh") for t in (2**17, 2**18, 2**19)]
+    styles = families(groups)
+    colors = [np.array(c[0] if not isinstance(c[0], str) else mpl_rgb(c[0])) for c in styles]
+    # one marker per budget, shared across schemes; within a scheme the colour darkens with the budget
+    assert [s[1] for s in styles[:3]] == [s[1] for s in styles[3:]] and len({s[1] for s in styles}) == 3
+    for fam in (colors[:3], colors[3:]):
+        assert fam[0].sum() > fam[1].sum() > fam[2].sum()
+    assert not np.allclose(colors[2], colors[5])  # two schemes, two hues
+
+
+def mpl_rgb(c):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(c)
+
+
+def test_compute_plot_marks_the_held_out_point_and_lr_plot_draws_intervals(tmp_path):
+    c = np.geomspace(1e15, 1e19, 5)
+    laws = pd.DataFrame([{"param": p, "flops": ci, "val_loss": 1.7 + 400 * (k * ci) ** -0.15, "status": "completed"}
+                         for p, k in (("muon", 1.0), ("hyperp", 1.6)) for ci in c])
+    res = compare_methods(laws, "muon", n_boot=50)
+    assert all(f.holdout is not None for f in res.fits.values())
+    labels = [t.get_text() for t in plot_compute(res).axes[0].get_legend().get_texts()]
+    assert sum("held out" in t for t in labels) == len(res.fits)
+    df = pd.read_parquet(sweep_dir(tmp_path) / "runs.parquet")
+    opt = fit_optimal_lr(df, by=["param", "n_params"], n_boot=100)
+    ax = plot_lr(opt).axes[0]
+    assert len(ax.collections) >= sum(np.isfinite(o.lr_interval.low) for o in opt.optima) > 0
+
+
+def test_stability_colours_by_the_setting_that_varies(tmp_path):
+    from hyperp.plots.stability import varying_scale
+
+    curves = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "n_params": 1e6, "lr": [0.01, 0.01, 0.02, 0.02],
+                           "tokens": [1, 2, 1, 2], "attn_z": [1.0, 2.0, 1.5, 2.5]})
+    assert varying_scale(curves) == "lr"
+    assert varying_scale(curves.assign(n_params=[1e6, 1e6, 2e6, 2e6])) == "n_params"

@@ -208,6 +208,19 @@ def test_bracket_extends_down_and_treats_divergence_as_too_high():
     assert everything_diverges.grid == pytest.approx([0.025, 0.05, 0.1, 0.2])  # went down twice, then stopped
 
 
+def test_bracket_search_and_fit_agree_when_the_best_run_is_interior_but_the_fit_is_not():
+    """An interior best run on a curve the parabola cannot locate (a kink: flat on one side): the old rule
+    called it bracketed while `fit lr` said not; the search now stops unbracketed with the fit's reason."""
+    def kink(lr: float):
+        u = math.log(lr / 0.01)
+        return {"status": "completed", "val_loss": 1.0 + (0.3 * u if u > 0 else 1e-4 * u * u) + 1e-5 * math.sin(40 * u)}
+    lrs = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
+    s = bracket_state(BracketSearch(grid=lrs, max_extend=3), kink)
+    from hyperp.fitting.lr import fit_lr_curve
+    opt = fit_lr_curve(list(lrs), [kink(lr)["val_loss"] for lr in lrs], n_boot=0)
+    assert s.done and s.bracketed == opt.bracketed and s.reason == opt.reason
+
+
 def test_bracket_stops_at_max_extend_and_waits_for_pending():
     s = bracket_state(BracketSearch(grid=(1e-4, 1e-3), max_extend=2), _curve(10.0))
     assert s.done and not s.bracketed and s.extensions == 2 and "max_extend=2" in s.reason

@@ -13,6 +13,7 @@ so that one objective evaluation covers all running starts.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hyperp.fitting.bootstrap import Interval, case_weights, percentile_interval, rng_for
+from hyperp.fitting.diagnostics import interval_crosses, not_separable, too_few_points
 from hyperp.fitting.lbfgs import CONVERGED_F, CONVERGED_G, LbfgsResult, minimize_lbfgs_batch
 from hyperp.fitting.table import FitInputError, fit_rows, numeric_column, require_columns
 
@@ -47,6 +49,7 @@ GTOL = 1e-9
 # Starts whose final objective is within this relative distance of the best count as reaching it.
 SAME_OPTIMUM_RTOL = 1e-6
 MIN_POINTS = 6  # more runs than the 5 parameters
+E_ZERO_FRACTION = 1e-3  # E below this fraction of the lowest loss counts as 0 (exp(e) never reaches 0 itself)
 OBJECTIVE_BLOCK = 128  # parameter rows per block of the objective (128 x 240 doubles = 245 KB per array)
 
 
@@ -78,6 +81,7 @@ class ChinchillaFit:
     n_boot: int
     seed: int
     boot_params: np.ndarray = field(repr=False)  # (n_boot, 5) replicate (E, A, B, alpha, beta)
+    warnings: tuple[str, ...] = ()
     kept: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=int))  # input rows fitted
 
     def predict(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -96,13 +100,19 @@ class ChinchillaFit:
                                             "objective", "huber_delta", "n_points", "n_dropped", "n_starts",
                                             "n_converged", "n_at_best", "iterations_max", "n_boot", "seed")}
         out["intervals"] = {k: v.to_dict() for k, v in self.intervals.items()}
+        out["warnings"] = list(self.warnings)
         return out
 
 
 def chinchilla_inputs(df, *, n_col: str = "n_params", tokens_col: str = "tokens", loss_col: str = "val_loss",
-                      flops_col: str = "flops", all_status: bool = False, source: str = "table"):
-    """(n, d, loss) arrays from a runs table; tokens come from flops / (6 N) when the table has no tokens."""
-    require_columns(df, [n_col, loss_col], source=source)
+                      flops_col: str = "flops", all_status: bool = False, best_of: str | None = None,
+                      source: str = "table"):
+    """(n, d, loss) arrays from a runs table; tokens come from flops / (6 N) when the table has no tokens.
+
+    best_of: a column swept at each (N, D), such as `lr`: only the lowest-loss run of each (N, D) is kept, so
+    that an LR sweep contributes its best run instead of every LR (a loss at a bad LR is not L(N, D)).
+    """
+    require_columns(df, [n_col, loss_col, *([best_of] if best_of else [])], source=source)
     df = fit_rows(df, all_status, source=source)
     n = numeric_column(df, n_col, source=source, positive=True)
     if tokens_col in df.columns:
@@ -115,7 +125,16 @@ def chinchilla_inputs(df, *, n_col: str = "n_params", tokens_col: str = "tokens"
     loss = numeric_column(df, loss_col, source=source)
     if not np.isfinite(loss).any():
         raise FitInputError(f"{source}: column {loss_col!r} has no finite values (all NaN?)")
-    return n, d, loss
+    return _best_per_point(n, d, loss) if best_of else (n, d, loss)
+
+
+def _best_per_point(n: np.ndarray, d: np.ndarray, loss: np.ndarray):
+    """The lowest finite loss at each distinct (N, D)."""
+    import pandas as pd  # noqa: PLC0415
+
+    frame = pd.DataFrame({"n": n, "d": d, "loss": np.where(np.isfinite(loss), loss, np.nan)})
+    best = frame.groupby(["n", "d"], sort=True)["loss"].min().reset_index()
+    return best["n"].to_numpy(), best["d"].to_numpy(), best["loss"].to_numpy()
 
 
 def huber_objective(params: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
@@ -189,9 +208,25 @@ def fit_chinchilla(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, drop_worst
     boot = _bootstrap(res.x[order], log_n, log_d, log_loss, delta, n_boot, boot_starts, seed, workers, opts)
     converged = np.isin(res.status, (CONVERGED_F, CONVERGED_G))
     at_best = np.abs(res.f - f_best) <= SAME_OPTIMUM_RTOL * max(abs(f_best), 1e-300)
-    return _make_fit(best, f_best, boot, level, delta=delta, n_points=log_n.size, n_dropped=drop_worst, kept=kept,
-                     n_starts=grid.shape[0], n_converged=int(converged.sum()), n_at_best=int(at_best.sum()),
-                     iterations_max=int(res.iterations.max()), n_boot=n_boot, seed=seed)
+    fit = _make_fit(best, f_best, boot, level, delta=delta, n_points=log_n.size, n_dropped=drop_worst, kept=kept,
+                    n_starts=grid.shape[0], n_converged=int(converged.sum()), n_at_best=int(at_best.sum()),
+                    iterations_max=int(res.iterations.max()), n_boot=n_boot, seed=seed)
+    return dataclasses.replace(fit, warnings=tuple(_warnings(fit, log_n, log_d, float(np.exp(log_loss.min())))))
+
+
+def _warnings(fit: ChinchillaFit, log_n: np.ndarray, log_d: np.ndarray, min_loss: float) -> list[str]:
+    """N and D not separable, E at zero, exponents beyond the grid or intervals below 0, too few points."""
+    out = [*not_separable(log_n, log_d, "log N", "log D"), *too_few_points(fit.n_points, 5, "Chinchilla fit")]
+    if fit.E < E_ZERO_FRACTION * min_loss:
+        out.append(f"E = {fit.E:.3g} is at its lower bound 0: the data show no irreducible loss (often the sign "
+                   f"of a fit that traded E against A or B)")
+    for name in ("alpha", "beta"):
+        value = getattr(fit, name)
+        if value > max(GRID_ALPHA):
+            out.append(f"{name} = {value:.3g} lies beyond the starting grid's range [0, {max(GRID_ALPHA):g}]: "
+                       f"exponents this large are not plausible and suggest the data do not constrain it")
+        out += interval_crosses(name, fit.intervals[name], low=0.0, limit="loss must fall with N and D")
+    return out
 
 
 def _prepare(n, d, loss, drop_worst: int):
@@ -273,7 +308,8 @@ def _bootstrap(x_sorted, log_n, log_d, log_loss, delta, n_boot, boot_starts, see
 def _natural(p: np.ndarray) -> np.ndarray:
     """(a, b, e, alpha, beta) rows to (E, A, B, alpha, beta) rows."""
     p = np.atleast_2d(p)
-    return np.column_stack([np.exp(p[:, 2]), np.exp(p[:, 0]), np.exp(p[:, 1]), p[:, 3], p[:, 4]])
+    with np.errstate(over="ignore"):  # a coefficient that ran off to infinity is reported as inf (and warned)
+        return np.column_stack([np.exp(p[:, 2]), np.exp(p[:, 0]), np.exp(p[:, 1]), p[:, 3], p[:, 4]])
 
 
 def _make_fit(best, f_best, boot, level, **info) -> ChinchillaFit:

@@ -67,8 +67,16 @@ def emit(result: Any, rich_table, as_json: bool, output: Path | None) -> None:
         io.write_bytes(output, (text + "\n").encode())  # atomic: a crash never leaves a torn file
     if as_json:
         sys.stdout.write(text + "\n")
-    elif rich_table is not None:
+        return
+    if rich_table is not None:
         Console(width=160).print(rich_table)
+    print_warnings(result)
+
+
+def print_warnings(result: Any) -> None:
+    """The fit's warnings, one line each on stderr (they are in the JSON too)."""
+    for w in getattr(result, "warnings", ()):
+        typer.echo(f"warning: {w}", err=True)
 
 
 @app.command("lr")
@@ -126,8 +134,13 @@ class _Laws:
     def __init__(self, laws):
         self.laws = laws
 
+    @property
+    def warnings(self):
+        return tuple(f"{', '.join(f'{k}={v}' for k, v in lf.group.items()) or 'law'}: {w}"
+                     for lf in self.laws for w in lf.warnings)
+
     def to_dict(self):
-        return {"laws": [lf.to_dict() for lf in self.laws]}
+        return {"laws": [lf.to_dict() for lf in self.laws], "warnings": list(self.warnings)}
 
 
 @app.command("compute")
@@ -167,6 +180,7 @@ def compute_cmd(table: TableArg,
                                                                          f"{level:.0%} interval"],
                                      [[p.method, p.compute, p.baseline_loss, p.cel,
                                        fmt_interval(p.interval.low, p.interval.high)] for p in pts]))
+    print_warnings(res)
 
 
 @app.command("chinchilla")
@@ -179,6 +193,9 @@ def chinchilla_cmd(table: TableArg,
                    delta: Annotated[float, typer.Option(help="Huber delta.")] = HUBER_DELTA,
                    boot_starts: Annotated[int, typer.Option(min=1, help="Starts per bootstrap refit.")] = BOOT_STARTS,
                    workers: Annotated[int, typer.Option(min=1, help="Threads for the batched L-BFGS.")] = 1,
+                   best_of: Annotated[str | None, typer.Option(
+                       "--best-of", help="A column swept at each (N, D), e.g. lr: keep only the lowest-loss run of "
+                                         "each (N, D).")] = None,
                    mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                    n_boot: BootOpt = CHINCHILLA_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                    as_json: JsonOpt = False, output: OutOpt = None) -> None:
@@ -186,7 +203,8 @@ def chinchilla_cmd(table: TableArg,
     with clean_errors():
         df = read(table, mapping, where)
         n, d, loss = chinchilla_inputs(df, n_col=n_col, tokens_col=tokens_col, loss_col=loss_col,
-                                       flops_col=flops_col, all_status=all_status, source=str(table))
+                                       flops_col=flops_col, all_status=all_status, best_of=best_of,
+                                       source=str(table))
         res = fit_chinchilla(n, d, loss, drop_worst=drop_worst, delta=delta, n_boot=n_boot,
                              boot_starts=boot_starts, seed=seed, level=level, workers=workers)
     names = ("E", "A", "B", "alpha", "beta", "exponent_n", "exponent_d")

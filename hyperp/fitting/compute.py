@@ -23,6 +23,7 @@ import pandas as pd
 
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       percentile_intervals, residual_draws, rng_for)
+from hyperp.fitting.diagnostics import at_bound, interval_crosses, too_few_points
 from hyperp.fitting.profile import RowData, exp_outer, ls_line, minimize_profile
 from hyperp.fitting.table import FitInputError, finite_pairs, fit_rows, numeric_column, require_columns
 
@@ -59,6 +60,7 @@ class ComputeLawFit:
     holdout: HoldOut | None
     points: tuple[tuple[float, float], ...] = field(repr=False)
     boot_params: np.ndarray = field(repr=False)  # (n_boot, 3) replicate (A, b, E)
+    warnings: tuple[str, ...] = ()
 
     def predict(self, compute: np.ndarray) -> np.ndarray:
         """Loss predicted at compute C."""
@@ -78,7 +80,7 @@ class ComputeLawFit:
         return {"A": self.A, "b": self.b, "E": self.E, "r2": self.r2, "n_points": self.n_points,
                 "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
                 "holdout": None if self.holdout is None else self.holdout.to_dict(),
-                "points": [{"compute": c, "loss": l} for c, l in self.points]}
+                "points": [{"compute": c, "loss": l} for c, l in self.points], "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,12 @@ class ComputeComparison:
     cel_points: tuple[CelPoint, ...]
     cel_at: tuple[CelPoint, ...]
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(f"{self.method_col}={m}: {w}" for m, f in self.fits.items() for w in f.warnings)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "method_col": self.method_col,
+        return {"baseline": self.baseline, "method_col": self.method_col, "warnings": list(self.warnings),
                 "fits": {k: v.to_dict() for k, v in self.fits.items()},
                 "cel_points": [p.to_dict() for p in self.cel_points], "cel_at": [p.to_dict() for p in self.cel_at]}
 
@@ -156,7 +162,19 @@ def fit_loss_compute(compute: np.ndarray, loss: np.ndarray, *, n_boot: int = DEF
     r2 = float(1.0 - np.sum((y - fitted) ** 2) / sst) if sst > 0 else float("nan")
     return ComputeLawFit(A=float(raw[0, 0]), b=float(raw[0, 1]), E=float(raw[0, 2]), r2=r2, n_points=int(c.size),
                          intervals=intervals, holdout=_holdout(c, y, lc_mean) if holdout else None,
-                         points=tuple(zip(c.tolist(), y.tolist())), boot_params=raw[1:])
+                         points=tuple(zip(c.tolist(), y.tolist())), boot_params=raw[1:],
+                         warnings=tuple(_law_warnings(raw[0], intervals, float(y.min()), int(c.size))))
+
+
+def _law_warnings(p: np.ndarray, intervals: dict[str, Interval], min_loss: float, n: int) -> list[str]:
+    """Bounds of the fit (A >= 0, 0 <= b <= B_MAX, 0 <= E <= min L) reached, intervals past them, few points."""
+    A, b, E = (float(v) for v in p)
+    return [*too_few_points(n, 3, "loss-compute law"),
+            *at_bound("A", A, low=0.0), *at_bound("b", b, low=0.0, high=B_MAX),
+            *at_bound("E", E, low=0.0, high=min_loss),
+            *interval_crosses("E", intervals["E"], low=0.0, high=min_loss,
+                              limit="the irreducible loss lies in [0, the lowest observed loss]"),
+            *interval_crosses("b", intervals["b"], low=0.0, limit="loss must fall with compute")]
 
 
 def cel_at_points(method: ComputeLawFit, compute: np.ndarray, loss: np.ndarray, name: str = "",

@@ -1,13 +1,22 @@
-"""Optimal learning rate per group: a parabola in ln(lr) (method.md section 7).
+"""Optimal learning rate per group: a parabola in ln(lr) (method.md section 7), fitted near the best run.
 
 loss = c0 + c1 u + c2 u^2 with u = ln(lr); lr* = exp(-c1 / (2 c2)) and loss* the parabola's value there.
-The optimum is *bracketed* when c2 > 0, the vertex lies inside the swept range and R^2 >= R2_MIN;
-otherwise lr_opt falls back to the best observed run and the group is flagged.
+The parabola is fitted on a window around the best observed run (its LR and the `LR_WINDOW` distinct LRs
+on each side, shifted inward at an edge), not on the whole sweep: a loss curve is a parabola in ln(lr) only near its minimum, and one
+parabola over a 256x range is pulled by the far points (its vertex can land outside the sweep while the
+best run sits well inside it).
+
+The optimum is *bracketed* (`bracket_verdict`, the one definition the LR search uses too) when the windowed
+parabola curves upward (c2 > 0), its vertex lies inside the window's range, it is a good fit (R^2 >= R2_MIN
+and c2 > 0 significant at CURVATURE_LEVEL, one-sided t-test), and the best
+observed run is not at an edge of the swept range (completed and diverged LRs together); otherwise lr_opt
+falls back to the best observed run and the group is flagged with the first reason that applies, in that
+order.
 
 Diverged runs never enter the least squares. They do bound the optimum: a run that diverged at lr_d says
-the optimum lies below lr_d, so by default the swept range for the bracketing decision extends up to the
-smallest diverged LR above the completed ones (a vertex between the last completed LR and the first
-diverged one is still bracketed), and a vertex at or beyond a diverged LR is not.
+the optimum lies below lr_d, so when the window reaches the largest completed LR its range extends up to
+the smallest diverged LR above it (a vertex between the last completed LR and the first diverged one is
+still bracketed), and a vertex at or beyond a diverged LR is not.
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       residual_draws, rng_for)
+from hyperp.fitting.diagnostics import too_few_points
 from hyperp.fitting.table import (FitInputError, finite_losses, group_indices, numeric_column, require_columns,
                                   status_masks)
 
@@ -28,6 +39,19 @@ from hyperp.fitting.table import (FitInputError, finite_losses, group_indices, n
 # not trusted. 0.5 is loose on purpose: near a flat optimum a good sweep still leaves much unexplained noise.
 R2_MIN = 0.5
 MIN_LR_POINTS = 3  # distinct learning rates a parabola needs
+# Distinct LRs on each side of the best run that the parabola is fitted on: 5 points on a grid of factor-2
+# steps span 16x, over which measured loss-vs-ln(lr) curves are close to parabolic, and leave 2 degrees of
+# freedom for R^2 and the interval.
+LR_WINDOW = 2
+BRACKETED = "bracketed"
+AT_EDGE = "best run at the edge of the swept range"
+CONCAVE = "curvature <= 0"
+OUTSIDE = "vertex outside swept range"
+POOR_FIT = "poor fit"
+TOO_FEW = "fewer than 3 learning rates with a finite loss"
+# A window of 5 noisy points fits a parabola with a high R^2 by chance (a flat, pure-noise sweep: median
+# R^2 0.5), so a fit is "poor" unless its upward curvature is also significant at this one-sided level.
+CURVATURE_LEVEL = 0.95
 
 
 @dataclass(frozen=True)
@@ -44,9 +68,11 @@ class LrOptimum:
     reason: str  # "bracketed", or why not: "curvature <= 0", "vertex outside swept range", "poor fit"
     lr_interval: Interval
     coef: tuple[float, float, float]  # (c0, c1, c2) of loss = c0 + c1 ln(lr) + c2 ln(lr)^2
-    lr_range: tuple[float, float]  # the range the vertex must fall in (diverged runs may widen it)
-    points: tuple[tuple[float, float], ...] = field(repr=False)  # (lr, loss) of the fitted runs
+    lr_range: tuple[float, float]  # the range the vertex must fall in: the window's (diverged runs may widen it)
+    points: tuple[tuple[float, float], ...] = field(repr=False)  # (lr, loss) of every completed run
     diverged_lr: tuple[float, ...] = field(repr=False, default=())
+    n_fitted: int = 0  # runs inside the window, the ones the parabola is fitted to
+    warnings: tuple[str, ...] = ()
 
     def curve(self, lr: np.ndarray) -> np.ndarray:
         """The fitted parabola at the given learning rates."""
@@ -58,7 +84,8 @@ class LrOptimum:
         return {**self.group, "lr_opt": self.lr_opt, "loss_opt": self.loss_opt, "r2": self.r2,
                 "n_points": self.n_points, "n_diverged": self.n_diverged, "bracketed": self.bracketed,
                 "reason": self.reason, "lr_low": self.lr_interval.low, "lr_high": self.lr_interval.high,
-                "level": self.lr_interval.level, "coef": list(self.coef), "lr_range": list(self.lr_range)}
+                "level": self.lr_interval.level, "coef": list(self.coef), "lr_range": list(self.lr_range),
+                "n_fitted": self.n_fitted, "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -72,18 +99,82 @@ class LrOptima:
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([o.to_dict() for o in self.optima])
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(f"{_label(o.group)}: {w}" for o in self.optima for w in o.warnings)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"by": list(self.by), "groups": [o.to_dict() for o in self.optima], "skipped": list(self.skipped)}
+        return {"by": list(self.by), "groups": [o.to_dict() for o in self.optima], "skipped": list(self.skipped),
+                "warnings": list(self.warnings)}
+
+
+def _label(group: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in group.items()) or "all runs"
+
+
+@dataclass(frozen=True)
+class BracketVerdict:
+    """Whether the optimum of one LR sweep is bracketed, and where to look when it is not."""
+
+    bracketed: bool
+    reason: str
+    direction: int  # -1: extend the sweep to lower LRs, +1: higher, 0: extending would not help
 
 
 def fit_lr_curve(lr: np.ndarray, loss: np.ndarray, *, diverged_lr: Sequence[float] = (), r2_min: float = R2_MIN,
                  n_boot: int = DEFAULT_N_BOOT, seed: int | np.random.Generator = 0,
                  level: float = DEFAULT_LEVEL, group: dict[str, Any] | None = None) -> LrOptimum:
-    """Fit the parabola in ln(lr) to one group's (lr, loss) points and locate the optimum.
+    """Fit the parabola in ln(lr) to the window of one group's (lr, loss) points around its best run.
 
     lr, loss: the completed runs (lr > 0). diverged_lr: learning rates of diverged runs, which only bound
     the optimum. Raises FitInputError with fewer than MIN_LR_POINTS distinct learning rates.
     """
+    lr_all, loss_all, diverged = _clean(lr, loss, diverged_lr, group)
+    win = _window_mask(lr_all, loss_all)
+    lr, loss = lr_all[win], loss_all[win]
+    lo, hi = _bracket_range(lr, lr_all, diverged)
+    design, center = _design(np.log(lr))
+    d_coef = np.linalg.lstsq(design, loss, rcond=None)[0]
+    point = _optima(d_coef[None, :], loss[None, :], design, center, lr, np.log(lo), np.log(hi), r2_min)
+    fitted = design @ d_coef
+    boot_y = residual_draws(fitted, loss - fitted, n_boot, rng_for(seed), n_params=3)
+    boot_coef = boot_y @ np.linalg.pinv(design).T
+    boot = _optima(boot_coef, boot_y, design, center, lr, np.log(lo), np.log(hi), r2_min)
+    interval = percentile_interval(boot["lr"], level, center=float(point["lr"][0]), dof=lr.size - 3, log=True)
+    reason = str(point["reason"][0])
+    if reason == BRACKETED and _best_at_edge(lr_all, loss_all, diverged):
+        reason = AT_EDGE
+    bracketed = reason == BRACKETED
+    lr_opt, loss_opt = (float(point["lr"][0]), float(point["loss"][0])) if bracketed else \
+        (float(lr[np.argmin(loss)]), float(loss.min()))
+    return LrOptimum(group=dict(group or {}), lr_opt=lr_opt, loss_opt=loss_opt,
+                     r2=float(point["r2"][0]), n_points=int(lr_all.size), n_diverged=int(diverged.size),
+                     bracketed=bracketed, reason=reason, lr_interval=interval,
+                     coef=_uncentered(d_coef, center), lr_range=(float(lo), float(hi)),
+                     points=tuple(zip(lr_all.tolist(), loss_all.tolist())), diverged_lr=tuple(diverged.tolist()),
+                     n_fitted=int(lr.size), warnings=tuple(_lr_warnings(reason, lr_opt, lr, lr_all)))
+
+
+def bracket_verdict(lr: np.ndarray, loss: np.ndarray, diverged_lr: Sequence[float] = (),
+                    r2_min: float = R2_MIN) -> BracketVerdict:
+    """Is the optimum of this sweep bracketed (the definition of `fit_lr_curve`), and if not, which way to
+    extend it: toward the edge the best run sits on, or toward lower LRs when too few runs have a finite
+    loss (the usual cause: the high LRs diverged)."""
+    lr = np.asarray(lr, dtype=float)
+    loss = np.asarray(loss, dtype=float)
+    keep = np.isfinite(lr) & np.isfinite(loss)
+    diverged = np.concatenate([np.asarray(diverged_lr, dtype=float), lr[~keep]])
+    lr, loss = lr[keep], loss[keep]
+    if np.unique(lr).size < MIN_LR_POINTS:
+        return BracketVerdict(False, TOO_FEW, -1)
+    opt = fit_lr_curve(lr, loss, diverged_lr=diverged, r2_min=r2_min, n_boot=0)
+    direction = 0
+    if _best_at_edge(lr, loss, diverged):
+        direction = -1 if lr[np.argmin(loss)] <= np.min(lr) else 1
+    return BracketVerdict(opt.bracketed, opt.reason, direction)
+
+
+def _clean(lr, loss, diverged_lr, group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lr = np.asarray(lr, dtype=float)
     loss = np.asarray(loss, dtype=float)
     keep = np.isfinite(lr) & np.isfinite(loss)
@@ -95,21 +186,34 @@ def fit_lr_curve(lr: np.ndarray, loss: np.ndarray, *, diverged_lr: Sequence[floa
     if np.any(lr <= 0):
         raise FitInputError(f"{label}: learning rates must be > 0, found {lr.min():g}")
     diverged = np.asarray([d for d in diverged_lr if np.isfinite(d)], dtype=float)
-    u = np.log(lr)
-    lo, hi = _bracket_range(lr, diverged)
-    design, center = _design(u)
-    d_coef = np.linalg.lstsq(design, loss, rcond=None)[0]
-    point = _optima(d_coef[None, :], loss[None, :], design, center, lr, np.log(lo), np.log(hi), r2_min)
-    fitted = design @ d_coef
-    boot_y = residual_draws(fitted, loss - fitted, n_boot, rng_for(seed), n_params=3)
-    boot_coef = boot_y @ np.linalg.pinv(design).T
-    boot = _optima(boot_coef, boot_y, design, center, lr, np.log(lo), np.log(hi), r2_min)
-    interval = percentile_interval(boot["lr"], level, center=float(point["lr"][0]), dof=lr.size - 3, log=True)
-    return LrOptimum(group=dict(group or {}), lr_opt=float(point["lr"][0]), loss_opt=float(point["loss"][0]),
-                     r2=float(point["r2"][0]), n_points=int(lr.size), n_diverged=int(diverged.size),
-                     bracketed=bool(point["bracketed"][0]), reason=str(point["reason"][0]), lr_interval=interval,
-                     coef=_uncentered(d_coef, center), lr_range=(float(lo), float(hi)),
-                     points=tuple(zip(lr.tolist(), loss.tolist())), diverged_lr=tuple(diverged.tolist()))
+    return lr, loss, diverged
+
+
+def _window_mask(lr: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """The runs at the 2 LR_WINDOW + 1 distinct LRs centred on the best run's (shifted inward at an edge of
+    the sweep, so the window always has that many LRs when the sweep does)."""
+    distinct = np.unique(lr)
+    width = min(2 * LR_WINDOW + 1, distinct.size)
+    i = int(np.searchsorted(distinct, lr[np.argmin(loss)]))
+    lo = min(max(0, i - LR_WINDOW), distinct.size - width)
+    return (lr >= distinct[lo]) & (lr <= distinct[lo + width - 1])
+
+
+def _best_at_edge(lr: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> bool:
+    """The best run has the lowest or the highest LR of the sweep (diverged runs count as swept LRs)."""
+    best = lr[np.argmin(loss)]
+    swept = np.concatenate([lr, diverged])
+    return bool(best <= swept.min() or best >= swept.max())
+
+
+def _lr_warnings(reason: str, lr_opt: float, window_lr: np.ndarray, lr_all: np.ndarray) -> list[str]:
+    out = []
+    if reason != BRACKETED:
+        detail = (f"{reason}: R^2 below {R2_MIN} or upward curvature not significant at {CURVATURE_LEVEL:.0%}"
+                  if reason == POOR_FIT else reason)
+        out.append(f"optimum not bracketed ({detail}): lr_opt = {lr_opt:.4g} is the best observed run; "
+                   f"the swept LRs {lr_all.min():.4g} to {lr_all.max():.4g} do not locate the optimum")
+    return out + too_few_points(int(window_lr.size), 3, "LR parabola")
 
 
 def fit_optimal_lr(df: pd.DataFrame, by: Sequence[str] = (), *, lr_col: str = "lr", loss_col: str = "val_loss",
@@ -143,11 +247,12 @@ def fit_optimal_lr(df: pd.DataFrame, by: Sequence[str] = (), *, lr_col: str = "l
     return LrOptima(by=by, optima=tuple(optima), skipped=tuple(skipped))
 
 
-def _bracket_range(lr: np.ndarray, diverged: np.ndarray) -> tuple[float, float]:
-    """Swept range for the bracketing decision: completed LRs, extended up to the first diverged LR above."""
-    lo, hi = float(lr.min()), float(lr.max())
-    above = diverged[diverged > hi]
-    if above.size:
+def _bracket_range(window_lr: np.ndarray, lr_all: np.ndarray, diverged: np.ndarray) -> tuple[float, float]:
+    """Range the vertex must fall in: the window's LRs, extended up to the first diverged LR above the
+    largest completed LR when the window reaches it."""
+    lo, hi = float(window_lr.min()), float(window_lr.max())
+    above = diverged[diverged > lr_all.max()]
+    if above.size and hi >= lr_all.max():
         hi = float(above.min())
     return lo, hi
 
@@ -165,6 +270,18 @@ def _uncentered(d: np.ndarray, center: float) -> tuple[float, float, float]:
     return (d0 - d1 * center + d2 * center**2, d1 - 2 * d2 * center, d2)
 
 
+def _significant_curvature(c2: np.ndarray, sse: np.ndarray, design: np.ndarray) -> np.ndarray:
+    """c2 > 0 at one-sided level CURVATURE_LEVEL (t-test of the quadratic coefficient). With no residual
+    degree of freedom there is nothing to test against, and every row passes (a warning says so)."""
+    dof = design.shape[0] - 3
+    if dof <= 0:
+        return np.ones_like(c2, dtype=bool)
+    var_c2 = sse / dof * np.linalg.inv(design.T @ design)[2, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(var_c2 > 0, c2 / np.sqrt(var_c2), np.where(c2 > 0, np.inf, -np.inf))
+    return t >= student_t.ppf(CURVATURE_LEVEL, dof)
+
+
 def _optima(coef: np.ndarray, y: np.ndarray, design: np.ndarray, center: float, lr: np.ndarray,
             u_lo: float, u_hi: float, r2_min: float) -> dict[str, np.ndarray]:
     """Optimum of each row of centred coefficients (k, 3) fitted to responses y (k, n), with fallback.
@@ -180,13 +297,13 @@ def _optima(coef: np.ndarray, y: np.ndarray, design: np.ndarray, center: float, 
     u_star = center + v_star
     curved = coef[:, 2] > 0
     inside = curved & (u_star >= u_lo - 1e-12) & (u_star <= u_hi + 1e-12)
-    good = r2 >= r2_min
+    good = (r2 >= r2_min) & _significant_curvature(coef[:, 2], sse, design)
     bracketed = curved & inside & good
     best = np.argmin(y, axis=1)
     rows = np.arange(y.shape[0])
     vertex_loss = coef[:, 0] + coef[:, 1] * v_star + coef[:, 2] * v_star**2
     lr_opt = np.where(bracketed, np.exp(np.where(bracketed, u_star, 0.0)), lr[best])
     loss = np.where(bracketed, vertex_loss, y[rows, best])
-    reason = [("curvature <= 0" if not c else "vertex outside swept range" if not i else
-               "poor fit" if not g else "bracketed") for c, i, g in zip(curved[:1], inside[:1], good[:1])]
+    reason = [(CONCAVE if not c else OUTSIDE if not i else POOR_FIT if not g else BRACKETED)
+              for c, i, g in zip(curved[:1], inside[:1], good[:1])]
     return {"lr": lr_opt, "loss": loss, "r2": r2, "bracketed": bracketed, "reason": reason}

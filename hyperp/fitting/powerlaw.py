@@ -25,6 +25,7 @@ from scipy.optimize import OptimizeWarning, curve_fit, least_squares
 
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       residual_draws, rng_for)
+from hyperp.fitting.diagnostics import too_few_points
 from hyperp.fitting.profile import RowData, exp_outer, ls_line, ls_slope_only, minimize_profile
 from hyperp.fitting.table import FitInputError, finite_pairs
 
@@ -57,6 +58,7 @@ class PowerLawFit:
     intervals: dict[str, Interval]
     points: tuple[tuple[float, float], ...] = field(repr=False)
     boot_params: np.ndarray = field(repr=False)  # (n_boot, 3) replicate (a, b, c)
+    warnings: tuple[str, ...] = ()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The fitted law at x."""
@@ -75,7 +77,7 @@ class PowerLawFit:
         return {"a": self.a, "b": self.b, "c": self.c, "offset": self.offset, "space": self.space,
                 "r2": self.r2, "loo_rel_err": self.loo_rel_err, "n_points": self.n_points,
                 "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
-                "points": [{"x": x, "y": y} for x, y in self.points]}
+                "points": [{"x": x, "y": y} for x, y in self.points], "warnings": list(self.warnings)}
 
 
 def fit_power_law(x: np.ndarray, y: np.ndarray, *, offset: bool = False, space: Space = "linear",
@@ -106,9 +108,10 @@ def _fit(x, y, offset: bool, space: Space, n_boot: int, rng: np.random.Generator
     dof = x.size - model.n_params
     intervals = {k: percentile_interval(raw[1:, j], level, center=raw[0, j], dof=dof, log=(k == "a"))
                  for j, k in enumerate(("a", "b", "c"))}
+    warnings = too_few_points(int(x.size), model.n_params, "power law")
     return PowerLawFit(a=float(raw[0, 0]), b=float(raw[0, 1]), c=float(raw[0, 2]), offset=offset, space=space,
                        r2=r2, loo_rel_err=loo, n_points=int(x.size), intervals=intervals,
-                       points=tuple(zip(x.tolist(), y.tolist())), boot_params=raw[1:])
+                       points=tuple(zip(x.tolist(), y.tolist())), boot_params=raw[1:], warnings=tuple(warnings))
 
 
 class _Model:
@@ -345,8 +348,16 @@ class LawFit:
     fit: PowerLawFit
     excluded: tuple[dict[str, Any], ...] = ()  # optima left out because they were not bracketed
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        left_out = ([f"{len(self.excluded)} unbracketed optima left out (at {self.x} = "
+                     f"{', '.join(f'{e[self.x]:.4g}' for e in self.excluded)}): the law covers fewer scales"]
+                    if self.excluded else [])
+        return (*self.fit.warnings, *left_out)
+
     def to_dict(self) -> dict[str, Any]:
-        return {**self.group, "x": self.x, "y": self.y, **self.fit.to_dict(), "excluded": list(self.excluded)}
+        return {**self.group, "x": self.x, "y": self.y, **self.fit.to_dict(), "excluded": list(self.excluded),
+                "warnings": list(self.warnings)}
 
 
 def fit_law(df: pd.DataFrame, x: str, y: str = "loss_opt", by: Sequence[str] = (), *, offset: bool = False,

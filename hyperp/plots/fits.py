@@ -16,27 +16,40 @@ from hyperp.fitting.chinchilla import ChinchillaFit
 from hyperp.fitting.compute import ComputeComparison, compute_efficiency
 from hyperp.fitting.lr import LrOptima
 from hyperp.fitting.powerlaw import LawFit
-from hyperp.plots.style import MAX_LEGEND, PALETTE, color, group_label, marker, new_figure, paper, scale_colors
+from hyperp.plots.style import (MAX_LEGEND, color, families, group_label, marker, new_figure, paper, readable_axis,
+                                scale_colors)
 
 CURVE_POINTS = 200  # samples along every fitted curve
+# Column names as mathtext for axis labels and titles; any other column is shown as it is.
+SYMBOLS = {"lr": r"$\eta$", "lr_opt": r"$\eta^*$", "loss_opt": r"$L^*$", "tokens": r"$T$", "n_params": r"$N$",
+           "flops": r"$C$", "val_loss": r"$L$", "depth": r"$d$", "width": r"$w$", "top_k": r"$k$"}
+
+
+def symbol(column: str) -> str:
+    return SYMBOLS.get(column, column)
 
 
 def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
-    """Loss versus LR per group: runs, fitted parabola, optimum starred (hollow when not bracketed),
-    diverged LRs as crosses along the top edge."""
+    """Loss versus LR per group (scheme by colour, budget or size by shade and marker): runs, the parabola
+    over its window, the optimum starred with its interval (hollow when not bracketed), diverged LRs as
+    crosses along the top edge."""
     n_groups = len(result.optima)
+    styles = families([o.group for o in result.optima])
     with paper():
         fig, ax = new_figure(size=(3.4, 2.6 + 0.12 * min(n_groups, MAX_LEGEND)))
         trans = blended_transform_factory(ax.transData, ax.transAxes)
         ys = []
-        for i, opt in enumerate(result.optima):
-            c = color(i) if len(result.optima) <= len(PALETTE) else _seq_color(i, len(result.optima))
+        for i, (opt, (c, m)) in enumerate(zip(result.optima, styles)):
             lr, loss = np.array(opt.points).T
             ys.append(loss)
             label = group_label(opt.group) if i < MAX_LEGEND else None
-            ax.plot(lr, loss, marker(i), color=c, label=label, zorder=3)
-            grid = np.geomspace(lr.min() / 1.3, lr.max() * 1.3, CURVE_POINTS)
+            ax.plot(lr, loss, m, color=c, label=label, zorder=3, mec="k", mew=0.2)
+            lo, hi = opt.lr_range
+            grid = np.geomspace(lo / 1.3, hi * 1.3, CURVE_POINTS)
             ax.plot(grid, opt.curve(grid), "-", color=c, lw=0.9, alpha=0.8)
+            interval = opt.lr_interval
+            if np.isfinite(interval.low) and np.isfinite(interval.high):
+                ax.hlines(opt.loss_opt, interval.low, interval.high, color=c, lw=1.2, zorder=3)
             ax.plot([opt.lr_opt], [opt.loss_opt], "*", ms=9, color=c, mec="k", mew=0.5, zorder=4,
                     mfc=c if opt.bracketed else "white")
             if opt.diverged_lr:
@@ -44,9 +57,12 @@ def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
                         clip_on=False)
         _clip_y(ax, np.concatenate(ys))
         ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
+        readable_axis(ax.xaxis)
+        ax.set_xlabel(r"learning rate $\eta$")
         ax.set_ylabel("validation loss")
-        ax.set_title(title or "star: optimum (hollow: not bracketed), x: diverged", fontsize=7)
+        bars = [o.lr_interval for o in result.optima if np.isfinite(o.lr_interval.low)]
+        bar = f", bar: its {bars[0].level:.0%} interval" if bars else ""
+        ax.set_title(title or rf"star: optimum{bar} (hollow: not bracketed), $\times$: diverged", fontsize=7)
         if any(o.group for o in result.optima):
             fig.legend(loc="outside lower center", ncols=2 if n_groups > 3 else 1)
     return fig
@@ -62,7 +78,8 @@ def plot_law(laws: Sequence[LawFit], title: str | None = None) -> Figure:
             ax.plot(x, y, marker(i), color=c, zorder=3)
             if lf.excluded:
                 ex = np.array([(e[lf.x], e[lf.y]) for e in lf.excluded], dtype=float)
-                ax.plot(ex[:, 0], ex[:, 1], marker(i), mfc="white", color=c, zorder=3)
+                ax.plot(ex[:, 0], ex[:, 1], marker(i), mfc="white", color=c, zorder=3,
+                        label="not bracketed (left out)" if i == 0 else None)
             grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, CURVE_POINTS)
             bi = f.intervals["b"]
             label = f"b = {f.b:.3f} [{bi.low:.3f}, {bi.high:.3f}]"
@@ -74,9 +91,14 @@ def plot_law(laws: Sequence[LawFit], title: str | None = None) -> Figure:
         lf0 = laws[0]
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel(lf0.x)
-        ax.set_ylabel(lf0.y)
-        form = f"{lf0.y} = a {lf0.x}^b" + (" + c" if lf0.fit.offset else "")
+        readable_axis(ax.xaxis)
+        readable_axis(ax.yaxis, minor=np.ptp(np.log10(np.concatenate([np.array(lf.fit.points)[:, 1]
+                                                                        for lf in laws]))) < 1)
+        ax.set_xlabel(f"{lf0.x} {symbol(lf0.x)}" if lf0.x in SYMBOLS else lf0.x)
+        ax.set_ylabel(f"{lf0.y} {symbol(lf0.y)}" if lf0.y in SYMBOLS else lf0.y)
+        y_sym, x_sym = (symbol(c).strip("$") if c in SYMBOLS else rf"\mathrm{{{c}}}".replace("_", r"\_")
+                        for c in (lf0.y, lf0.x))
+        form = rf"${y_sym} = a\,{x_sym}^{{b}}" + (" + c$" if lf0.fit.offset else "$")
         ax.set_title(title or f"{form} ({lf0.fit.space} space, {lf0.fit.intervals['b'].level:.0%} band)")
         ax.legend(loc="best")
     return fig
@@ -94,14 +116,21 @@ def plot_compute(result: ComputeComparison, title: str | None = None) -> Figure:
             f, c = result.fits[m], color(i)
             pts = np.array(f.points)
             ax.plot(pts[:, 0], pts[:, 1], marker(i), color=c, zorder=3)
-            ax.plot(grid, f.predict(grid), "-", color=c, label=f"{m}: b={f.b:.3f}, E={f.E:.3g}")
+            at_bound = any(w.startswith("E = ") for w in f.warnings)
+            ax.plot(grid, f.predict(grid), "-", color=c,
+                    label=rf"{m}: $b$={f.b:.3f}, $E$={f.E:.3g}" + (" (at its bound)" if at_bound else ""))
+            if f.holdout is not None:
+                h = f.holdout
+                ax.plot([h.compute], [h.observed], "o", ms=8, mfc="none", mec=c, mew=0.9, zorder=4,
+                        label=f"held out: predicted {h.predicted:.3g} ({h.rel_err:+.1%})")
             if len(f.boot_params):
                 lo, hi = f.band(grid)
                 ax.fill_between(grid, lo, hi, color=c, alpha=0.15, lw=0)
         ax.set_xscale("log")
-        ax.set_xlabel("training FLOPs")
-        ax.set_ylabel("validation loss")
-        ax.legend(loc="upper right")
+        readable_axis(ax.xaxis)
+        ax.set_xlabel(r"training FLOPs $C$")
+        ax.set_ylabel(r"validation loss $L$")
+        ax.legend(loc="upper right", fontsize=5.5)
         base = result.fits[result.baseline]
         base_c = np.array(base.points)[:, 0]
         c_grid = np.geomspace(base_c.min(), base_c.max(), CURVE_POINTS // 2)
@@ -122,10 +151,12 @@ def plot_compute(result: ComputeComparison, title: str | None = None) -> Figure:
                 ax2.errorbar(pc[:, 0], pc[:, 1], yerr=np.nan_to_num(err), fmt=marker(i), color=color(i),
                              ms=3, elinewidth=0.6, capsize=1.5)
         ax2.set_xscale("log")
+        readable_axis(ax2.xaxis)
         ax2.set_xlabel("baseline training FLOPs")
         ax2.set_ylabel(f"CEL over {result.baseline}")
         ax2.legend(loc="best")
-        fig.suptitle(title or "Loss vs compute: L = A C^-b + E, and compute efficiency leverage", fontsize=8)
+        fig.suptitle(title or r"Loss vs compute, $L = A\,C^{-b} + E$, and compute efficiency leverage (CEL)",
+                     fontsize=8)
     return fig
 
 
@@ -149,16 +180,18 @@ def plot_chinchilla(fit: ChinchillaFit, n: np.ndarray, d: np.ndarray, loss: np.n
         sc = ax.scatter(c, n, c=loss, cmap=cmap, norm=norm, s=6, edgecolors="k", linewidths=0.2, zorder=3)
         n_opt, _ = fit.optimal_allocation(cg)
         ax.plot(cg, n_opt, "-", color="#D55E00", lw=1.6,
-                label=f"efficient frontier: N_opt ~ C^{fit.exponent_n:.3f}")
+                label=rf"efficient frontier $N_{{opt}} \propto C^{{{fit.exponent_n:.3f}}}$")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        readable_axis(ax.xaxis)
+        readable_axis(ax.yaxis)
         ax.set_ylim(ng.min(), ng.max())
-        ax.set_xlabel("training FLOPs C = 6ND")
-        ax.set_ylabel("parameters N")
-        ax.legend(loc="upper left")
+        ax.set_xlabel(r"training FLOPs $C = 6ND$")
+        ax.set_ylabel(r"parameters $N$")
+        fig.legend(loc="outside lower center")  # below the axes: never over the contour labels
         fig.colorbar(sc, ax=ax, label="loss")
-        ax.set_title(title or (f"E={fit.E:.3g}, A={fit.A:.4g}, B={fit.B:.4g}, "
-                               f"alpha={fit.alpha:.3f}, beta={fit.beta:.3f}"))
+        ax.set_title(title or (rf"$E$={fit.E:.3g}, $A$={fit.A:.4g}, $B$={fit.B:.4g}, "
+                               rf"$\alpha$={fit.alpha:.3f}, $\beta$={fit.beta:.3f}"))
     return fig
 
 
@@ -168,11 +201,6 @@ def _clip_y(ax, y: np.ndarray) -> None:
     if y.size:
         span = max(y.max() - y.min(), 1e-6)
         ax.set_ylim(y.min() - 0.08 * span, y.max() + 0.15 * span)
-
-
-def _seq_color(i: int, n: int):
-    to_color, _, _ = scale_colors(np.arange(n, dtype=float))
-    return to_color(i)
 
 
 __all__ = ["plot_chinchilla", "plot_compute", "plot_law", "plot_lr"]

@@ -78,6 +78,18 @@ def stability_frame(curves: pd.DataFrame, runs: pd.DataFrame | None = None, scal
     return merged
 
 
+SCALE_CANDIDATES = ("n_params", "tokens_run", "width", "depth", "top_k", "lr", "seed")
+
+
+def varying_scale(df: pd.DataFrame, candidates: Sequence[str] = SCALE_CANDIDATES, default: str = "n_params") -> str:
+    """The first candidate column that takes more than one value across the runs: a colour by a setting every
+    run shares says nothing (all runs of one size coloured by n_params)."""
+    for c in candidates:
+        if c in df.columns and df.drop_duplicates("run_id")[c].nunique(dropna=True) > 1:
+            return c
+    return default
+
+
 def indicator_columns(df: pd.DataFrame, scale: str = "n_params", x: str = "tokens") -> list[str]:
     """Numeric indicator columns present: the known ones first, then any other numeric column."""
     skip = NOT_INDICATORS | {scale, x}

@@ -91,14 +91,79 @@ def scale_colors(values: np.ndarray):
 
 
 def group_label(group: dict) -> str:
-    """'n_params=1.2e+07, tokens=2e+08' from a group dict ('all' when empty)."""
+    """'param=hyperp, tokens=128k' from a group dict ('all' when empty)."""
     if not group:
         return "all"
-    return ", ".join(f"{k}={_short(v)}" for k, v in group.items())
+    return ", ".join(f"{k}={readable(v)}" for k, v in group.items())
 
 
-def _short(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
+BINARY_UNITS = ((1024**3, "G"), (1024**2, "M"), (1024, "k"))
+DECIMAL_UNITS = ((1e6, "M"), (1e3, "k"))
+SCIENTIFIC_FROM = 1e9  # at and beyond this (FLOPs), 1e18 reads better than a suffix
+
+
+def readable(v) -> str:
+    """A number as a person writes it: 131072 -> 128k and 2**20 -> 1M (token counts are often powers of two),
+    250000 -> 250k, 6e18 -> 6e18, 0.0213 -> 0.0213; anything else as str()."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return str(v)
+    x = float(v)
+    if not np.isfinite(x) or x == 0:
+        return f"{x:g}"
+    whole = x.is_integer()
+    for size, suffix in BINARY_UNITS:
+        if whole and abs(x) >= size:
+            if (x / size).is_integer():
+                return f"{x / size:g}{suffix}"
+            break
+    if abs(x) >= SCIENTIFIC_FROM:
+        mantissa, exp = f"{x:.2e}".split("e")
+        return f"{float(mantissa):g}e{int(exp)}"
+    for size, suffix in DECIMAL_UNITS:
+        if whole and abs(x) >= size:
+            return f"{x / size:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def readable_axis(axis, minor: bool = False) -> None:
+    """Major (and with `minor`, minor) tick labels of a (log) axis through `readable`."""
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: readable(v)))
+    if minor:
+        axis.set_minor_formatter(FuncFormatter(lambda v, _pos: readable(v)))
+
+
+def families(groups: list[dict]) -> list[tuple]:
+    """(colour, marker) per group: one hue per value of the first categorical key (the scheme), shaded light
+    to dark and marked along the order of the remaining keys (the budget or size), so one budget has one
+    marker in every scheme. With no categorical key: the palette in order (a sequential map when there are
+    more groups than colours) and a marker per group."""
+    keys = list(groups[0]) if groups else []
+    primary = next((k for k in keys if any(isinstance(g.get(k), str) for g in groups)), None)
+    if primary is None:
+        if len(groups) <= len(PALETTE):
+            return [(color(i), marker(i)) for i in range(len(groups))]
+        to_color, _, _ = scale_colors(np.arange(len(groups), dtype=float))
+        return [(to_color(i), marker(i)) for i in range(len(groups))]
+    hues = {v: color(i) for i, v in enumerate(dict.fromkeys(g[primary] for g in groups))}
+    rest = [k for k in keys if k != primary]
+    levels = sorted({tuple(g[k] for k in rest) for g in groups})
+    out = []
+    for g in groups:
+        own = sorted({tuple(h[k] for k in rest) for h in groups if h[primary] == g[primary]})
+        key = tuple(g[k] for k in rest)
+        out.append((shade(hues[g[primary]], own.index(key), len(own)), marker(levels.index(key))))
+    return out
+
+
+LIGHTEST = 0.6  # share of white mixed into the first (smallest) member of a family
+
+
+def shade(base: str, rank: int, n: int):
+    """`base` mixed with white: the last of n is `base` itself, the first LIGHTEST white."""
+    from matplotlib.colors import to_rgb  # noqa: PLC0415
+
+    t = LIGHTEST * (n - 1 - rank) / max(n - 1, 1)
+    return tuple((1 - t) * c + t for c in to_rgb(base))
 

@@ -51,7 +51,16 @@ class BracketState:
 
 
 def bracket_state(search: BracketSearch, lookup: Callable[[float], dict[str, Any] | None]) -> BracketState:
-    """Replay the bracketing rule over the finished runs (`lookup(lr)` -> row or None)."""
+    """Replay the bracketing rule over the finished runs (`lookup(lr)` -> row or None).
+
+    Bracketed means what `hyperp fit lr` means by it (`hyperp.fitting.lr.bracket_verdict`): a significant
+    parabola near the best run with its vertex inside the sweep, the best run not on an edge. While the best
+    run is on an edge (or fewer than 3 LRs have a finite loss), the grid grows by one point beyond that edge
+    (downward when too few are finite), at most max_extend times; an interior best whose parabola still
+    fails the test ends the search unbracketed, with the fit's reason.
+    """
+    from hyperp.fitting.lr import bracket_verdict  # noqa: PLC0415 (scipy: only when a search is replayed)
+
     grid = sorted(search.grid)
     extensions = 0
     while True:
@@ -65,17 +74,14 @@ def bracket_state(search: BracketSearch, lookup: Callable[[float], dict[str, Any
         finite = {lr: s for lr, s in usable.items() if math.isfinite(s)}
         best_lr = min(finite, key=lambda lr: (finite[lr], lr)) if finite else None
         best = finite[best_lr] if best_lr is not None else None
-        if best_lr is None or best_lr == min(usable):
-            direction = -1  # best at the low edge, or everything diverged: go lower
-        elif best_lr == max(usable):
-            direction = 1
-        else:
-            return BracketState(grid, [], extensions, True, True, best_lr, best, reason="bracketed")
+        verdict = bracket_verdict(list(finite), list(finite.values()),
+                                  diverged_lr=[lr for lr, s in usable.items() if not math.isfinite(s)])
+        if verdict.bracketed or verdict.direction == 0:
+            return BracketState(grid, [], extensions, True, verdict.bracketed, best_lr, best, reason=verdict.reason)
         if extensions >= search.max_extend:
             return BracketState(grid, [], extensions, True, False, best_lr, best,
-                                reason=f"best lr on the {'low' if direction < 0 else 'high'} edge after "
-                                       f"max_extend={search.max_extend} extensions")
-        if direction < 0:
+                                reason=f"{verdict.reason} after max_extend={search.max_extend} extensions")
+        if verdict.direction < 0:
             grid.insert(0, nice(grid[0] / (grid[1] / grid[0])))
         else:
             grid.append(nice(grid[-1] * (grid[-1] / grid[-2])))

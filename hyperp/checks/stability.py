@@ -1,0 +1,127 @@
+"""Are the stability indicators bounded, or do they grow with training and with scale? (method.md section 6)
+
+For each indicator (attention and router Z-values, branch output RMS, outlier shares) and each run, the
+growth rate over the second half of training: g = (d v / d ln T) / mean(v), the relative change of the
+indicator per e-fold of tokens (a value growing like T^p has g close to p; a bounded one has g near 0; it
+needs no positivity, so an outlier share of 0 is fine). Across scales: the slope of ln(final value)
+against ln(scale) over the runs' final values.
+
+Verdict per indicator, thresholds stated in the result: "growing" when the largest within-run g exceeds
+GROWTH_TOL or the across-scale slope exceeds SCALE_TOL, else "bounded"; the check passes when every
+indicator present is bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hyperp.fitting.table import FitInputError, require_columns
+
+INDICATORS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp")
+GROWTH_TOL = 0.3  # relative growth per e-fold of tokens in the second half of training (v ~ T^0.3)
+SCALE_TOL = 0.3  # final value growing faster than scale^0.3 across model sizes
+MIN_POINTS = 3  # logged points in the second half a growth rate needs
+PASS, FAIL = "pass", "fail"
+
+
+@dataclass(frozen=True)
+class IndicatorTrend:
+    name: str
+    growth_max: float  # largest within-run growth rate g
+    growth_run: str  # the run that shows it
+    scale_slope: float  # d ln(final) / d ln(scale); NaN with one scale
+    verdict: str  # bounded or growing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"indicator": self.name, "growth_max": self.growth_max, "growth_run": self.growth_run,
+                "scale_slope": self.scale_slope, "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class StabilityCheck:
+    scale: str
+    x: str
+    n_runs: int
+    trends: tuple[IndicatorTrend, ...]
+    verdict: str
+    why: str
+    thresholds: dict[str, float] = field(default_factory=lambda: {"growth_tol": GROWTH_TOL, "scale_tol": SCALE_TOL})
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "x": self.x, "n_runs": self.n_runs, "verdict": self.verdict, "why": self.why,
+                "thresholds": dict(self.thresholds), "indicators": [t.to_dict() for t in self.trends],
+                "warnings": list(self.warnings)}
+
+
+def best_runs(runs: pd.DataFrame, scale: str = "n_params", by: Sequence[str] = (), loss: str = "val_loss") -> list[str]:
+    """The run id of the lowest-loss completed run at each scale (and group of `by`): an LR sweep's far-off
+    LRs grow their indicators by design, so the check reads the runs a user would keep."""
+    from hyperp.fitting.table import fit_rows  # noqa: PLC0415
+
+    require_columns(runs, ["run_id", scale, loss, *by], source="runs")
+    done = fit_rows(runs, source="runs")
+    done = done[np.isfinite(pd.to_numeric(done[loss], errors="coerce"))]
+    return done.loc[done.groupby([*by, scale])[loss].idxmin(), "run_id"].astype(str).tolist()
+
+
+def growth_rate(x: np.ndarray, v: np.ndarray) -> float:
+    """(d v / d ln x) / mean(v) by least squares over the points; NaN with too few points."""
+    ok = np.isfinite(x) & np.isfinite(v) & (x > 0)
+    x, v = x[ok], v[ok]
+    if x.size < MIN_POINTS or np.ptp(np.log(x)) == 0:
+        return math.nan
+    mean = float(np.mean(np.abs(v)))
+    return 0.0 if mean == 0 else float(np.polyfit(np.log(x), v, 1)[0]) / mean
+
+
+def check_stability(curves: pd.DataFrame, *, scale: str = "n_params", x: str = "tokens",
+                    indicators: Sequence[str] = INDICATORS, source: str = "curves") -> StabilityCheck:
+    """Trends of each indicator within runs and across `scale` (curves joined with the runs' settings)."""
+    require_columns(curves, ["run_id", x, scale], source=source)
+    present = [i for i in indicators if i in curves.columns and curves[i].notna().any()]
+    if not present:
+        raise FitInputError(f"{source}: none of the indicators {list(indicators)} is logged")
+    trends, warnings = [], []
+    for name in present:
+        trend, note = _trend(curves, name, scale, x)
+        trends.append(trend)
+        warnings += note
+    growing = [t for t in trends if t.verdict == "growing"]
+    verdict = FAIL if growing else PASS
+    why = ("growing: " + ", ".join(f"{t.name} (g={t.growth_max:.2f} in {t.growth_run}, scale slope "
+                                   f"{t.scale_slope:.2f})" for t in growing)) if growing else \
+        f"every indicator bounded (g <= {GROWTH_TOL} within runs, slope <= {SCALE_TOL} across {scale})"
+    return StabilityCheck(scale=scale, x=x, n_runs=int(curves["run_id"].nunique()), trends=tuple(trends),
+                          verdict=verdict, why=why, warnings=tuple(warnings))
+
+
+def _trend(curves: pd.DataFrame, name: str, scale: str, x: str) -> tuple[IndicatorTrend, list[str]]:
+    rates, finals = {}, []
+    for rid, run in curves[curves[name].notna()].sort_values(x).groupby("run_id"):
+        xs = run[x].to_numpy(dtype=float)
+        late = xs >= np.median(xs)  # the second half of training: past the transient of the first steps
+        rates[rid] = growth_rate(xs[late], run[name].to_numpy(dtype=float)[late])
+        finals.append((float(run[scale].iloc[0]), float(run[name].iloc[-1])))
+    finite = {k: v for k, v in rates.items() if math.isfinite(v)}
+    run, g = max(finite.items(), key=lambda kv: kv[1]) if finite else ("", math.nan)
+    slope = _scale_slope(np.array(finals))
+    verdict = "growing" if (g > GROWTH_TOL) or (slope > SCALE_TOL) else "bounded"
+    note = [f"{name}: fewer than {MIN_POINTS} logged points in the second half of every run; no growth rate"]
+    return IndicatorTrend(name, g, str(run), slope, verdict), (note if not finite else [])
+
+
+def _scale_slope(finals: np.ndarray) -> float:
+    """Slope of ln(mean final value per scale) on ln(scale); NaN with one scale or a non-positive value."""
+    if finals.size == 0:
+        return math.nan
+    df = pd.DataFrame(finals, columns=["scale", "value"]).groupby("scale")["value"].mean()
+    if len(df) < 2 or (df.index <= 0).any() or (df <= 0).any():
+        return math.nan
+    return float(np.polyfit(np.log(df.index.to_numpy()), np.log(df.to_numpy()), 1)[0])

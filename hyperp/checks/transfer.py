@@ -1,0 +1,209 @@
+"""Does a base learning rate transfer along an axis? (method.md section 9)
+
+From a runs table that sweeps `lr` at several values of one axis (width, depth, tokens, top_k), and
+optionally several seeds:
+
+- eta* per scale: the windowed parabola of `hyperp.fitting.lr` with its bootstrap interval;
+- drift: the slope s of ln eta* against ln(scale), over the scales whose optimum is bracketed, with an
+  interval that propagates each optimum's own uncertainty (each draw refits the slope to optima drawn from
+  their intervals);
+- transfer regret at each scale: the loss at the proxy's eta* (the base LR; the scheme's rule maps it to
+  every group's LR at that scale, so transferring means reusing the number) minus the best loss there, in
+  nats and relative, read off that scale's parabola (or, outside its window, interpolated between the
+  measured LRs in ln(lr));
+- the noise floor: the seed-to-seed standard deviation of the loss at a repeated LR, when seeds are present.
+
+Verdict, with its thresholds stated in the result. A scale's allowance is max(REGRET_TOL x its best loss,
+NOISE_SIGMAS x its noise floor):
+- fail: some scale pays a regret above its allowance, or the slope's whole interval lies beyond +-SLOPE_TOL;
+- pass: every scale is bracketed and pays a regret within its allowance, and the slope is within
+  +-SLOPE_TOL or its interval contains 0;
+- inconclusive: anything else (an unbracketed optimum, a transferred LR outside a scale's sweep, a drift
+  the interval cannot place).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval, rng_for
+from hyperp.fitting.lr import LrOptimum, fit_lr_curve
+from hyperp.fitting.table import FitInputError, group_indices, numeric_column, require_columns, status_masks
+
+AXES = ("width", "depth", "tokens", "top_k")
+SLOPE_TOL = 0.1  # |d ln eta* / d ln scale| a transfer may show: over a 4x range it moves eta* by 15%
+REGRET_TOL = 0.01  # relative loss a user may pay for transferring instead of tuning (1%)
+NOISE_SIGMAS = 2.0  # a regret within this many seed-to-seed standard deviations is noise
+Z95 = 1.959964  # normal quantile for turning a 95% interval into a standard error
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    """One scale of the axis: its optimum, the loss at the transferred LR, and the noise floor."""
+
+    scale: float
+    optimum: LrOptimum
+    transferred_lr: float
+    loss_at_transferred: float  # NaN when the transferred LR lies outside this scale's sweep
+    regret: float  # loss_at_transferred - best loss (nats)
+    regret_rel: float
+    noise_sd: float  # seed-to-seed SD of the loss at a repeated LR (NaN without seeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        o = self.optimum
+        return {"scale": self.scale, "lr_opt": o.lr_opt, "lr_low": o.lr_interval.low, "lr_high": o.lr_interval.high,
+                "loss_opt": o.loss_opt, "bracketed": o.bracketed, "reason": o.reason,
+                "transferred_lr": self.transferred_lr, "loss_at_transferred": self.loss_at_transferred,
+                "regret": self.regret, "regret_rel": self.regret_rel, "noise_sd": self.noise_sd,
+                "n_runs": o.n_points}
+
+
+@dataclass(frozen=True)
+class TransferCheck:
+    """The transfer check of one group (e.g. one scheme) along one axis."""
+
+    axis: str
+    group: dict[str, Any]
+    proxy: float
+    points: tuple[ScalePoint, ...]
+    slope: float
+    slope_interval: Interval
+    verdict: str
+    why: str
+    thresholds: dict[str, float] = field(default_factory=lambda: {
+        "slope_tol": SLOPE_TOL, "regret_tol": REGRET_TOL, "noise_sigmas": NOISE_SIGMAS})
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.group, "axis": self.axis, "proxy": self.proxy, "verdict": self.verdict, "why": self.why,
+                "slope": self.slope, "slope_low": self.slope_interval.low, "slope_high": self.slope_interval.high,
+                "level": self.slope_interval.level, "thresholds": dict(self.thresholds),
+                "scales": [p.to_dict() for p in self.points], "warnings": list(self.warnings)}
+
+
+def check_transfer(df: pd.DataFrame, axis: str, *, by: Sequence[str] = (), proxy: float | None = None,
+                   lr_col: str = "lr", loss_col: str = "val_loss", n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                   level: float = DEFAULT_LEVEL, source: str = "table") -> list[TransferCheck]:
+    """The transfer check of each group of `by` along `axis`; the proxy is the smallest scale unless given."""
+    require_columns(df, [axis, lr_col, loss_col, *by], source=source)
+    rng = rng_for(seed)
+    out = []
+    for keys, idx in group_indices(df, by, source=source):
+        sub = df.iloc[idx]
+        out.append(_check_group(sub, axis, keys, proxy, lr_col, loss_col, n_boot, rng, level, source))
+    return out
+
+
+def _check_group(df, axis, keys, proxy, lr_col, loss_col, n_boot, rng, level, source) -> TransferCheck:
+    scales = np.unique(numeric_column(df, axis, source=source, positive=True))
+    if scales.size < 2:
+        raise FitInputError(f"{source}: group {keys or 'all'}: column {axis!r} has {scales.size} value(s); "
+                            f"a transfer check needs >= 2 scales")
+    proxy = float(scales.min() if proxy is None else proxy)
+    if proxy not in scales:
+        raise FitInputError(f"{source}: proxy {proxy:g} is not a value of {axis!r} ({', '.join(map(str, scales))})")
+    optima = {float(s): _optimum(df[df[axis] == s], lr_col, loss_col, n_boot, rng, level, {**keys, axis: s}, source)
+              for s in scales}
+    eta = optima[proxy].lr_opt
+    points = tuple(_scale_point(s, optima[s], eta, df[df[axis] == s], lr_col, loss_col) for s in optima)
+    slope, interval = _slope(points, n_boot, rng, level)
+    warnings = [f"{axis}={p.scale:g}: {w}" for p in points for w in p.optimum.warnings]
+    warnings += [f"{axis}={p.scale:g}: the transferred lr {eta:.4g} lies outside the swept LRs; no regret"
+                 for p in points if not math.isfinite(p.regret)]
+    verdict, why = _verdict(points, slope, interval)
+    return TransferCheck(axis=axis, group=keys, proxy=proxy, points=points, slope=slope, slope_interval=interval,
+                         verdict=verdict, why=why, warnings=tuple(warnings))
+
+
+def _optimum(df, lr_col, loss_col, n_boot, rng, level, group, source) -> LrOptimum:
+    fit, diverged = status_masks(df)
+    lr = numeric_column(df, lr_col, source=source, positive=True)
+    loss = numeric_column(df, loss_col, source=source)
+    return fit_lr_curve(lr[fit], loss[fit], diverged_lr=lr[diverged], n_boot=n_boot, seed=rng, level=level,
+                        group=group)
+
+
+def _scale_point(scale, opt: LrOptimum, eta: float, df, lr_col, loss_col) -> ScalePoint:
+    loss = _loss_at(opt, eta)
+    best = opt.loss_opt
+    regret = loss - best if math.isfinite(loss) else math.nan
+    return ScalePoint(scale=float(scale), optimum=opt, transferred_lr=eta, loss_at_transferred=loss,
+                      regret=regret, regret_rel=regret / best if math.isfinite(regret) else math.nan,
+                      noise_sd=_noise_sd(df, lr_col, loss_col))
+
+
+def _loss_at(opt: LrOptimum, lr: float) -> float:
+    """The loss at `lr`: the parabola inside its window (where it was fitted and is trusted), else linear
+    interpolation in ln(lr) between the mean measured losses; NaN outside the measured LRs."""
+    lo, hi = opt.lr_range
+    if opt.bracketed and lo <= lr <= hi:
+        return float(opt.curve(np.array([lr]))[0])
+    pts = pd.DataFrame(opt.points, columns=["lr", "loss"]).groupby("lr")["loss"].mean()
+    if not pts.index.min() <= lr <= pts.index.max():
+        return math.nan
+    return float(np.interp(math.log(lr), np.log(pts.index.to_numpy()), pts.to_numpy()))
+
+
+def _noise_sd(df, lr_col, loss_col) -> float:
+    """Pooled seed-to-seed SD of the loss over the LRs that were run more than once (completed runs)."""
+    fit, _ = status_masks(df)
+    runs = pd.DataFrame({"lr": df[lr_col].to_numpy()[fit], "loss": df[loss_col].to_numpy(dtype=float)[fit]})
+    groups = [g for _, g in runs.groupby("lr")["loss"] if g.notna().sum() >= 2]
+    if not groups:
+        return math.nan
+    ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
+    dof = sum(int(g.notna().sum()) - 1 for g in groups)
+    return math.sqrt(ss / dof)
+
+
+def _slope(points: Sequence[ScalePoint], n_boot: int, rng, level) -> tuple[float, Interval]:
+    """OLS slope of ln eta* on ln scale over bracketed optima; interval from optima drawn from their own
+    (log-normal) intervals."""
+    good = [p for p in points if p.optimum.bracketed]
+    if len(good) < 2:
+        return math.nan, Interval(math.nan, math.nan, level)
+    x = np.log([p.scale for p in good])
+    y = np.log([p.optimum.lr_opt for p in good])
+    se = np.array([_log_se(p.optimum.lr_interval) for p in good])
+    slope = float(np.polyfit(x, y, 1)[0])
+    if n_boot <= 0 or not np.all(np.isfinite(se)):
+        return slope, Interval(math.nan, math.nan, level)
+    draws = y[None, :] + se[None, :] * rng.standard_normal((n_boot, y.size))
+    xc = x - x.mean()
+    slopes = (draws - draws.mean(axis=1, keepdims=True)) @ xc / float(xc @ xc)
+    return slope, percentile_interval(slopes, level)
+
+
+def _log_se(interval: Interval) -> float:
+    if not (interval.low > 0 and interval.high > 0):
+        return math.nan
+    return (math.log(interval.high) - math.log(interval.low)) / (2 * Z95)
+
+
+def _verdict(points: Sequence[ScalePoint], slope: float, interval: Interval) -> tuple[str, str]:
+    def allowed(p: ScalePoint) -> float:
+        floor = NOISE_SIGMAS * p.noise_sd if math.isfinite(p.noise_sd) else 0.0
+        return max(REGRET_TOL * p.optimum.loss_opt, floor)
+
+    costly = [p for p in points if math.isfinite(p.regret) and p.regret > allowed(p)]
+    if costly:
+        p = max(costly, key=lambda q: q.regret_rel)
+        return FAIL, (f"at {p.scale:g} the transferred lr costs {p.regret:.4g} nats ({p.regret_rel:.2%}), above "
+                      f"the allowed {allowed(p):.4g}")
+    span = f"slope {slope:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+    if interval.low > SLOPE_TOL or interval.high < -SLOPE_TOL:
+        return FAIL, f"the optimum drifts: {span} lies beyond +-{SLOPE_TOL}"
+    unknown = [p for p in points if not math.isfinite(p.regret) or not p.optimum.bracketed]
+    if unknown:
+        return INCONCLUSIVE, ("optimum not bracketed, or the transferred lr outside the sweep, at "
+                              f"{', '.join(f'{p.scale:g}' for p in unknown)}")
+    if abs(slope) <= SLOPE_TOL or interval.low <= 0 <= interval.high:
+        return PASS, f"every regret within its allowance and no drift beyond +-{SLOPE_TOL} ({span})"
+    return INCONCLUSIVE, f"regrets within their allowance but {span} leaves the drift undecided"
