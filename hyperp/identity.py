@@ -56,14 +56,14 @@ CELL_EXCLUDED = ("lr",)  # a cell is a run minus its learning rate
 
 
 @functools.cache
-def config_defaults() -> dict[str, Any]:
-    """RunConfig's field defaults (default_factory fields called)."""
-    return RunConfig().to_dict()
+def config_defaults(cls: type[RunConfig] = RunConfig) -> dict[str, Any]:
+    """The field defaults of a config class (default_factory fields called)."""
+    return cls().to_dict()
 
 
 def identity_fields(cfg: RunConfig, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """The fields that make a run's identity: result-changing, not at their default, not in `exclude`."""
-    defaults = config_defaults()
+    defaults = config_defaults(type(cfg))
     skip = set(RESULT_NEUTRAL_FIELDS) | set(exclude)
     return {k: v for k, v in cfg.to_dict().items() if k not in skip and (k not in defaults or v != defaults[k])}
 
