@@ -228,7 +228,7 @@ def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: 
     if d.name != new and identity.legacy_run_id(row["config_json"], tag) != d.name:
         return f"its id is neither the current ({new}) nor the schema-1 id of its config under tag {tag!r}"
     if d.name == new and row["schema_version"] == SCHEMA_VERSION:
-        return ""  # already current
+        return ""  # already current (its curves were labelled before its record was rewritten)
     if d.name != new:
         why = _rename(d, new, done)
         if why:
@@ -238,9 +238,24 @@ def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: 
     if row["cell_id"] and row["cell_id"] != new_cell:
         ids[row["cell_id"]] = new_cell
     ids[d.name] = new
+    label_curves(d.parent / new / CURVES_FILE, new)
     write_record(sweep_dir, row | {"run_id": new, "cell_id": new_cell})
     done.rewritten += 1
     return ""
+
+
+def label_curves(path: Path, rid: str) -> None:
+    """Give a run's curves file a first `run_id` column (schema-1 curves have none), atomically."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return  # no curves (a failed run) or unreadable ones: the record is what matters
+    if table.column_names[:1] == ["run_id"] and set(table.column("run_id").to_pylist()) == {rid}:
+        return
+    if "run_id" in table.column_names:
+        table = table.drop_columns(["run_id"])
+    table = table.add_column(0, "run_id", pa.array([rid] * table.num_rows, pa.string()))
+    io.atomic_write(path, lambda p: pq.write_table(table, p))
 
 
 def _rename(d: Path, new: str, done: Migration) -> str:
