@@ -241,3 +241,21 @@ def test_standalone_migrate_maps_ids_in_the_json_files(tmp_path):
     new_cells = {r["cell_id"] for r in ledger.load_records(sweep).values()}
     assert {c["cell_id"] for c in plan["cells"]} == new_cells
     assert {s["cell_id"] for s in json.loads((sweep / schema.SEARCH_FILE).read_text())} == new_cells
+
+
+def test_migrate_renames_optuna_studies_and_trial_run_ids(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    spec = one_run_spec(tmp_path, "legacy", MIGRATE_BODY)
+    sweep, ids = write_legacy_sweep(spec, tmp_path / "sweeps")
+    old_run = next(iter(ids))
+    old_cell = ledger.read_record(sweep / "runs" / old_run / schema.RUNS_FILE)["cell_id"]
+    storage = f"sqlite:///{sweep / schema.OPTUNA_DB}"
+    study = optuna.create_study(study_name=f"legacy-{old_cell}", storage=storage)
+    trial = study.ask()
+    trial.set_user_attr("run_id", old_run)
+    study.tell(trial, 1.0)
+    ledger.migrate(sweep)
+    new_cell = ledger.read_record(sweep / "runs" / ids[old_run] / schema.RUNS_FILE)["cell_id"]
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == [f"legacy-{new_cell}"]
+    moved = optuna.load_study(study_name=f"legacy-{new_cell}", storage=storage)
+    assert [t.user_attrs["run_id"] for t in moved.trials] == [ids[old_run]]
