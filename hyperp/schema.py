@@ -15,6 +15,7 @@ is imported there, not at import of this module, which the trainer's config-ligh
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import fields
@@ -168,6 +169,7 @@ def normalise(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.cache
 def arrow_schema():
     """The Arrow schema of a record (pyarrow imported here)."""
     import pyarrow as pa  # noqa: PLC0415
@@ -209,6 +211,17 @@ def to_frame(records: list[dict[str, Any]]):
     return to_table(records).to_pandas(types_mapper=nullable.get)
 
 
+FLOAT_COLUMNS = tuple(name for name, kind in COLUMNS if kind == FLOAT)
+
+
 def read_rows(table) -> list[dict[str, Any]]:
-    """Normalised records of an Arrow table of any (older) schema: missing columns null, types coerced."""
-    return [normalise(r) for r in table.to_pylist()]
+    """Normalised records of an Arrow table of any (older) schema: missing columns null, types coerced.
+    A table of the current schema only needs its null floats read as NaN (the fast path)."""
+    rows = table.to_pylist()
+    if not table.schema.equals(arrow_schema()):
+        return [normalise(r) for r in rows]
+    for r in rows:
+        for name in FLOAT_COLUMNS:
+            if r[name] is None:
+                r[name] = math.nan
+    return rows
