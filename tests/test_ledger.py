@@ -193,7 +193,7 @@ def test_old_ledger_is_read_in_memory_without_writing(tmp_path):
     sweep, ids = write_legacy_sweep(spec, tmp_path / "sweeps")
     before = snapshot(sweep)
     records = ledger.load_records(sweep)
-    assert set(records) == set(ids) and ledger.needs_migration(records)
+    assert set(records) == set(ids) and ledger.needs_migration(sweep, records, TAG)
     assert all(r["schema_version"] is None and r["resumed_step"] is None and r["steps"] == 8
                for r in records.values())
     df = ledger.read_ledger(sweep)
@@ -228,7 +228,12 @@ def test_migrate_renames_rewrites_and_a_rerun_schedules_nothing(tmp_path):
     again = ledger.migrate(sweep)  # idempotent: nothing to rename or rewrite
     assert again.rewritten == 0 and not again.renamed and list(again.left) == [str(stranger)]
     assert snapshot(sweep) == before
+    records = ledger.load_records(sweep)
+    assert not ledger.needs_migration(sweep, records, TAG)  # the stranger is stale, not a reason to migrate again
     assert run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run", progress=False).submitted == 0
+    driver_files = (schema.LOCK_FILE, schema.STATE_FILE)  # a sweep run takes the lock and writes its heartbeat
+    assert {k: v for k, v in snapshot(sweep).items() if k not in driver_files} == \
+        {k: v for k, v in before.items() if k not in driver_files}
 
 
 def test_standalone_migrate_maps_ids_in_the_json_files(tmp_path):

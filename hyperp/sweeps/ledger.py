@@ -176,9 +176,21 @@ class Migration:
     left: dict[str, str] = field(default_factory=dict)  # run directory -> why it was left as it is
 
 
-def needs_migration(records: dict[str, dict[str, Any]]) -> bool:
-    """True when a record is of an older schema (written before `schema_version`, or with a smaller one)."""
-    return any((r.get("schema_version") or 0) < SCHEMA_VERSION for r in records.values())
+def migratable(rid: str, row: dict[str, Any], tag: str) -> bool:
+    """A record of an older schema that `migrate` can carry over: its directory is named by the current or the
+    schema-1 id of its config under `tag` (others are stale, and are left alone)."""
+    if (row.get("schema_version") or 0) >= SCHEMA_VERSION or not isinstance(row.get("config_json"), str):
+        return False
+    return rid in (identity.run_id_of_json(row["config_json"], tag), identity.legacy_run_id(row["config_json"], tag))
+
+
+def needs_migration(sweep_dir: str | Path, records: dict[str, dict[str, Any]], tag: str,
+                    legacy_ids: dict[str, str] | None = None) -> bool:
+    """True when `migrate` has something to do: a migratable record, or a run directory named by a legacy id."""
+    if any(migratable(rid, r, tag) for rid, r in records.items()):
+        return True
+    runs = Path(sweep_dir) / RUNS_DIR
+    return bool(legacy_ids) and runs.is_dir() and not set(legacy_ids).isdisjoint(os.listdir(runs))
 
 
 def migrate(sweep_dir: str | Path, tag: str | None = None, legacy_ids: dict[str, str] | None = None) -> Migration:
@@ -218,17 +230,17 @@ def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: 
     row = read_record(d / RECORD_FILE)
     if row is None:
         if (d / RECORD_FILE).exists():
-            return "unreadable record"
+            return "unreadable record, or the record of another run"
         if d.name in ids and ids[d.name] != d.name:  # an unfinished run of the plan: move its checkpoint along
             return _rename(d, ids[d.name], done)
         return ""  # a run in progress under its current id, or nothing to migrate
     new = identity.run_id_of_json(row["config_json"], tag)
     if new is None:
         return "its config_json is not a valid config of this code"
-    if d.name != new and identity.legacy_run_id(row["config_json"], tag) != d.name:
-        return f"its id is neither the current ({new}) nor the schema-1 id of its config under tag {tag!r}"
     if d.name == new and row["schema_version"] == SCHEMA_VERSION:
         return ""  # already current (its curves were labelled before its record was rewritten)
+    if not migratable(d.name, row, tag):
+        return f"its id is neither the current ({new}) nor the schema-1 id of its config under tag {tag!r}"
     if d.name != new:
         why = _rename(d, new, done)
         if why:

@@ -197,9 +197,8 @@ class Driver:
 
     def load(self) -> None:
         records = load_records(self.sweep_dir)
-        if needs_migration(records):  # a ledger of an older schema and run identity: rewrite it first
-            legacy = {identity.legacy_run_id(r.config.to_json(), self.spec.version_tag): r.run_id
-                      for r in self.plan.runs}
+        legacy = {identity.legacy_run_id(r.config.to_json(), self.spec.version_tag): r.run_id for r in self.plan.runs}
+        if needs_migration(self.sweep_dir, records, self.spec.version_tag, legacy):  # an older ledger: rewrite it
             moved = migrate(self.sweep_dir, self.spec.version_tag, legacy)
             log.warning("%s: migrated to ledger schema %d (%d records rewritten, %d runs renamed, %d left as they "
                         "were)", self.sweep_dir, schema.SCHEMA_VERSION, moved.rewritten, len(moved.renamed),
