@@ -138,6 +138,9 @@ def test_every_record_has_the_schema_and_a_glob_reads_the_sweep(tmp_path):
     assert by_status[schema.FAILED]["n_params"] == by_status[schema.COMPLETED]["n_params"] > 0
     assert by_status[schema.FAILED]["git_commit"] == identity.git_commit()
     assert all(r["schema_version"] == schema.SCHEMA_VERSION for r in table.to_pylist())
+    polars = pytest.importorskip("polars")  # the reader of the report; in the dev extra
+    df = polars.read_parquet(str(sweep / "runs" / "*" / schema.RUNS_FILE))
+    assert df.height == 3 and df.schema["steps"] == polars.Int64 and df["steps"].null_count() == 2
 
 
 # ---------------------------------------------------------------- migration of a schema-1 sweep
