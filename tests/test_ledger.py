@@ -64,6 +64,20 @@ def test_every_column_is_documented_in_the_sweeps_readme():
         assert f"`{status}`" in table, status
 
 
+def test_plain_train_record_has_the_schema_and_its_identity(tmp_path):
+    from hyperp.trainer.loop import train  # noqa: PLC0415
+
+    cfg = RunConfig.from_dict({"depth": 1, "aspect_ratio": 32, "head_dim": 16, "seq_len": 32, "batch_tokens": 512,
+                               "tokens": 2048, "val_tokens": 512, "peak_tflops": 1.0})
+    train(cfg, tmp_path)
+    record = pq.read_table(tmp_path / schema.RUNS_FILE)
+    assert record.schema.equals(schema.arrow_schema())
+    row = record.to_pylist()[0]
+    assert row["run_id"] == identity.run_id(cfg) and row["cell_id"] == identity.cell_id(cfg)
+    assert row["sweep"] is None and row["schema_version"] == schema.SCHEMA_VERSION and row["steps"] == 4
+    assert set(pq.read_table(tmp_path / schema.CURVES_FILE).column("run_id").to_pylist()) == {row["run_id"]}
+
+
 # ---------------------------------------------------------------- a sweep with one tiny trained run
 
 TAG = "v7"  # a non-empty version_tag: ids under it differ from the trainer's own tag-less id
