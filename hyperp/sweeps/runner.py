@@ -4,7 +4,8 @@
 `<root>/<name>/`, and decides what to run:
 
 - a run of the plan with no record, with an `infra_failed` record, or with a stale record (unreadable, or
-  whose `config_json` does not hash to its run id under this code version) is scheduled;
+  whose `config_json` does not hash to its run id, hyperp.identity) is scheduled; a record the trainer wrote
+  but no driver stamped (the driver was killed) is adopted; an older ledger is migrated first (ledger.migrate);
 - `completed` and `diverged` runs are never re-run; `failed` runs (the run function raised) are re-run only
   with `retry_failed=True` (CLI `--retry-failed`), since the same config usually raises again;
 - LR-search cells ask for more runs until bracketed / out of trials (see lr_search.py).
