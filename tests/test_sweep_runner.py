@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from hyperp import schema
 from hyperp.sweeps import ledger
 from hyperp.sweeps.cli import app, sweep_status
 from hyperp.sweeps.runner import run_sweep
@@ -207,6 +208,8 @@ def test_failed_and_diverged_runs_are_recorded_and_not_retried(tmp_path: Path):
     ok = df[(df.seed == 0) & (df.lr == 0.01)].iloc[0]
     assert ok.status == "completed" and math.isfinite(ok.val_loss)
     assert out.counts == {"completed": 1, "diverged": 1, "failed": 1, "infra_failed": 0}
+    top = pq.read_schema(root / "mixed" / "runs.parquet")  # a failed run keeps the integer columns integer
+    assert top.equals(schema.arrow_schema()) and str(top.field("steps").type) == str(top.field("diverged_step").type) == "int64"
     assert run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False).submitted == 0
     retry = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False, retry_failed=True)
     assert retry.submitted == 1 and retry.counts["failed"] == 1  # only the failed one, and it fails again

@@ -15,7 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import hyperp
+from hyperp.identity import RESULT_NEUTRAL_FIELDS, RESULTS_VERSION
 from hyperp.sweeps.cli import app
 from hyperp.sweeps.lr_search import bracket_state
 from hyperp.sweeps.stubs import TINY_BASE_TOML
@@ -157,13 +157,17 @@ def test_auto_checkpoint_every_and_explicit():
     assert plan.runs[0].config.checkpoint_every == 3
 
 
-def test_run_id_is_hash_of_resolved_config_and_version():
+def test_run_id_is_hash_of_resolved_config_and_results_version():
     s = spec("[axes]\nlr = [0.01, 0.02]\n")
     a, b = make_plan(s).runs, make_plan(spec("[axes]\nlr = [0.02, 0.01]\n")).runs
     assert {r.run_id for r in a} == {r.run_id for r in b}  # order does not matter, only the config
     r = a[0]
-    expected = hashlib.sha256(f"hyperp {hyperp.__version__}||{r.config.to_json()}".encode()).hexdigest()[:12]
-    assert r.run_id == expected
+    # the documented formula (hyperp/identity.py): result-changing fields that differ from their default
+    defaults = RunConfig().to_dict()
+    fields = {k: v for k, v in r.config.to_dict().items() if k not in RESULT_NEUTRAL_FIELDS and v != defaults[k]}
+    payload = {"id_of": "run", "results_version": RESULTS_VERSION, "version_tag": "", "config": fields}
+    expected = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    assert r.run_id == expected and "depth" in fields and "lr" in fields
     cfg = RunConfig.from_dict(json.loads(r.config.to_json()))
     assert cfg == r.config
     tagged = make_plan(loads_spec('version_tag = "data-v2"\n' + BASE + "[axes]\nlr = [0.01, 0.02]\n")).runs

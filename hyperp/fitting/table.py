@@ -16,11 +16,8 @@ import numpy as np
 import pandas as pd
 
 from hyperp.errors import InputError
+from hyperp.schema import COMPLETED, CURVES_FILE, DIVERGED, RUNS_FILE  # noqa: F401 (the ledger's names)
 
-RUNS_FILE = "runs.parquet"  # the ledger inside a sweep directory
-CURVES_FILE = "curves.parquet"  # per-step curves inside a sweep directory
-COMPLETED = "completed"
-DIVERGED = "diverged"
 STATUS_COL = "status"
 
 

@@ -1,8 +1,8 @@
 """Stability indicators over training, one panel per indicator, one line per run coloured by scale.
 
 Input: a curves table with one row per logged step of a run (`run_id`, `step`, `tokens`, losses, and any
-numeric indicator columns such as `attn_z`, `router_z`, `rms_attn`, `rms_mlp`, `outlier_attn`, `grad_norm`,
-`radius_drift`; method.md section 6), or a directory: a sweep (`runs/<run_id>/curves.parquet` per run) or
+numeric indicator columns: the trainer's `hyperp.schema.STABILITY_INDICATORS` and `grad_norm`; method.md
+section 6), or a directory: a sweep (`runs/<run_id>/curves.parquet` per run) or
 one trainer output (`curves.parquet` beside a one-row `runs.parquet`). The scale of a run (default
 `n_params`) comes from the curves table itself or from the runs table, joined on `run_id`.
 """
@@ -19,11 +19,12 @@ from matplotlib.figure import Figure
 from hyperp.fitting.table import (CURVES_FILE, RUNS_FILE, FitInputError, load_table, numeric_column, read_file,
                                   require_columns)
 from hyperp.plots.style import MAX_LEGEND, new_figure, paper, scale_colors
+from hyperp.schema import RUNS_DIR, STABILITY_INDICATORS
 
-RUN_DIRS = "runs"  # a sweep keeps each run's files in runs/<run_id>/
-# Known indicators, drawn first and in this order; any other numeric column is an indicator too.
-KNOWN_INDICATORS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp", "outlier_pct",
-                    "grad_norm", "update_rel", "update_norm", "radius_drift", "maxvio", "max_vio")
+RUN_DIRS = RUNS_DIR  # a sweep keeps each run's files in runs/<run_id>/
+# Known indicators, drawn first and in this order (the trainer's, then the gradient norm every curve row
+# has); any other numeric column is an indicator too.
+KNOWN_INDICATORS = (*STABILITY_INDICATORS, "grad_norm")
 # Columns that are coordinates, identifiers or run settings, never indicators.
 NOT_INDICATORS = {"run_id", "step", "tokens", "train_loss", "val_loss", "lr", "time", "wall_time", "seed",
                   "depth", "width", "n_params", "n_params_active", "batch_tokens", "sparsity", "top_k", "flops",

@@ -19,7 +19,9 @@ Layout of `<root>/<sweep name>/` (see hyperp/sweeps/README.md for the column sch
 Every file is written with `hyperp.io` (temp file + fsync + rename), so a crash mid-write leaves the old
 file or the new one; per-run files are written only for their own run, so concurrent runs never clash.
 The per-run records are the source of truth: `runs.parquet` at the top is a cache of them, rebuilt
-incrementally (only records newer than it are re-read) and completely by `rebuild_ledger`.
+incrementally (only records newer than it are re-read) and completely by `rebuild_ledger`. Every record has
+every column of `hyperp.schema` (file names, statuses and columns live there); records of an older schema are
+read correctly in memory and rewritten on disk only by `migrate` (which `run_sweep` calls).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
+import logging
 import os
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +42,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hyperp import io
+from hyperp import identity, io, schema
+from hyperp.schema import (ATTEMPT_FILE, COMPLETED, CURVES_FILE, DIVERGED, ERROR_FILE, FAILED,  # noqa: F401
+                           INFRA_FAILED, LOCK_FILE, OPTUNA_DB, PLAN_FILE, RUNS_DIR, SCHEMA_VERSION, SEARCH_FILE,
+                           SPEC_FILE, STATE_FILE, STATUSES)
+from hyperp.trainer.config import RunConfig
 
-SPEC_FILE = "spec.toml"
-PLAN_FILE = "plan.json"
-STATE_FILE = "state.json"
-LEDGER_FILE = "runs.parquet"
-SEARCH_FILE = "searches.json"
-OPTUNA_DB = "optuna.db"
-LOCK_FILE = ".lock"
-RUNS_DIR = "runs"
-RECORD_FILE = "runs.parquet"
-CURVES_FILE = "curves.parquet"
-ATTEMPT_FILE = "attempt.json"
-ERROR_FILE = "error.txt"
-
-COMPLETED, DIVERGED, FAILED, INFRA_FAILED = "completed", "diverged", "failed", "infra_failed"
-STATUSES = (COMPLETED, DIVERGED, FAILED, INFRA_FAILED)
-
-# Columns first in runs.parquet (the fitter's names first); every other column follows.
-KEY_COLUMNS = ("run_id", "sweep", "param", "depth", "width", "n_params", "n_params_active", "tokens",
-               "batch_tokens", "lr", "sparsity", "top_k", "seed", "flops", "val_loss", "status",
-               "cell_id", "lr_search", "tokens_per_param", "best_val_loss", "train_loss", "error", "attempts",
-               "wall_time_s", "elapsed_s", "tokens_per_s", "hardware", "host", "started_at", "finished_at")
+LEDGER_FILE = schema.RUNS_FILE  # <sweep>/runs.parquet
+RECORD_FILE = schema.RUNS_FILE  # <sweep>/runs/<run_id>/runs.parquet
+log = logging.getLogger(__name__)
 
 
 def run_dir(sweep_dir: str | Path, run_id: str) -> Path:
@@ -68,16 +58,13 @@ def run_dir(sweep_dir: str | Path, run_id: str) -> Path:
 
 
 def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=list(KEY_COLUMNS))
-    first = [c for c in KEY_COLUMNS if c in df.columns]
-    return df[first + [c for c in df.columns if c not in first]]
+    """Rows as a frame of the schema's columns (pandas dtypes, as pd.read_parquet gives them)."""
+    return schema.to_table(rows).to_pandas()
 
 
 def write_record(sweep_dir: str | Path, row: dict[str, Any]) -> Path:
-    """The run's ledger row, atomically, as runs/<run_id>/runs.parquet (pyarrow directly: ~4x faster than pandas)."""
-    first = [c for c in KEY_COLUMNS if c in row]
-    table = pa.Table.from_pylist([{k: row[k] for k in first + [c for c in row if c not in first]}])
-    return io.atomic_write(run_dir(sweep_dir, row["run_id"]) / RECORD_FILE, lambda p: pq.write_table(table, p))
+    """The run's ledger row, atomically, as runs/<run_id>/runs.parquet, with every column of the schema."""
+    return schema.write_records(run_dir(sweep_dir, row["run_id"]) / RECORD_FILE, [row])
 
 
 def _read_table(path: str | Path) -> pa.Table | None:
@@ -88,33 +75,43 @@ def _read_table(path: str | Path) -> pa.Table | None:
     return table if table.num_rows == 1 else None
 
 
-def _rows(tables: list[pa.Table]) -> list[dict[str, Any]]:
-    """Rows of many one-row tables: one concatenation and one conversion when the schemas agree."""
+def _record(table: pa.Table | None, rid: str) -> dict[str, Any] | None:
+    """The normalised row of a one-row record in runs/<rid>/ (None when unreadable or not of this run).
+
+    A record the trainer wrote alone (no `sweep`: the driver stopped before stamping it, or an old trainer's
+    record without a run_id) belongs to its directory, so it gets `run_id = rid` and the caller can adopt it.
+    """
+    if table is None:
+        return None
     try:
-        rows = pa.concat_tables(tables, promote_options="permissive").to_pylist()
-    except (pa.ArrowException, ValueError, TypeError):
-        rows = [t.to_pylist()[0] for t in tables]
-    return [{k: (math.nan if v is None else v) for k, v in r.items()} for r in rows]
+        row = schema.read_rows(table)[0]
+    except (ValueError, TypeError):  # a value of the wrong type: the record is unreadable
+        return None
+    if row["run_id"] is None or row["sweep"] is None:
+        row["run_id"] = rid
+    return row if row["run_id"] == rid else None
 
 
 def read_record(path: str | Path) -> dict[str, Any] | None:
-    """One per-run row as a dict, or None when the file is missing or unreadable."""
-    table = _read_table(path)
-    return None if table is None else _rows([table])[0]
+    """One per-run record (runs/<run_id>/runs.parquet) as a normalised dict, or None when missing or unreadable."""
+    return _record(_read_table(path), Path(path).parent.name)
 
 
 def read_ledger(sweep_dir: str | Path) -> pd.DataFrame:
+    """The sweep's runs.parquet with every column of the schema (an older file is normalised in memory)."""
     path = Path(sweep_dir) / LEDGER_FILE
-    return pd.read_parquet(path) if path.is_file() else frame([])
+    if not path.is_file():
+        return frame([])
+    table = pq.read_table(path)
+    return table.to_pandas() if table.schema.equals(schema.arrow_schema()) else frame(schema.read_rows(table))
 
 
 def load_records(sweep_dir: str | Path, workers: int = 8) -> dict[str, dict[str, Any]]:
-    """Every per-run record under runs/, keyed by run id.
+    """Every per-run record under runs/, keyed by run id, normalised to the schema (read-only).
 
     Incremental: rows of the top-level runs.parquet are trusted for runs whose record file is older than it;
     newer, new or uncached records are read (in a thread pool). Records deleted from disk are dropped.
-    A record written by the trainer alone (no `run_id` column: the driver stopped before adding the sweep
-    columns) is returned with `run_id` set from its directory name so the caller can adopt it.
+    Records of any schema version are read, whatever columns they have (see `_record`).
     """
     sweep_dir = Path(sweep_dir)
     runs = sweep_dir / RUNS_DIR
@@ -123,10 +120,9 @@ def load_records(sweep_dir: str | Path, workers: int = 8) -> dict[str, dict[str,
     cache: dict[str, dict[str, Any]] = {}
     top = sweep_dir / LEDGER_FILE
     top_mtime = -1
-    with contextlib.suppress(OSError, pa.ArrowException):
+    with contextlib.suppress(OSError, pa.ArrowException, ValueError, TypeError):
         top_mtime = top.stat().st_mtime_ns
-        for row in pq.read_table(top).to_pylist():
-            cache[row["run_id"]] = {k: (math.nan if v is None else v) for k, v in row.items()}
+        cache = {row["run_id"]: row for row in schema.read_rows(pq.read_table(top)) if row["run_id"]}
     out: dict[str, dict[str, Any]] = {}
     to_read: list[tuple[str, Path]] = []
     with os.scandir(runs) as it:
@@ -145,10 +141,9 @@ def load_records(sweep_dir: str | Path, workers: int = 8) -> dict[str, dict[str,
     if to_read:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             tables = list(pool.map(lambda t: _read_table(t[1]), to_read))
-        found = [(rid, t) for (rid, _), t in zip(to_read, tables) if t is not None]
-        for (rid, _), row in zip(found, _rows([t for _, t in found]) if found else []):
-            row.setdefault("run_id", rid)
-            if row["run_id"] == rid:
+        for (rid, _), table in zip(to_read, tables):
+            row = _record(table, rid)
+            if row is not None:
                 out[rid] = row
     return out
 
@@ -156,7 +151,7 @@ def load_records(sweep_dir: str | Path, workers: int = 8) -> dict[str, dict[str,
 def write_ledger(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
     """runs.parquet at the top of the sweep, atomically, from the given rows (sorted by run id)."""
     rows = sorted(rows, key=lambda r: r["run_id"])
-    return io.write_parquet(Path(sweep_dir) / LEDGER_FILE, frame(rows))
+    return schema.write_records(Path(sweep_dir) / LEDGER_FILE, rows)
 
 
 def rebuild_ledger(sweep_dir: str | Path, run_ids: set[str] | None = None) -> pd.DataFrame:
@@ -167,6 +162,150 @@ def rebuild_ledger(sweep_dir: str | Path, run_ids: set[str] | None = None) -> pd
     rows = [r for rid, r in records.items() if run_ids is None or rid in run_ids]
     write_ledger(sweep_dir, rows)
     return read_ledger(sweep_dir)
+
+
+# ---------------------------------------------------------------- migration of older ledgers
+
+
+@dataclass
+class Migration:
+    """What `migrate` did: records rewritten, run directories renamed (old id -> new id), and what it left."""
+
+    rewritten: int = 0
+    renamed: dict[str, str] = field(default_factory=dict)
+    left: dict[str, str] = field(default_factory=dict)  # run directory -> why it was left as it is
+
+
+def migratable(rid: str, row: dict[str, Any], tag: str) -> bool:
+    """A record of an older schema that `migrate` can carry over: its directory is named by the current or the
+    schema-1 id of its config under `tag` (others are stale, and are left alone)."""
+    if (row.get("schema_version") or 0) >= SCHEMA_VERSION or not isinstance(row.get("config_json"), str):
+        return False
+    return rid in (identity.run_id_of_json(row["config_json"], tag), identity.legacy_run_id(row["config_json"], tag))
+
+
+def needs_migration(sweep_dir: str | Path, records: dict[str, dict[str, Any]], tag: str,
+                    legacy_ids: dict[str, str] | None = None) -> bool:
+    """True when `migrate` has something to do: a migratable record, or a run directory named by a legacy id."""
+    if any(migratable(rid, r, tag) for rid, r in records.items()):
+        return True
+    runs = Path(sweep_dir) / RUNS_DIR
+    return bool(legacy_ids) and runs.is_dir() and not set(legacy_ids).isdisjoint(os.listdir(runs))
+
+
+def migrate(sweep_dir: str | Path, tag: str | None = None, legacy_ids: dict[str, str] | None = None) -> Migration:
+    """Rewrite an older sweep directory to the current schema and run identity, in place; idempotent.
+
+    Each record is rewritten with every column (`schema_version` set, run_id and cell_id recomputed under the
+    spec's `tag`, by default the `version_tag` in plan.json) and its directory renamed to the new run id, when
+    its directory is named by the old id (sha256 of "hyperp 0.1.0|<tag>|<config_json>") or already by the new
+    one. `legacy_ids` (old id -> new id, e.g. from the current plan) also moves directories without a record
+    (an unfinished run's checkpoint). Ids in plan.json, searches.json, state.json and the Optuna studies follow.
+    Nothing is deleted: a directory that cannot be migrated (unreadable record, a config this code rejects, an
+    id of another tag or version, a new id already taken) is left as it is and reported in `left`. Each step is
+    atomic (a rename, or a temp file renamed over the record), so an interrupted migration resumes.
+    """
+    sweep_dir = Path(sweep_dir)
+    if tag is None:
+        tag = (read_json(sweep_dir / PLAN_FILE, {}) or {}).get("version_tag", "")
+    runs, done = sweep_dir / RUNS_DIR, Migration()
+    ids = dict(legacy_ids or {})  # old id -> new id, for runs and cells
+    for d in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+        why = _migrate_run(sweep_dir, d, tag, ids, done)
+        if why:
+            done.left[str(d)] = why
+            log.warning("migrate: left %s as it is: %s", d, why)
+    _remap_files(sweep_dir, ids)
+    top = sweep_dir / LEDGER_FILE
+    if top.is_file():  # the same runs as before, under their new ids and schema
+        with contextlib.suppress(OSError, pa.ArrowException, ValueError, TypeError):
+            old = {r["run_id"] for r in schema.read_rows(pq.read_table(top))}
+            records = load_records(sweep_dir)
+            write_ledger(sweep_dir, [records[ids.get(rid, rid)] for rid in old if ids.get(rid, rid) in records])
+    return done
+
+
+def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: Migration) -> str:
+    """Migrate one run directory; returns why it was left as it is ("" when migrated or already current)."""
+    row = read_record(d / RECORD_FILE)
+    if row is None:
+        if (d / RECORD_FILE).exists():
+            return "unreadable record, or the record of another run"
+        if d.name in ids and ids[d.name] != d.name:  # an unfinished run of the plan: move its checkpoint along
+            return _rename(d, ids[d.name], done)
+        return ""  # a run in progress under its current id, or nothing to migrate
+    new = identity.run_id_of_json(row["config_json"], tag)
+    if new is None:
+        return "its config_json is not a valid config of this code"
+    if d.name == new and row["schema_version"] == SCHEMA_VERSION:
+        return ""  # already current (its curves were labelled before its record was rewritten)
+    if not migratable(d.name, row, tag):
+        return f"its id is neither the current ({new}) nor the schema-1 id of its config under tag {tag!r}"
+    if d.name != new:
+        why = _rename(d, new, done)
+        if why:
+            return why
+    cfg = RunConfig.from_dict(json.loads(row["config_json"]))
+    new_cell = identity.cell_id(cfg, tag)
+    if row["cell_id"] and row["cell_id"] != new_cell:
+        ids[row["cell_id"]] = new_cell
+    ids[d.name] = new
+    label_curves(d.parent / new / CURVES_FILE, new)
+    write_record(sweep_dir, row | {"run_id": new, "cell_id": new_cell})
+    done.rewritten += 1
+    return ""
+
+
+def label_curves(path: Path, rid: str) -> None:
+    """Give a run's curves file a first `run_id` column (schema-1 curves have none), atomically."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return  # no curves (a failed run) or unreadable ones: the record is what matters
+    if table.column_names[:1] == ["run_id"] and set(table.column("run_id").to_pylist()) == {rid}:
+        return
+    if "run_id" in table.column_names:
+        table = table.drop_columns(["run_id"])
+    table = table.add_column(0, "run_id", pa.array([rid] * table.num_rows, pa.string()))
+    io.atomic_write(path, lambda p: pq.write_table(table, p))
+
+
+def _rename(d: Path, new: str, done: Migration) -> str:
+    target = d.parent / new
+    if target.exists():
+        return f"its new id {new} is taken by {target}"
+    d.rename(target)  # atomic on one filesystem
+    done.renamed[d.name] = new
+    return ""
+
+
+def _remap(obj: Any, ids: dict[str, str]) -> Any:
+    if isinstance(obj, str):
+        return ids.get(obj, obj)
+    if isinstance(obj, list):
+        return [_remap(v, ids) for v in obj]
+    if isinstance(obj, dict):
+        return {ids.get(k, k): _remap(v, ids) for k, v in obj.items()}
+    return obj
+
+
+def _remap_files(sweep_dir: Path, ids: dict[str, str]) -> None:
+    """Old run and cell ids -> new ones in plan.json, searches.json, state.json and the Optuna studies."""
+    ids = {k: v for k, v in ids.items() if k != v}
+    if not ids:
+        return
+    for name in (PLAN_FILE, SEARCH_FILE, STATE_FILE):
+        data = read_json(sweep_dir / name)
+        if data is not None and _remap(data, ids) != data:
+            io.write_json(sweep_dir / name, _remap(data, ids))
+    db = sweep_dir / OPTUNA_DB
+    if db.is_file():  # studies are named "<sweep>-<cell_id>"; each trial keeps its run_id as a user attribute
+        with contextlib.closing(sqlite3.connect(db)) as con, con:  # one transaction
+            for old, new in ids.items():
+                con.execute("UPDATE studies SET study_name = replace(study_name, ?, ?) WHERE study_name LIKE ?",
+                            (f"-{old}", f"-{new}", f"%-{old}"))
+                con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'run_id' AND value_json = ?",
+                            (json.dumps(new), json.dumps(old)))
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:

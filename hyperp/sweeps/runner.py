@@ -5,7 +5,8 @@ local machine's resources, Ray's temp dir and a cluster address (nothing is writ
 bad input), locks and reads the ledger of `<root>/<name>/`, and decides what to run:
 
 - a run of the plan with no record, with an `infra_failed` record, or with a stale record (unreadable, or
-  whose `config_json` does not hash to its run id under this code version) is scheduled;
+  whose `config_json` does not hash to its run id, hyperp.identity) is scheduled; a record the trainer wrote
+  but no driver stamped (the driver was killed) is adopted; an older ledger is migrated first (ledger.migrate);
 - `completed` and `diverged` runs are never re-run; `failed` runs (the run function raised) are re-run only
   with `retry_failed=True` (CLI `--retry-failed`), since the same config usually raises again;
 - LR-search cells ask for more runs until bracketed / out of trials (see lr_search.py).
@@ -52,13 +53,13 @@ from pathlib import Path
 from typing import Any
 
 import hyperp
-from hyperp import io
+from hyperp import identity, io, schema
 from hyperp.errors import InputError, Terminated, UnavailableError, first_line
+from hyperp.schema import (ATTEMPT_FILE, CHECKPOINT_FILE, COMPLETED, DIVERGED, ERROR_FILE, FAILED, INFRA_FAILED,
+                           PLAN_FILE, RUNS_DIR, SEARCH_FILE, SPEC_FILE, STATE_FILE, STATUSES)
 from hyperp.signals import StopSignals
-from hyperp.sweeps import identity
-from hyperp.sweeps.ledger import (ATTEMPT_FILE, COMPLETED, DIVERGED, ERROR_FILE, FAILED, INFRA_FAILED, PLAN_FILE,
-                                  RUNS_DIR, SEARCH_FILE, SPEC_FILE, STATE_FILE, STATUSES, SweepLock, load_records,
-                                  read_json, run_dir, write_ledger, write_record)
+from hyperp.sweeps.ledger import (SweepLock, load_records, migrate, needs_migration, read_json, run_dir,
+                                  write_ledger, write_record)
 from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.spec import Plan, PlannedRun, SpecError, SweepSpec, load_spec, make_plan
 from hyperp.trainer.config import RunConfig
@@ -74,7 +75,7 @@ def train_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
     """The default run function: `hyperp.trainer.loop.train` (checkpoints to and resumes from out_dir)."""
     from hyperp.trainer.loop import train  # noqa: PLC0415
 
-    return train(cfg, out_dir).row
+    return train(cfg, out_dir, run_id=Path(out_dir).name).row  # the id under the spec's version_tag
 
 
 def resolve_run_fn(run_fn: str | RunFn | None) -> RunFn:
@@ -105,7 +106,7 @@ def _set_threads(n: int) -> None:
 def _bump_attempt(out: Path, start: float) -> dict[str, Any]:
     prev = read_json(out / ATTEMPT_FILE, {}) or {}
     info = {"attempt": int(prev.get("attempt", 0)) + 1, "pid": os.getpid(), "host": socket.gethostname(),
-            "started_at": start, "checkpoint_found": (out / "checkpoint.pt").is_file()}
+            "started_at": start, "checkpoint_found": (out / CHECKPOINT_FILE).is_file()}
     io.write_json(out / ATTEMPT_FILE, info)
     return info
 
@@ -180,10 +181,9 @@ class Job:
 
 
 def config_row(run: PlannedRun) -> dict[str, Any]:
-    """The columns every row has, even for a run that never trained: config fields and static facts."""
-    from hyperp.trainer.loop import config_columns  # noqa: PLC0415
-
-    return config_columns(run.config) | run.info | {"lr": run.config.base_lr, "tokens": run.config.tokens}
+    """The columns a run has before it trains: config fields, static facts, ids and provenance."""
+    return schema.config_columns(run.config) | run.info | identity.code_columns() | {
+        "run_id": run.run_id, "cell_id": run.cell_id, "lr_search": run.search}
 
 
 class Driver:
@@ -205,8 +205,8 @@ class Driver:
 
     # -- records
     def valid(self, rid: str, row: dict[str, Any]) -> bool:
-        cj = row.get("config_json")
-        return isinstance(cj, str) and identity.digest(cj, self.spec.version_tag) == rid
+        """A record is of its run when its config has that identity under this spec's version_tag."""
+        return identity.run_id_of_json(row.get("config_json"), self.spec.version_tag) == rid
 
     def adopt(self, rid: str, row: dict[str, Any]) -> dict[str, Any]:
         """Complete a record the trainer wrote but the driver never stamped (it stopped in between)."""
@@ -214,17 +214,26 @@ class Driver:
         run = self.planned.get(rid) or PlannedRun(rid, identity.cell_id(cfg, self.spec.version_tag), cfg,
                                                   "adopted", {})
         attempt = read_json(run_dir(self.sweep_dir, rid) / ATTEMPT_FILE, {}) or {}
-        row = config_row(run) | row | {"run_id": rid, "sweep": self.spec.name, "cell_id": run.cell_id,
-                                       "lr_search": run.search, "attempts": attempt.get("attempt", 1),
-                                       "host": attempt.get("host", ""), "error": row.get("error") or ""}
+        trained = {k: v for k, v in row.items() if not schema.is_null(v)}  # the trainer's values over the plan's
+        row = config_row(run) | trained | {"run_id": rid, "sweep": self.spec.name, "cell_id": run.cell_id,
+                                           "lr_search": run.search, "attempts": attempt.get("attempt", 1),
+                                           "host": attempt.get("host", ""), "error": row.get("error") or ""}
         write_record(self.sweep_dir, row)
         return row
 
     def load(self) -> None:
-        for rid, row in load_records(self.sweep_dir).items():
+        records = load_records(self.sweep_dir)
+        legacy = {identity.legacy_run_id(r.config.to_json(), self.spec.version_tag): r.run_id for r in self.plan.runs}
+        if needs_migration(self.sweep_dir, records, self.spec.version_tag, legacy):  # an older ledger: rewrite it
+            moved = migrate(self.sweep_dir, self.spec.version_tag, legacy)
+            log.warning("%s: migrated to ledger schema %d (%d records rewritten, %d runs renamed, %d left as they "
+                        "were)", self.sweep_dir, schema.SCHEMA_VERSION, moved.rewritten, len(moved.renamed),
+                        len(moved.left))
+            records = load_records(self.sweep_dir)
+        for rid, row in records.items():
             if not self.valid(rid, row):
                 continue  # stale: re-run if planned
-            if "sweep" not in row or "cell_id" not in row:
+            if row.get("sweep") is None:
                 try:
                     row = self.adopt(rid, row)
                 except Exception:  # noqa: BLE001 (an unreadable record is stale)
@@ -270,7 +279,7 @@ class Driver:
                 "status": res["status"], "error": res.get("error", ""), "attempts": res.get("attempt", 1),
                 "elapsed_s": res.get("elapsed_s", math.nan), "host": res.get("host", ""),
                 "started_at": res.get("started_at", math.nan), "finished_at": res.get("finished_at", time.time()),
-                "config_json": run.config.to_json(), "code_version": hyperp.__version__}
+                "config_json": run.config.to_json()}
         row.setdefault("wall_time_s", row["elapsed_s"])
         row.setdefault("hardware", res.get("machine", ""))
         return row

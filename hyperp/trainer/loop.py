@@ -20,8 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-import hyperp
-from hyperp import io
+from hyperp import identity, io, schema
 from hyperp.signals import StopSignals
 from hyperp.trainer import checkpoint
 from hyperp.trainer.config import ConfigError, RunConfig
@@ -113,12 +112,13 @@ def hidden_matrices(opt: Optimizers) -> list[torch.Tensor]:
 
 
 def train(cfg: RunConfig, out_dir: str | Path | None = None,
-          on_step: Callable[[StepInfo], None] | None = None) -> RunResult:
+          on_step: Callable[[StepInfo], None] | None = None, run_id: str | None = None) -> RunResult:
     """Train one model; write results to `out_dir` if given. Raises ConfigError/DataError on bad input.
 
-    SIGTERM between updates (in the main thread) is handled like Ctrl-C: a checkpoint is written, then
-    `Terminated` is raised. Temp files left in `out_dir` by a killed writer are removed at the start; a full
-    disk raises UnavailableError naming the file.
+    `run_id` labels the record and the curves (default: the config's identity, `hyperp.identity.run_id`; a
+    sweep passes the id under its spec's version_tag). SIGTERM between updates (in the main thread) is handled
+    like Ctrl-C: a checkpoint is written, then `Terminated` is raised. Temp files left in `out_dir` by a killed
+    writer are removed at the start; a full disk raises UnavailableError naming the file.
     """
     started = time.time()
     cfg.validate()
@@ -182,7 +182,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
                 checkpoint.save(out, cfg, model, opt, state)
             raise
 
-    result = finish(cfg, hp, counts, state, device)
+    result = finish(cfg, hp, counts, state, device, run_id)
     result.row["resumed_step"] = resumed_step  # -1: trained from scratch in this call
     if out is not None:
         write_outputs(out, result)
@@ -248,23 +248,26 @@ def hardware_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
-def finish(cfg: RunConfig, hp: ResolvedHParams, counts: ParamCounts, state: LoopState, device: str) -> RunResult:
+def finish(cfg: RunConfig, hp: ResolvedHParams, counts: ParamCounts, state: LoopState, device: str,
+           run_id: str | None = None) -> RunResult:
+    run_id = run_id or identity.run_id(cfg)
     curves = pd.DataFrame(state.curves)
+    curves.insert(0, "run_id", run_id)
     trained = state.step * cfg.batch_tokens
     tokens_per_s = trained / max(state.train_time, 1e-9)
     flops_per_token = training_flops(counts, cfg, 1)
     peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else matmul_peak_flops(device)
-    status = "diverged" if state.diverged_step >= 0 else "completed"
+    status = schema.DIVERGED if state.diverged_step >= 0 else schema.COMPLETED
     val = curves["val_loss"].dropna() if "val_loss" in curves else pd.Series(dtype=float)
-    row = config_columns(cfg) | {
-        "width": cfg.d_model, "n_heads": cfg.n_heads, "lr": hp.base_lr,
+    row = schema.config_columns(cfg) | {
+        "run_id": run_id, "cell_id": identity.cell_id(cfg), "n_heads": cfg.n_heads, "lr": hp.base_lr,
         "lr_hidden": hp.hidden.lr, "lr_head": hp.head.lr, "lr_embed": hp.embed.lr, "lr_vector": hp.vector.lr,
         "wd_hidden": hp.hidden.weight_decay, "residual_alpha": hp.residual_alpha, "logit_mult": hp.logit_mult,
         "depth_factor": hp.depth_factor, "token_factor": hp.token_factor,
         "status": status, "steps": state.step, "tokens_trained": trained,
         "diverged_step": state.diverged_step,
         "train_loss": float(curves["train_loss"].iloc[-1]) if len(curves) else math.nan,
-        "val_loss": float(val.iloc[-1]) if status == "completed" and len(val) else math.nan,
+        "val_loss": float(val.iloc[-1]) if status == schema.COMPLETED and len(val) else math.nan,
         "best_val_loss": float(val.min()) if len(val) else math.nan,
         "n_params": counts.total, "n_params_non_embedding": counts.non_embedding,
         "n_params_active": counts.active, "n_params_active_matrix": counts.active_matrix,
@@ -272,19 +275,12 @@ def finish(cfg: RunConfig, hp: ResolvedHParams, counts: ParamCounts, state: Loop
         "wall_time_s": state.train_time, "opt_time_s": state.opt_time, "tokens_per_s": tokens_per_s,
         "mfu": flops_per_token * tokens_per_s / peak, "peak_flops": peak,
         "hardware": hardware_name(device), "device_type": device.split(":")[0],
-        "code_version": hyperp.__version__, "config_json": cfg.to_json(), "error": "",
-    } | stability_summary(curves)
+        "error": "",
+    } | identity.code_columns() | stability_summary(curves)
     return RunResult(status=status, row=row, curves=curves, config=cfg, hparams=hp)
 
 
-def config_columns(cfg: RunConfig) -> dict[str, Any]:
-    d = cfg.to_dict()
-    d["tags"] = ",".join(f"{k}={v}" for k, v in sorted(cfg.tags.items()))
-    return d
-
-
-STABILITY_COLUMNS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp",
-                     "update_rel", "radius_drift", "maxvio")
+STABILITY_COLUMNS = schema.STABILITY_INDICATORS
 
 
 def stability_summary(curves: pd.DataFrame) -> dict[str, float]:
@@ -312,10 +308,11 @@ def hidden_shapes(cfg: RunConfig) -> list[tuple[int, ...]]:
 
 
 def write_outputs(out: Path, result: RunResult) -> None:
-    """runs.parquet (one row), curves.parquet, config.json and hparams.json, each written atomically."""
+    """runs.parquet (one record of the full schema), curves.parquet, config.json and hparams.json, each written
+    atomically."""
     from hyperp import io  # noqa: PLC0415
 
-    io.write_json(out / "config.json", result.config.to_dict())
-    io.write_json(out / "hparams.json", result.hparams.to_dict())
-    io.write_parquet(out / "curves.parquet", result.curves)
-    io.write_parquet(out / "runs.parquet", pd.DataFrame([result.row]))
+    io.write_json(out / schema.CONFIG_FILE, result.config.to_dict())
+    io.write_json(out / schema.HPARAMS_FILE, result.hparams.to_dict())
+    io.write_parquet(out / schema.CURVES_FILE, result.curves)
+    schema.write_records(out / schema.RUNS_FILE, [result.row])

@@ -1,0 +1,227 @@
+"""The ledger contract: every column of a run record with its type, the statuses, the file names.
+
+One record per run, written by the trainer (`runs.parquet` in its output directory), completed by the sweep
+driver (`<sweep>/runs/<run_id>/runs.parquet`) and gathered into `<sweep>/runs.parquet`. Every record written
+has every column of `COLUMNS`, in that order, with its Arrow type (nullable: a value that does not apply is
+null, and an integer column stays int64 when some rows are null), so a glob over the per-run records reads
+as one table in pyarrow.dataset, polars or duckdb. Keys a custom run function returns beyond these columns
+are kept as JSON in `extra_json`.
+
+Column types are the plain names "str", "int", "float", "bool"; `arrow_schema()` maps them to Arrow (pyarrow
+is imported there, not at import of this module, which the trainer's config-light paths share).
+`SCHEMA_VERSION` is stored in every record written; records without it (schema 1) are read correctly
+(`normalise`) and rewritten on disk only by `hyperp.sweeps.ledger.migrate`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import fields
+from typing import Any, get_args
+
+from hyperp.trainer.config import RunConfig, field_types
+
+# 1: no schema_version column, ids over the full config and the package version (hyperp 0.1.0)
+# 2: every column typed, schema_version/results_version/git_commit/extra_json, ids of hyperp.identity
+SCHEMA_VERSION = 2
+
+# ---------------------------------------------------------------- statuses
+
+COMPLETED, DIVERGED, FAILED, INFRA_FAILED = "completed", "diverged", "failed", "infra_failed"
+STATUSES = (COMPLETED, DIVERGED, FAILED, INFRA_FAILED)
+
+# ---------------------------------------------------------------- file names
+
+RUNS_FILE = "runs.parquet"  # the trainer's one-row record, a sweep run's record, and the sweep's ledger
+CURVES_FILE = "curves.parquet"  # the trainer's step curves
+CONFIG_FILE = "config.json"
+HPARAMS_FILE = "hparams.json"
+CHECKPOINT_FILE = "checkpoint.pt"  # hyperp.trainer.checkpoint.CHECKPOINT
+RUNS_DIR = "runs"  # <sweep>/runs/<run_id>/
+ATTEMPT_FILE = "attempt.json"
+ERROR_FILE = "error.txt"
+SPEC_FILE = "spec.toml"
+PLAN_FILE = "plan.json"
+STATE_FILE = "state.json"
+SEARCH_FILE = "searches.json"
+OPTUNA_DB = "optuna.db"
+LOCK_FILE = ".lock"
+
+# ---------------------------------------------------------------- stability indicators
+
+# What the trainer logs per stats step in the curves (averaged over layers) and summarises per run as
+# <name>_final and <name>_max (method.md section 6). router_z and maxvio exist for MoE models only.
+STABILITY_INDICATORS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp",
+                        "update_rel", "radius_drift", "maxvio")
+# Per-step columns of every curves row (val_loss at validation steps only), before the indicators.
+CURVE_COLUMNS = ("run_id", "step", "tokens", "train_loss", "lr_mult", "grad_norm", "val_loss")
+
+# ---------------------------------------------------------------- columns
+
+STR, INT, FLOAT, BOOL = "str", "int", "float", "bool"
+
+# First in every record: the names the fitter reads, then what a status table shows.
+KEY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", STR), ("sweep", STR), ("param", STR), ("depth", INT), ("width", INT), ("n_params", INT),
+    ("n_params_active", INT), ("tokens", INT), ("batch_tokens", INT), ("lr", FLOAT), ("sparsity", INT),
+    ("top_k", INT), ("seed", INT), ("flops", FLOAT), ("val_loss", FLOAT), ("status", STR), ("cell_id", STR),
+    ("lr_search", STR), ("tokens_per_param", FLOAT), ("best_val_loss", FLOAT), ("train_loss", FLOAT),
+    ("error", STR), ("attempts", INT), ("wall_time_s", FLOAT), ("elapsed_s", FLOAT), ("tokens_per_s", FLOAT),
+    ("hardware", STR), ("host", STR), ("started_at", FLOAT), ("finished_at", FLOAT),
+)
+# After the config fields: sizes, resolved hyperparameters, progress, cost (the trainer's), then provenance.
+RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("n_heads", INT), ("n_params_non_embedding", INT), ("n_params_active_matrix", INT), ("flops_planned", FLOAT),
+    ("lr_hidden", FLOAT), ("lr_head", FLOAT), ("lr_embed", FLOAT), ("lr_vector", FLOAT), ("wd_hidden", FLOAT),
+    ("residual_alpha", FLOAT), ("logit_mult", FLOAT), ("depth_factor", FLOAT), ("token_factor", FLOAT),
+    ("steps", INT), ("tokens_trained", INT), ("diverged_step", INT), ("resumed_step", INT), ("ns_flops", FLOAT),
+    ("opt_time_s", FLOAT), ("mfu", FLOAT), ("peak_flops", FLOAT), ("device_type", STR),
+    *((f"{name}_{stat}", FLOAT) for name in STABILITY_INDICATORS for stat in ("final", "max")),
+)
+PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("code_version", STR), ("git_commit", STR), ("results_version", INT), ("schema_version", INT),
+    ("config_json", STR), ("extra_json", STR),
+)
+
+
+def _config_type(name: str) -> str:
+    hint = field_types()[name]
+    args = [a for a in get_args(hint) if a is not type(None)]
+    base = args[0] if len(args) == 1 else hint
+    if base is bool:
+        return BOOL
+    if base is int:
+        return INT
+    if base is float:
+        return FLOAT
+    return STR  # str, a Literal of strings, and tags (written as "k=v,k=v")
+
+
+def _columns() -> tuple[tuple[str, str], ...]:
+    first = dict(KEY_COLUMNS)
+    config = tuple((f.name, _config_type(f.name)) for f in fields(RunConfig) if f.name not in first)
+    return KEY_COLUMNS + config + RESULT_COLUMNS + PROVENANCE_COLUMNS
+
+
+COLUMNS: tuple[tuple[str, str], ...] = _columns()  # (name, type) of every column, in file order
+COLUMN_TYPES: dict[str, str] = dict(COLUMNS)
+COLUMN_NAMES: tuple[str, ...] = tuple(COLUMN_TYPES)
+assert len(COLUMN_NAMES) == len(COLUMNS), "a column is listed twice"
+
+
+def tags_text(tags: dict[str, str]) -> str:
+    """The `tags` column: "k=v,k=v" sorted by key."""
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
+def config_columns(cfg: RunConfig) -> dict[str, Any]:
+    """A config's columns: every field under its own name (`width` the resolved d_model, `lr` the resolved
+    base lr), `tags` as text, and `config_json`."""
+    return cfg.to_dict() | {"width": cfg.d_model, "lr": cfg.base_lr, "tags": tags_text(cfg.tags),
+                            "config_json": cfg.to_json()}
+
+
+# ---------------------------------------------------------------- normalisation
+
+
+def is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def coerce(name: str, kind: str, v: Any) -> Any:
+    """One value to its column's type; None for a missing value (NaN for a float). ValueError names the column."""
+    if kind == FLOAT:
+        if v is None or isinstance(v, (str, bool)):
+            if v is None:
+                return math.nan
+            raise ValueError(f"column {name}: expected a number, got {v!r}")
+        return float(v)
+    if is_null(v):
+        return None
+    if kind == STR:
+        return tags_text(v) if isinstance(v, dict) else str(v)
+    if kind == BOOL:
+        if isinstance(v, str) or float(v) not in (0.0, 1.0):
+            raise ValueError(f"column {name}: expected true or false, got {v!r}")
+        return bool(v)
+    if isinstance(v, str) or float(v) != int(v):  # INT: an integral float from a permissive concat is fine
+        raise ValueError(f"column {name}: expected an integer, got {v!r}")
+    return int(v)
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-safe value for extra_json (NaN -> null, numpy scalars -> Python)."""
+    v = v.item() if hasattr(v, "item") and not isinstance(v, (list, dict, str)) else v
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def normalise(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every column, in order, each value of its column's type (missing: None, or NaN for a
+    float); keys outside the schema are merged into `extra_json`. `schema_version` is kept as given (None for
+    a schema-1 record): writers stamp it (`to_table(..., stamp=True)`)."""
+    out = {name: coerce(name, kind, record.get(name)) for name, kind in COLUMNS}
+    extra = {k: _plain(v) for k, v in record.items() if k not in COLUMN_TYPES}
+    if extra:
+        known = json.loads(out["extra_json"]) if out["extra_json"] else {}
+        out["extra_json"] = json.dumps(known | extra, sort_keys=True, default=str)
+    return out
+
+
+@functools.cache
+def arrow_schema():
+    """The Arrow schema of a record (pyarrow imported here)."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    types = {STR: pa.string(), INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_()}
+    return pa.schema([(name, types[kind]) for name, kind in COLUMNS])
+
+
+def to_table(records: list[dict[str, Any]], stamp: bool = False):
+    """An Arrow table of the records with exactly `arrow_schema()`; a NaN float is stored as null.
+    With `stamp`, records get `schema_version = SCHEMA_VERSION` (a record written now follows this schema)."""
+    import pyarrow as pa  # noqa: PLC0415
+
+    rows = []
+    for r in records:
+        n = normalise(r)
+        if stamp:
+            n["schema_version"] = SCHEMA_VERSION
+        rows.append({k: None if is_null(v) else v for k, v in n.items()})
+    return pa.Table.from_pylist(rows, schema=arrow_schema())
+
+
+def write_records(path, records: list[dict[str, Any]]):
+    """Records as a Parquet file of exactly `arrow_schema()`, stamped with SCHEMA_VERSION, atomically."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from hyperp import io  # noqa: PLC0415
+
+    table = to_table(records, stamp=True)
+    return io.atomic_write(path, lambda p: pq.write_table(table, p))
+
+
+def to_frame(records: list[dict[str, Any]]):
+    """A pandas frame of the records with the schema's dtypes: nullable Int64 and boolean, str, float64."""
+    import pandas as pd  # noqa: PLC0415
+    import pyarrow as pa  # noqa: PLC0415
+
+    nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    return to_table(records).to_pandas(types_mapper=nullable.get)
+
+
+FLOAT_COLUMNS = tuple(name for name, kind in COLUMNS if kind == FLOAT)
+
+
+def read_rows(table) -> list[dict[str, Any]]:
+    """Normalised records of an Arrow table of any (older) schema: missing columns null, types coerced.
+    A table of the current schema only needs its null floats read as NaN (the fast path)."""
+    rows = table.to_pylist()
+    if not table.schema.equals(arrow_schema()):
+        return [normalise(r) for r in rows]
+    for r in rows:
+        for name in FLOAT_COLUMNS:
+            if r[name] is None:
+                r[name] = math.nan
+    return rows
