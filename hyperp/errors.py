@@ -38,3 +38,18 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, like KeyboardInterrupt on SIGINT, so the same cleanup runs."""
 
     exit_code = EXIT_TERMINATED
+
+
+MAX_SUGGESTIONS = 3  # close matches named by a did-you-mean message
+MAX_LISTED = 12  # known names listed when nothing is close, before "..."
+
+
+def did_you_mean(given: str, known) -> str:
+    """`did you mean param?` for a mistyped name or value, or a short list of what exists when nothing is close."""
+    import difflib  # noqa: PLC0415
+
+    known = sorted({str(k) for k in known})
+    close = difflib.get_close_matches(str(given), known, n=MAX_SUGGESTIONS, cutoff=0.6)
+    if close:
+        return f"did you mean {' or '.join(close)}?"
+    return f"expected one of: {', '.join(known[:MAX_LISTED])}" + (", ..." if len(known) > MAX_LISTED else "")

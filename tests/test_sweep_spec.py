@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 import hyperp
-from hyperp.sweeps.cli import app
+from hyperp.cli.sweep import app
 from hyperp.sweeps.lr_search import bracket_state
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.sweeps.spec import BracketSearch, SpecError, loads_spec, make_plan
