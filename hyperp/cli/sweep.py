@@ -71,7 +71,7 @@ def estimate_throughput(plan, root: Path, throughput: float, mfu: float) -> tupl
 
     if throughput > 0:
         return throughput, "given (--throughput)"
-    done = finished_runs(ledger.read_ledger(root / plan.spec.name))
+    done = finished_runs(ledger.read_ledger(root / plan.spec.name), "flops")
     if done is not None and len(done):
         return float(statistics.median(done.flops / done.wall_time_s)), f"measured on {len(done)} finished runs"
     import torch  # noqa: PLC0415
@@ -85,11 +85,11 @@ def estimate_throughput(plan, root: Path, throughput: float, mfu: float) -> tupl
     return peak * mfu, f"matmul probe on {device} ({peak:.3g} FLOP/s) x assumed MFU {mfu:g}"
 
 
-def finished_runs(df):
-    """Completed runs with a measured training time (None when the ledger has not the columns)."""
+def finished_runs(df, column: str):
+    """Completed runs with a measured training time and `column` (None when the ledger lacks the columns)."""
     from hyperp.sweeps import ledger  # noqa: PLC0415
 
-    if not len(df) or not {"flops", "wall_time_s", "elapsed_s", "status"} <= set(df.columns):
+    if not len(df) or not {column, "wall_time_s", "status"} <= set(df.columns):
         return None
     return df[(df.status == ledger.COMPLETED) & (df.wall_time_s > 0)]
 
@@ -102,7 +102,7 @@ def estimate_startup(plan, root: Path) -> tuple[float, str]:
     """
     from hyperp.sweeps import ledger  # noqa: PLC0415
 
-    done = finished_runs(ledger.read_ledger(root / plan.spec.name))
+    done = finished_runs(ledger.read_ledger(root / plan.spec.name), "elapsed_s")
     if done is not None and len(done):
         gap = (done.elapsed_s - done.wall_time_s).clip(lower=0)
         return float(statistics.median(gap)), f"measured on {len(done)} finished runs"
