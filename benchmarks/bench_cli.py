@@ -60,6 +60,9 @@ def main() -> None:
         rows = [("python -c pass", [sys.executable, "-c", "pass"], None),
                 ("ray --help", tool("ray") and [*tool("ray"), "--help"], None),
                 ("optuna --help", tool("optuna") and [*tool("optuna"), "--help"], None),
+                # what hyperp.sweeps.ledger imports at its top: the floor of `sweep ls/status` today
+                ("python -c 'import pandas, pyarrow.parquet'",
+                 [sys.executable, "-c", "import pandas, pyarrow.parquet"], None),
                 ("hyperp --help", [*hp, "--help"], 1.0),
                 ("hyperp train --help", [*hp, "train", "--help"], None),
                 ("hyperp sweep ls", [*hp, "sweep", "ls", str(root)], 1.5),
@@ -67,14 +70,14 @@ def main() -> None:
                 ("hyperp fit --help", [*hp, "fit", "--help"], None)]
         print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
               f"{platform.python_version()}; median of {args.reps} runs as fresh subprocesses")
-        print(f"{'command':<36} {'median s':>9} {'min s':>7} {'target':>7}  exit")
+        print(f"{'command':<44} {'median s':>9} {'min s':>7} {'target':>7}  exit")
         for name, cmd, target in rows:
             if not cmd:
-                print(f"{name:<36} {'(not installed)':>17}")
+                print(f"{name:<44} {'(not installed)':>17}")
                 continue
             med, low, code = median_seconds(cmd, args.reps)
             verdict = "" if target is None else f"<= {target:g}" + (" ok" if med <= target else " MISSED")
-            print(f"{name:<36} {med:>9.2f} {low:>7.2f} {verdict:>7}  {code}")
+            print(f"{name:<44} {med:>9.2f} {low:>7.2f} {verdict:>7}  {code}")
 
 
 if __name__ == "__main__":

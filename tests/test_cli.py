@@ -189,6 +189,7 @@ def test_train_json_is_strict(tmp_path, extra):
         assert row["status"] == "diverged" and row["val_loss"] is None and 1 <= row["steps"] < 8
     else:
         assert row["status"] == "completed" and math.isfinite(row["val_loss"]) and row["steps"] == 8
+        assert "step 8/8" in res.stderr  # no terminal: plain progress lines, the last one always
 
 
 def test_progress_file_written_by_the_trainer(tmp_path):
@@ -233,7 +234,8 @@ def test_sweep_watch_failures_strict_json_and_read_only(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}
     # -P: the working directory is not put on sys.path by Python itself (as with the `hyperp` script)
     proc = subprocess.Popen([sys.executable, "-P", "-c", "from hyperp.cli import app; app()", "sweep", "run",
-                             str(spec), "--out", str(root), "--run-fn", "myruns:run", "--progress-every", "1"],
+                             str(spec), "--out", str(root), "--run-fn", "myruns:run", "--progress-every", "1",
+                             "--json"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         sweep = root / "w"
@@ -259,7 +261,10 @@ def test_sweep_watch_failures_strict_json_and_read_only(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == errors.EXIT_RUNS_FAILED, stderr
-    assert "1 completed" in stdout and "1 failed" in stdout
+    out = strict_json(stdout)
+    assert out["counts"]["completed"] == 1 and out["counts"]["failed"] == 1
+    (failed,) = out["failed_runs"]
+    assert failed["settings"]["seed"] == 1 and failed["error"] == "RuntimeError: forced failure"
     assert re.search(r"^failed: seed=1 .*RuntimeError: forced failure$", stderr, flags=re.M), stderr
     assert re.search(r"^w: \d+ completed, .* running", stderr, flags=re.M), stderr  # plain lines without a tty
 
@@ -294,3 +299,16 @@ def test_fit_and_plot_suggest_columns_and_values(tmp_path):
     assert not (tmp_path / "x.png").exists()
     res = runner().invoke(app, ["fit", "lr", str(tmp_path / "t.csv"), "--where", "param=zzz"])
     assert res.exit_code == 2 and "expected one of: hyperp, muonh" in res.stderr
+
+
+def test_ray_client_address_without_the_extra_fails_before_writing(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "grpc" else real(name, *a))
+    spec = tmp_path / "c.toml"
+    spec.write_text('name = "c"\n' + TINY_BASE_TOML + "[axes]\nseed = [0]\n")
+    res = runner().invoke(app, ["sweep", "run", str(spec), "--out", str(tmp_path / "sweeps"),
+                                "--address", "ray://127.0.0.1:1"])
+    assert res.exit_code == 2 and "hyperp[cluster]" in res.stderr
+    assert not (tmp_path / "sweeps").exists()
