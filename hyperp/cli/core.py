@@ -86,6 +86,15 @@ def map_errors(invoke):
         error("interrupted; run the same command again to resume", EXIT_INTERRUPTED)
     except Terminated:
         error("terminated; run the same command again to resume", EXIT_TERMINATED)
+    except Exception as e:
+        if is_usage_error(e):  # a subcommand's flag parsed by click: same one-line style, exit 2
+            error(e.format_message(), EXIT_BAD_INPUT)
+        raise
+
+
+def is_usage_error(e: Exception) -> bool:
+    """click's bad-flag errors (typer may vendor its own click, so matched by behaviour, not class)."""
+    return hasattr(e, "format_message") and getattr(e, "exit_code", None) == EXIT_BAD_INPUT
 
 
 class Command(TyperCommand):
