@@ -153,7 +153,7 @@ def test_train_bad_flag_exits_2_and_writes_nothing(tmp_path):
     assert res.exit_code == 2 and res.stderr.startswith("error: depth: must be a positive integer")
     assert not out.exists()
     bad_flags = {("train", "--param", "mounh"): "mounh", ("sweep", "status", "--bogus"): "--bogus",
-                 ("fit", "lr"): "table"}  # click's own checks, in the same one-line style
+                 ("--bogus",): "--bogus", ("fit", "lr"): "table"}  # click's own checks, in the same one-line style
     for bad, named in bad_flags.items():
         res = runner().invoke(app, list(bad))
         lines = res.stderr.strip().splitlines()

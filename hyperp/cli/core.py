@@ -94,6 +94,8 @@ def map_errors(invoke):
 
 def is_usage_error(e: Exception) -> bool:
     """click's bad-flag errors (typer may vendor its own click, so matched by behaviour, not class)."""
+    if type(e).__name__ == "NoArgsIsHelpError":  # a bare group: click prints its help, not an error
+        return False
     return hasattr(e, "format_message") and getattr(e, "exit_code", None) == EXIT_BAD_INPUT
 
 
@@ -102,6 +104,9 @@ class Command(TyperCommand):
 
     def invoke(self, ctx):
         return map_errors(lambda: super(Command, self).invoke(ctx))
+
+    def parse_args(self, ctx, args):
+        return map_errors(lambda: super(Command, self).parse_args(ctx, args))
 
     def get_params(self, ctx):
         return hide_flag_metavars(super().get_params(ctx))
@@ -112,6 +117,9 @@ class Group(TyperGroup):
 
     def invoke(self, ctx):
         return map_errors(lambda: super(Group, self).invoke(ctx))
+
+    def parse_args(self, ctx, args):
+        return map_errors(lambda: super(Group, self).parse_args(ctx, args))
 
     def get_params(self, ctx):
         return hide_flag_metavars(super().get_params(ctx))
