@@ -182,7 +182,7 @@ def plan(spec: SpecArg, as_json: JsonFlag = False,
     if summary["runs"]:
         con.print(table)
     for s in summary["searches"]:
-        con.print(f"cell {s['cell_id']}: {s['description']} ({s['flops_per_run']:.3g} FLOPs per run)")
+        con.print(f"cell {cell_label(s, p)}: {s['description']} ({s['flops_per_run']:.3g} FLOPs per run)")
     con.print(f"total {summary['total_flops']:.3g} FLOPs"
               + (f" (+ up to {summary['max_search_flops']:.3g} for LR searches)" if summary["searches"] else "")
               + f"; about {duration(summary['est_run_seconds'])} of run time, "
