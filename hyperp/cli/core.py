@@ -99,37 +99,30 @@ def is_usage_error(e: Exception) -> bool:
     return hasattr(e, "format_message") and getattr(e, "exit_code", None) == EXIT_BAD_INPUT
 
 
-class Command(TyperCommand):
-    """A command whose flags show no `<bool>` metavar and whose errors follow the exit-code table."""
+class ExitCodes:
+    """Mixed into a click command or group: parse errors and exceptions follow the exit-code table (one
+    `error:` line), and flags show no `<bool>` metavar (a flag takes no value)."""
 
     def invoke(self, ctx):
-        return map_errors(lambda: super(Command, self).invoke(ctx))
+        return map_errors(lambda: super(ExitCodes, self).invoke(ctx))
 
     def parse_args(self, ctx, args):
-        return map_errors(lambda: super(Command, self).parse_args(ctx, args))
+        return map_errors(lambda: super(ExitCodes, self).parse_args(ctx, args))
 
     def get_params(self, ctx):
-        return hide_flag_metavars(super().get_params(ctx))
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False):
+                p.metavar = ""
+        return params
 
 
-class Group(TyperGroup):
-    """A command group with the same error mapping and flag display as `Command`."""
-
-    def invoke(self, ctx):
-        return map_errors(lambda: super(Group, self).invoke(ctx))
-
-    def parse_args(self, ctx, args):
-        return map_errors(lambda: super(Group, self).parse_args(ctx, args))
-
-    def get_params(self, ctx):
-        return hide_flag_metavars(super().get_params(ctx))
+class Command(ExitCodes, TyperCommand):
+    """A `hyperp` command."""
 
 
-def hide_flag_metavars(params: list) -> list:
-    for p in params:
-        if getattr(p, "is_flag", False):
-            p.metavar = ""  # a flag takes no value; typer's help would print <bool>
-    return params
+class Group(ExitCodes, TyperGroup):
+    """A `hyperp` command group."""
 
 
 def new_app(help: str, **kwargs: Any) -> typer.Typer:
