@@ -51,3 +51,18 @@ def first_line(text: str) -> str:
     plain = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]", "", text) if _ANSI in text else text
     line = next((s.strip() for s in plain.splitlines() if s.strip()), "")
     return line[:ONE_LINE_CHARS]
+
+
+MAX_SUGGESTIONS = 3  # close matches named by a did-you-mean message
+MAX_LISTED = 12  # known names listed when nothing is close, before "..."
+
+
+def did_you_mean(given: str, known) -> str:
+    """`did you mean param?` for a mistyped name or value, or a short list of what exists when nothing is close."""
+    import difflib  # noqa: PLC0415
+
+    known = sorted({str(k) for k in known})
+    close = difflib.get_close_matches(str(given), known, n=MAX_SUGGESTIONS, cutoff=0.6)
+    if close:
+        return f"did you mean {' or '.join(close)}?"
+    return f"expected one of: {', '.join(known[:MAX_LISTED])}" + (", ..." if len(known) > MAX_LISTED else "")

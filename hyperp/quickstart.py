@@ -10,7 +10,6 @@ means the transfer holds at this scale. Whatever the runs give is what is report
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -79,4 +78,4 @@ def print_summary(summary: dict, optima: pd.DataFrame, out: Path, console: Conso
     if "laws_error" in summary:
         console.print(f"[yellow]power law not fitted:[/yellow] {summary['laws_error']}")
     console.print(f"outputs in {out}/ (summary.json, lr.png, law.png, sweeps/)")
-    console.print(json.dumps(summary["counts"]))
+    console.print(", ".join(f"{n} {s}" for s, n in summary["counts"].items()))

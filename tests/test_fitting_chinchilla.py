@@ -13,7 +13,7 @@ from scipy.optimize import minimize, rosen, rosen_der
 from typer.testing import CliRunner
 
 from hyperp.fitting import FitInputError, default_grid, fit_chinchilla, huber_objective, minimize_lbfgs_batch
-from hyperp.fitting.cli import app
+from hyperp.cli.fit import app
 from hyperp.fitting.lbfgs import CONVERGED_F, CONVERGED_G
 
 CSV = Path(__file__).resolve().parents[2] / "shared/data/chinchilla_svg_extracted.csv"

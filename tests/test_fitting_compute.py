@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hyperp.fitting import FitInputError, cel_at_points, compare_methods, compute_efficiency, fit_loss_compute
-from hyperp.fitting.cli import app
+from hyperp.cli.fit import app
 
 C = np.geomspace(1e18, 1e21, 8)
 A, B_EXP, E = 400.0, 0.15, 1.8

@@ -9,8 +9,8 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from hyperp.fitting import fit_lr_curve, fit_optimal_lr
+from hyperp.cli.fit import app
 from hyperp.fitting.lr import bracket_verdict
-from hyperp.fitting.cli import app
 
 LR_TRUE = 0.01
 LRS = LR_TRUE * np.geomspace(1 / 8, 8, 9)

@@ -12,7 +12,7 @@ from scipy.optimize import curve_fit
 from typer.testing import CliRunner
 
 from hyperp.fitting import FitInputError, fit_law, fit_power_law
-from hyperp.fitting.cli import app
+from hyperp.cli.fit import app
 
 X = np.geomspace(1e7, 1e10, 8)
 

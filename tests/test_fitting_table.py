@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hyperp.fitting import FitInputError, fit_optimal_lr, load_table, parse_mapping
-from hyperp.fitting.cli import app
+from hyperp.cli.fit import app
 from hyperp.fitting.table import status_masks
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hyperp.fitting import fit_chinchilla, fit_law, fit_loss_compute, fit_lr_curve, fit_power_law
 from hyperp.fitting.chinchilla import chinchilla_inputs
-from hyperp.fitting.cli import app
+from hyperp.cli.fit import app
 
 TRUE = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
 SMALL_STARTS = np.array([[a, b, e, al, be] for a in (5.0, 10.0) for b in (5.0, 10.0) for e in (0.0, 0.5)

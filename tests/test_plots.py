@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hyperp.fitting import compare_methods, fit_chinchilla, fit_law, fit_optimal_lr
-from hyperp.plots.cli import app
+from hyperp.cli.plot import app
 from hyperp.plots.fits import plot_chinchilla, plot_compute, plot_law, plot_lr
 from hyperp.plots.stability import indicator_columns, plot_stability, stability_frame
 from hyperp.plots.style import save_figure

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from hyperp import schema
 from hyperp.sweeps import ledger
-from hyperp.sweeps.cli import app, sweep_status
+from hyperp.cli.sweep import app, sweep_status
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import loads_spec, make_plan
 from hyperp.sweeps.stubs import TINY_BASE_TOML
@@ -110,7 +110,7 @@ def test_rerun_starts_nothing_and_is_fast(grid_sweep):
     assert again.submitted == 0 and not again.started_ray and again.counts["completed"] == 8
     # a fresh process, as a user would run it: imports, spec expansion, ledger check, no Ray
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", "from hyperp.sweeps.cli import app; app()", "run", str(spec),
+    proc = subprocess.run([sys.executable, "-c", "from hyperp.cli.sweep import app; app()", "run", str(spec),
                            "--out", str(root)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "nothing to run" in proc.stdout and time.perf_counter() - t0 < 30

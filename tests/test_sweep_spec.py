@@ -15,8 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hyperp.cli.sweep import app
 from hyperp.identity import RESULT_NEUTRAL_FIELDS, RESULTS_VERSION
-from hyperp.sweeps.cli import app
 from hyperp.sweeps.lr_search import bracket_state
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.sweeps.spec import BracketSearch, SpecError, loads_spec, make_plan
@@ -239,6 +239,9 @@ def test_plan_cli_json_lists_runs_flops_and_cost(tmp_path: Path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["n_runs"] == 4 and out["throughput_flops_per_s"] == 1e9
+    # no finished runs to measure the start-up on: it is timed by a probe (a fresh Python importing torch)
+    startup = out["startup_seconds_per_run"]
+    assert startup > 0 and out["startup_source"].startswith("probe")
     for r in out["runs"]:
         cfg = RunConfig.from_dict({"depth": r["depth"], "aspect_ratio": 32, "head_dim": 16, "seq_len": 32,
                                    "batch_tokens": 512, "tokens": 4096, "val_tokens": 512})
@@ -247,8 +250,9 @@ def test_plan_cli_json_lists_runs_flops_and_cost(tmp_path: Path):
         matrix = sum(p.numel() for n, p in model.named_parameters() if p.ndim >= 2 and not n.startswith("embed."))
         flops = 6 * matrix * 4096 + 12 * cfg.depth * cfg.d_model * cfg.seq_len * 4096
         assert r["flops"] == pytest.approx(flops)
-        assert r["est_seconds"] == pytest.approx(flops / 1e9)
+        assert r["est_seconds"] == pytest.approx(flops / 1e9 + startup)
     assert out["total_flops"] == pytest.approx(sum(r["flops"] for r in out["runs"]))
+    assert out["est_run_seconds"] == pytest.approx(sum(r["est_seconds"] for r in out["runs"]))
     table = CliRunner().invoke(app, ["plan", str(f), "--throughput", "1e9", "--out", str(tmp_path)])
     assert table.exit_code == 0 and all(r["run_id"] in table.output for r in out["runs"])
     assert not (tmp_path / "t").exists()  # planning runs nothing and writes nothing

@@ -1,7 +1,7 @@
 """Scaling-law fits over run tables: optimal LR, power laws, loss versus compute, CEL, Chinchilla approach 3.
 
 Pure functions taking arrays or DataFrames and returning frozen dataclasses with a `to_dict()`; the
-`hyperp fit` CLI (`hyperp.fitting.cli.app`) is a thin layer over them. The math is method.md section 7.
+`hyperp fit` CLI (`hyperp.cli.fit`) is a thin layer over them. The math is method.md section 7.
 """
 
 from hyperp.fitting.bootstrap import Interval, case_weights, percentile_interval, residual_draws

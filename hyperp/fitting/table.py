@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hyperp.errors import InputError
+from hyperp.errors import InputError, did_you_mean
 from hyperp.schema import COMPLETED, CURVES_FILE, DIVERGED, RUNS_FILE  # noqa: F401 (the ledger's names)
 
 STATUS_COL = "status"
@@ -74,7 +74,7 @@ def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], source: str = "t
     """Rename columns; a target that already exists is replaced by the mapped column."""
     missing = [s for s in mapping if s not in df.columns]
     if missing:
-        raise FitInputError(f"{source}: mapped column(s) {missing} not found; columns are {list(df.columns)}")
+        raise FitInputError(f"{source}: mapped column {missing[0]!r} not found; {did_you_mean(missing[0], df.columns)}")
     clash = [t for s, t in mapping.items() if t in df.columns and t not in mapping]
     return df.drop(columns=clash).rename(columns=dict(mapping))
 
@@ -91,9 +91,10 @@ def filter_rows(df: pd.DataFrame, where: Mapping[str, str], source: str = "table
                 keep = num == float(value)
             except ValueError:
                 pass
+        if not keep.any():
+            present = df[col].astype(str).unique()
+            raise FitInputError(f"{source}: no rows with {col} == {value!r}; {did_you_mean(value, present)}")
         df = df[keep]
-        if df.empty:
-            raise FitInputError(f"{source}: no rows with {col} == {value!r}")
     return df
 
 
@@ -101,8 +102,8 @@ def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str = "tab
     """Raise unless every column is present."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise FitInputError(f"{source}: missing column(s) {missing}; columns are {list(df.columns)} "
-                            "(use a column mapping such as --map 'loss=val_loss')")
+        raise FitInputError(f"{source}: missing column {missing[0]!r}; {did_you_mean(missing[0], df.columns)} "
+                            "(or map one with --map 'SOURCE=TARGET', e.g. --map 'loss=val_loss')")
 
 
 def numeric_column(df: pd.DataFrame, column: str, source: str = "table", positive: bool = False,

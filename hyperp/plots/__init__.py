@@ -1,6 +1,6 @@
 """Paper figures of hyperp fits (PNG/SVG): each plot takes a fit result from `hyperp.fitting` and draws it.
 
-`hyperp plot ...` (`hyperp.plots.cli.app`) runs the fit and the plot from a table. All figures share
+`hyperp plot ...` (`hyperp.cli.plot`) runs the fit and the plot from a table. All figures share
 `hyperp.plots.style`.
 """
 

@@ -74,8 +74,9 @@ log = logging.getLogger(__name__)
 def train_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
     """The default run function: `hyperp.trainer.loop.train` (checkpoints to and resumes from out_dir)."""
     from hyperp.trainer.loop import train  # noqa: PLC0415
+    from hyperp.trainer.progress import ProgressWriter  # noqa: PLC0415 (progress.json for `sweep status --watch`)
 
-    return train(cfg, out_dir, run_id=Path(out_dir).name).row  # the id under the spec's version_tag
+    return train(cfg, out_dir, on_step=ProgressWriter(out_dir), run_id=Path(out_dir).name).row  # the id under the spec's version_tag
 
 
 def resolve_run_fn(run_fn: str | RunFn | None) -> RunFn:
@@ -421,7 +422,7 @@ def connect_ray(address: str | None, num_cpus: int | None):
     if ray.is_initialized():
         return ray, False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "runtime_env": worker_env(address)}
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -431,6 +432,24 @@ def connect_ray(address: str | None, num_cpus: int | None):
         raise UnavailableError(f"address: cannot start or join Ray at {address or 'a local Ray'}: "
                                f"{first_line(str(e))}") from None
     return ray, True
+
+
+def worker_env(address: str | None) -> dict[str, Any]:
+    """Ray's runtime environment: the working directory importable by the workers (`--run-fn module:fn`).
+
+    A remote cluster (`ray://`) gets the directory itself shipped (`working_dir`); local Ray and `auto` (this
+    node's cluster) get it on PYTHONPATH. `ray://` needs Ray's client (`pip install 'hyperp[cluster]'`).
+    """
+    cwd = os.getcwd()
+    if address and address.startswith("ray://"):
+        import importlib.util  # noqa: PLC0415
+
+        if importlib.util.find_spec("grpc") is None:
+            raise SpecError("address", f"{address} needs Ray's client, which is not installed: "
+                                       "pip install 'hyperp[cluster]' (ray[client,default])")
+        return {"working_dir": cwd}
+    path = os.pathsep.join(p for p in (cwd, os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": {"PYTHONPATH": path}}
 
 
 def capacity(ray, spec: SweepSpec, local: bool) -> int:

@@ -41,75 +41,83 @@ class ConfigError(InputError):
         super().__init__(f"{field_name}: {message}")
 
 
+def opt(default: Any, help: str) -> Any:
+    """A RunConfig field: its default and what it means (shown by `hyperp train --help` and the sweep docs)."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class RunConfig:
     # --- model (method.md section 1) ---
-    depth: int = 4
-    width: int = 0  # 0: width = aspect_ratio * depth
-    aspect_ratio: int = 32
-    head_dim: int = 32
-    n_kv_heads: int = 0  # 0: as many as query heads (no GQA)
-    seq_len: int = 256
-    vocab_size: int = 256
-    mlp_ratio: float = 4.0
-    attn_gate: bool = False  # head-wise sigmoid output gate
-    rope_theta: float = 10000.0
+    depth: int = opt(4, "transformer blocks d")
+    width: int = opt(0, "model width w; 0: aspect_ratio * depth")
+    aspect_ratio: int = opt(32, "width per block (w = aspect_ratio * d) when width is 0")
+    head_dim: int = opt(32, "attention head dimension (even, for rotary embeddings); heads = width / head_dim")
+    n_kv_heads: int = opt(0, "key/value heads for grouped-query attention; 0: as many as query heads (no GQA)")
+    seq_len: int = opt(256, "context length in tokens")
+    vocab_size: int = opt(256, "vocabulary size (at least the data's largest token id + 1)")
+    mlp_ratio: float = opt(4.0, "SwiGLU hidden size as a multiple of the width")
+    attn_gate: bool = opt(False, "head-wise sigmoid output gate on attention")
+    rope_theta: float = opt(10000.0, "rotary embedding base")
     # --- mixture of experts (method.md section 5); moe_every = 0 means a dense model ---
     # Expert banks are (E, rows, cols) tensors; MuonH/AdamH keep each expert matrix on its own sphere
     # (per expert, not per bank) and Newton-Schulz runs per expert (hyperp/trainer/moe.py, optim.py).
-    moe_every: int = 0  # MoE feed-forward in every n-th block (1: every block)
-    sparsity: int = 1  # S: total routed experts = top_k * sparsity
-    top_k: int = 1  # k: granularity, active routed experts per token
-    shared_expert: bool = False
-    sqrt_gate: bool = True
-    aux_gamma: float = 0.1
+    moe_every: int = opt(0, "MoE feed-forward in every n-th block (1: every block); 0: a dense model")
+    sparsity: int = opt(1, "S: total routed experts = top_k * sparsity")
+    top_k: int = opt(1, "k: granularity, active routed experts per token (each of hidden size 4w/k)")
+    shared_expert: bool = opt(False, "one always-active expert; then top_k - 1 experts are routed")
+    sqrt_gate: bool = opt(True, "SqrtGate: weight experts by sqrt(gate), keeping the output RMS independent of k")
+    aux_gamma: float = opt(0.1, "weight gamma of the load-balancing loss")
     # --- parameterization (method.md section 2) ---
-    param: Param = "hyperp"
-    lr: float | None = None  # base LR eta0 at the proxy shape; None: DEFAULT_LR[param]
-    base_depth: int = 4  # d0 of the proxy where lr was tuned
-    base_width: int = 128  # w0 of the proxy (muon's logit multiplier and width ratio)
-    base_tokens: int = 2**20  # T0 of the proxy
-    token_exponent: float = 0.32  # the data-scaling exponent of the optimal LR
-    token_scaling: TokenScaling = "all"  # apply (T/T0)^-b to every group ("all", the paper's code) or hidden only
-    weight_decay: float = 0.1  # lambda for `muon` and `adamw`; the sphere schemes use none
-    adam_lr_mult: float = 1.0  # LR of the AdamW groups of Muon-type schemes relative to the matrix LR
+    param: Param = opt("hyperp", "parameterization and optimizer scheme (method.md section 2)")
+    lr: float | None = opt(None, "base LR eta0 at the proxy shape; unset: the scheme's default (DEFAULT_LR)")
+    base_depth: int = opt(4, "depth d0 of the proxy where lr was tuned")
+    base_width: int = opt(128, "width w0 of the proxy (muon's logit multiplier and width ratio)")
+    base_tokens: int = opt(2**20, "token budget T0 of the proxy")
+    token_exponent: float = opt(0.32, "data-scaling exponent b of the optimal LR: hyperp scales it by (T/T0)^-b")
+    token_scaling: TokenScaling = opt("all", "groups the (T/T0)^-b factor applies to: every group (all, the "
+                                             "paper's code) or hidden matrices only")
+    weight_decay: float = opt(0.1, "decoupled weight decay lambda for muon and adamw; the sphere schemes use none")
+    adam_lr_mult: float = opt(1.0, "LR of the AdamW groups of Muon-type schemes relative to the matrix LR")
     # --- init ---
-    head_init_std: float = 0.02
-    embed_init_std: float = 0.02
+    head_init_std: float = opt(0.02, "std of the LM head's normal init")
+    embed_init_std: float = opt(0.02, "std of the embedding's normal init")
     # --- optimizer (method.md section 3) ---
-    momentum: float = 0.95
-    nesterov: bool = True
-    ns_coeffs: NSCoeffs = "per_iter"
-    ns_steps: int = 5
-    ns_backend: NSBackend = "auto"  # CUDA: the Triton kernel when available (auto), or plain torch
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0  # 0 disables clipping
+    momentum: float = opt(0.95, "Muon/MuonH momentum mu")
+    nesterov: bool = opt(True, "Nesterov momentum for Muon/MuonH")
+    ns_coeffs: NSCoeffs = opt("per_iter", "Newton-Schulz coefficients: per-iteration set or the fixed quintic")
+    ns_steps: int = opt(5, "Newton-Schulz iterations")
+    ns_backend: NSBackend = opt("auto", "Newton-Schulz implementation; auto: the Triton kernel on CUDA when "
+                                        "available, else torch")
+    adam_beta1: float = opt(0.9, "AdamW/AdamH beta1")
+    adam_beta2: float = opt(0.95, "AdamW/AdamH beta2")
+    adam_eps: float = opt(1e-8, "AdamW/AdamH epsilon")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this; 0 disables clipping")
     # --- schedule ---
-    tokens: int = 2**20  # token budget T
-    batch_tokens: int = 8192
-    warmup_tokens: int = 0
-    min_lr_mult: float = 0.1
+    tokens: int = opt(2**20, "token budget T of the run")
+    batch_tokens: int = opt(8192, "tokens per optimizer step (a multiple of seq_len)")
+    warmup_tokens: int = opt(0, "linear LR warm-up, in tokens")
+    min_lr_mult: float = opt(0.1, "the LR decays linearly to this multiple of the peak")
     # --- data ---
-    data: str = "stdlib"  # "stdlib", a directory of text files, or a .bin shard / glob of shards
-    val_percent: float = 2.0  # share of the corpus held out for validation (by file for text corpora)
-    val_tokens: int = 65536  # tokens in the fixed validation set
+    data: str = opt("stdlib", "corpus: stdlib (Python's standard library source), a directory of text files, "
+                              "or a .bin shard / glob of shards")
+    val_percent: float = opt(2.0, "share of the corpus held out for validation (by file for text corpora)")
+    val_tokens: int = opt(65536, "tokens in the fixed validation set")
     # --- loop ---
-    seed: int = 0
-    eval_every: int = 0  # validate every n steps; 0: 10 times per run
-    log_every: int = 1
-    stats_every: int = 0  # stability indicators every n steps; 0: same as eval_every
-    checkpoint_every: int = 0  # steps; 0: no periodic checkpoints
-    diverge_ratio: float = 1.5  # diverged when train loss exceeds this multiple of the first step's loss
+    seed: int = opt(0, "seed of the init and the data order")
+    eval_every: int = opt(0, "validate every n steps; 0: 10 times per run")
+    log_every: int = opt(1, "log the train loss to the curves every n steps")
+    stats_every: int = opt(0, "stability indicators every n steps; 0: same as eval_every")
+    checkpoint_every: int = opt(0, "checkpoint every n steps; 0: no periodic checkpoints")
+    diverge_ratio: float = opt(1.5, "diverged when the train loss exceeds this multiple of the first step's loss")
     # --- hardware ---
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    threads: int = 0  # torch CPU threads; 0: leave torch's default
-    compile: bool = False  # torch.compile the model (CUDA only)
-    peak_tflops: float = 0.0  # peak for MFU; 0: measure with a matmul probe
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = opt(0, "torch CPU threads; 0: leave torch's default")
+    compile: bool = opt(False, "torch.compile the model (CUDA only)")
+    peak_tflops: float = opt(0.0, "device peak TFLOP/s for MFU; 0: measure with a matmul probe")
     # --- bookkeeping ---
-    name: str = ""
-    tags: dict[str, str] = field(default_factory=dict)
+    name: str = opt("", "a label for the run (progress bar, ledger)")
+    tags: dict[str, str] = field(default_factory=dict, metadata={"help": "free-form labels (TOML table only)"})
 
     # ---- derived shape ----
     @property

@@ -1,33 +1,33 @@
-"""`hyperp fit ...`: a thin command-line layer over the fitting API.
+"""`hyperp fit ...`: a thin command-line layer over the fitting API (hyperp.fitting).
 
 Each command reads a table (Parquet, CSV or sweep directory), calls one API function and prints a rich table,
-or JSON with --json; -o/--output also writes the JSON to a file. Input problems exit with code 2 and a
-one-line message, never a traceback.
+or strict JSON with --json; -o/--output also writes the JSON to a file. Input problems (a missing or mistyped
+column, with a did-you-mean) exit with code 2 and a one-line message, never a traceback.
+
+This module is loaded only when `hyperp fit` or `hyperp plot` runs (hyperp.cli loads nouns lazily); it takes
+its defaults from the fitting library, so it imports it (numpy, scipy, pandas) at the top.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 
 from hyperp import io
+from hyperp.cli.core import SUBAPPS, JsonFlag, command, json_text, new_app, warn
 from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
 from hyperp.fitting.chinchilla import BOOT_STARTS, HUBER_DELTA, chinchilla_inputs, fit_chinchilla
 from hyperp.fitting.chinchilla import DEFAULT_N_BOOT as CHINCHILLA_N_BOOT
 from hyperp.fitting.compute import compare_methods
 from hyperp.fitting.lr import R2_MIN, fit_optimal_lr
 from hyperp.fitting.powerlaw import fit_law
-from hyperp.fitting.report import fmt, fmt_interval, make_table, to_json
+from hyperp.fitting.report import fmt, fmt_interval, make_table
 from hyperp.fitting.table import FitInputError, load_table, parse_mapping
 
-app = typer.Typer(help="Fit scaling laws to a runs table (Parquet, CSV or sweep directory).",
-                  no_args_is_help=True, add_completion=False)
+app = new_app(SUBAPPS["fit"][1])
 
 # Options shared by every command (the plot CLI reuses them).
 TableArg = Annotated[Path, typer.Argument(help="Parquet/CSV table or a sweep directory with runs.parquet.")]
@@ -40,33 +40,27 @@ AllStatusOpt = Annotated[bool, typer.Option(
 BootOpt = Annotated[int, typer.Option("--bootstrap", "-B", min=0, help="Bootstrap replicates (0: no intervals).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Bootstrap seed.")]
 LevelOpt = Annotated[float, typer.Option("--level", min=0.5, max=0.999, help="Interval confidence level.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON result to this file.")]
 ByOpt = Annotated[list[str] | None, typer.Option("--by", help="Group column. Repeatable.")]
+LrColOpt = Annotated[str, typer.Option(help="LR column.")]
+LossColOpt = Annotated[str, typer.Option(help="Loss column.")]
+XOpt = Annotated[str, typer.Option("--x", help="x column (e.g. tokens, n_params).")]
+SkipSparseOpt = Annotated[bool, typer.Option(help="Skip groups with < 3 learning rates.")]
+WorkersOpt = Annotated[int, typer.Option(min=1, help="Threads for the batched L-BFGS.")]
 
 
-@contextlib.contextmanager
-def clean_errors():
-    """Turn FitInputError into a one-line message and exit code 2."""
-    try:
-        yield
-    except FitInputError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
-def read(table: Path, mapping: list[str] | None, where: list[str] | None) -> pd.DataFrame:
+def read(table: Path, mapping: list[str] | None, where: list[str] | None):
     """Load TABLE with --map and --where applied."""
     return load_table(table, parse_mapping(mapping or []), parse_mapping(where or []))
 
 
 def emit(result: Any, rich_table, as_json: bool, output: Path | None) -> None:
     """Print the result (JSON or rich table) and optionally save the JSON."""
-    text = to_json(result.to_dict())
+    text = json_text(result.to_dict())
     if output is not None:
         io.write_bytes(output, (text + "\n").encode())  # atomic: a crash never leaves a torn file
     if as_json:
-        sys.stdout.write(text + "\n")
+        typer.echo(text)
         return
     if rich_table is not None:
         Console(width=160).print(rich_table)
@@ -76,22 +70,21 @@ def emit(result: Any, rich_table, as_json: bool, output: Path | None) -> None:
 def print_warnings(result: Any) -> None:
     """The fit's warnings, one line each on stderr (they are in the JSON too)."""
     for w in getattr(result, "warnings", ()):
-        typer.echo(f"warning: {w}", err=True)
+        warn(w)
 
 
-@app.command("lr")
-def lr_cmd(table: TableArg, by: ByOpt = None, lr_col: Annotated[str, typer.Option(help="LR column.")] = "lr",
-           loss_col: Annotated[str, typer.Option(help="Loss column.")] = "val_loss",
+@command(app, "lr")
+def lr_cmd(table: TableArg, by: ByOpt = None, lr_col: LrColOpt = "lr",
+           loss_col: LossColOpt = "val_loss",
            r2_min: Annotated[float, typer.Option(help="Below this R^2 the optimum is not bracketed.")] = R2_MIN,
-           skip_sparse: Annotated[bool, typer.Option(help="Skip groups with < 3 learning rates.")] = False,
+           skip_sparse: SkipSparseOpt = False,
            mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
            n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
-           as_json: JsonOpt = False, output: OutOpt = None) -> None:
+           as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Optimal learning rate per group: parabola in ln(lr), bootstrap interval for lr_opt."""
-    with clean_errors():
-        df = read(table, mapping, where)
-        res = fit_optimal_lr(df, by or [], lr_col=lr_col, loss_col=loss_col, all_status=all_status, r2_min=r2_min,
-                             n_boot=n_boot, seed=seed, level=level, skip_sparse=skip_sparse, source=str(table))
+    df = read(table, mapping, where)
+    res = fit_optimal_lr(df, by or [], lr_col=lr_col, loss_col=loss_col, all_status=all_status, r2_min=r2_min,
+                         n_boot=n_boot, seed=seed, level=level, skip_sparse=skip_sparse, source=str(table))
     cols = [*res.by, "lr_opt", f"{level:.0%} interval", "loss_opt", "r2", "n", "bracketed", "reason"]
     rows = [[fmt(o.group[k]) for k in res.by] + [o.lr_opt, fmt_interval(o.lr_interval.low, o.lr_interval.high),
                                                   o.loss_opt, o.r2, o.n_points, fmt(o.bracketed), o.reason]
@@ -99,25 +92,24 @@ def lr_cmd(table: TableArg, by: ByOpt = None, lr_col: Annotated[str, typer.Optio
     emit(res, make_table("Optimal learning rate", cols, rows), as_json, output)
 
 
-@app.command("law")
+@command(app, "law")
 def law_cmd(table: TableArg, x: Annotated[str, typer.Option("--x", help="x column (e.g. tokens, n_params).")],
             y: Annotated[str, typer.Option("--y", help="y column, or lr_opt / loss_opt (per-group optima).")] = "loss_opt",
             by: ByOpt = None, offset: Annotated[bool, typer.Option(help="Fit y = a x^b + c.")] = False,
             space: Annotated[str, typer.Option(help="linear (curve_fit) or log (least squares on log y).")] = "linear",
             include_unbracketed: Annotated[bool, typer.Option(help="Keep unbracketed optima.")] = False,
-            lr_col: Annotated[str, typer.Option(help="LR column.")] = "lr",
-            loss_col: Annotated[str, typer.Option(help="Loss column.")] = "val_loss",
+            lr_col: LrColOpt = "lr",
+            loss_col: LossColOpt = "val_loss",
             mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
             n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
-            as_json: JsonOpt = False, output: OutOpt = None) -> None:
+            as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Power law y = a x^b (+ c) per group, with leave-one-out error and a bootstrap interval for b."""
-    with clean_errors():
-        if space not in ("linear", "log"):
-            raise FitInputError(f"--space must be 'linear' or 'log', got {space!r}")
-        df = read(table, mapping, where)
-        laws = fit_law(df, x, y, by or [], offset=offset, space=space, lr_col=lr_col, loss_col=loss_col,
-                       all_status=all_status, include_unbracketed=include_unbracketed, n_boot=n_boot, seed=seed,
-                       level=level, source=str(table))
+    if space not in ("linear", "log"):
+        raise FitInputError(f"--space must be 'linear' or 'log', got {space!r}")
+    df = read(table, mapping, where)
+    laws = fit_law(df, x, y, by or [], offset=offset, space=space, lr_col=lr_col, loss_col=loss_col,
+                   all_status=all_status, include_unbracketed=include_unbracketed, n_boot=n_boot, seed=seed,
+                   level=level, source=str(table))
     keys = list(by or [])
     cols = [*keys, "a", "b", f"b {level:.0%} interval", "c", "r2", "loo_rel_err", "n", "excluded"]
     rows = [[fmt(lf.group[k]) for k in keys] + [lf.fit.a, lf.fit.b, fmt_interval(lf.fit.intervals["b"].low,
@@ -143,7 +135,7 @@ class _Laws:
         return {"laws": [lf.to_dict() for lf in self.laws], "warnings": list(self.warnings)}
 
 
-@app.command("compute")
+@command(app, "compute")
 def compute_cmd(table: TableArg,
                 baseline: Annotated[str, typer.Option(help="Baseline method (a value of --method-col).")],
                 method_col: Annotated[str, typer.Option(help="Column naming the method.")] = "param",
@@ -154,12 +146,11 @@ def compute_cmd(table: TableArg,
                     "--best-of", help="Keep the lowest-loss run per method and value of this column. Repeatable.")] = None,
                 mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                 n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
-                as_json: JsonOpt = False, output: OutOpt = None) -> None:
+                as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Loss versus compute per method (L = A C^-b + E) and CEL over the baseline, with a hold-out check."""
-    with clean_errors():
-        df = read(table, mapping, where)
-        res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, at=at or [], best_of=best_of or [],
-                              all_status=all_status, n_boot=n_boot, seed=seed, level=level, source=str(table))
+    df = read(table, mapping, where)
+    res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, at=at or [], best_of=best_of or [],
+                          all_status=all_status, n_boot=n_boot, seed=seed, level=level, source=str(table))
     if as_json or output is not None:
         emit(res, None, as_json, output)
     if as_json:
@@ -183,30 +174,28 @@ def compute_cmd(table: TableArg,
     print_warnings(res)
 
 
-@app.command("chinchilla")
+@command(app, "chinchilla")
 def chinchilla_cmd(table: TableArg,
                    drop_worst: Annotated[int, typer.Option(min=0, help="Drop the K highest-loss runs first.")] = 0,
                    n_col: Annotated[str, typer.Option(help="Parameter-count column.")] = "n_params",
                    tokens_col: Annotated[str, typer.Option(help="Token column (else flops / 6N).")] = "tokens",
                    flops_col: Annotated[str, typer.Option(help="FLOP column, used when there is no token column.")] = "flops",
-                   loss_col: Annotated[str, typer.Option(help="Loss column.")] = "val_loss",
+                   loss_col: LossColOpt = "val_loss",
                    delta: Annotated[float, typer.Option(help="Huber delta.")] = HUBER_DELTA,
                    boot_starts: Annotated[int, typer.Option(min=1, help="Starts per bootstrap refit.")] = BOOT_STARTS,
-                   workers: Annotated[int, typer.Option(min=1, help="Threads for the batched L-BFGS.")] = 1,
+                   workers: WorkersOpt = 1,
                    best_of: Annotated[str | None, typer.Option(
                        "--best-of", help="A column swept at each (N, D), e.g. lr: keep only the lowest-loss run of "
                                          "each (N, D).")] = None,
                    mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                    n_boot: BootOpt = CHINCHILLA_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
-                   as_json: JsonOpt = False, output: OutOpt = None) -> None:
+                   as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Chinchilla approach 3: L(N, D) = E + A/N^alpha + B/D^beta by Huber/LSE L-BFGS from 4,500 starts."""
-    with clean_errors():
-        df = read(table, mapping, where)
-        n, d, loss = chinchilla_inputs(df, n_col=n_col, tokens_col=tokens_col, loss_col=loss_col,
-                                       flops_col=flops_col, all_status=all_status, best_of=best_of,
-                                       source=str(table))
-        res = fit_chinchilla(n, d, loss, drop_worst=drop_worst, delta=delta, n_boot=n_boot,
-                             boot_starts=boot_starts, seed=seed, level=level, workers=workers)
+    df = read(table, mapping, where)
+    n, d, loss = chinchilla_inputs(df, n_col=n_col, tokens_col=tokens_col, loss_col=loss_col,
+                                   flops_col=flops_col, all_status=all_status, best_of=best_of, source=str(table))
+    res = fit_chinchilla(n, d, loss, drop_worst=drop_worst, delta=delta, n_boot=n_boot,
+                         boot_starts=boot_starts, seed=seed, level=level, workers=workers)
     names = ("E", "A", "B", "alpha", "beta", "exponent_n", "exponent_d")
     rows = [[k, getattr(res, k), fmt_interval(res.intervals[k].low, res.intervals[k].high)] for k in names]
     title = (f"L(N, D) = E + A/N^alpha + B/D^beta  ({res.n_points} runs, {res.n_dropped} dropped, "

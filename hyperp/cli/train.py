@@ -1,0 +1,111 @@
+"""`hyperp train`: one run from flags named like the config fields, or a TOML file.
+
+The flags are generated from RunConfig's fields (hyperp.trainer.config, pure Python): each shows the field's
+own documentation and default, Literal fields show their choices. torch loads only when the command runs.
+"""
+
+# No `from __future__ import annotations`: Typer reads the spliced signature's annotations as objects.
+import dataclasses
+import enum
+import inspect
+from pathlib import Path
+from typing import Annotated, Any, Optional, get_args
+
+import typer
+
+from hyperp.cli.core import PLAIN_PROGRESS_S, JsonFlag, PlainProgress, duration, print_json
+from hyperp.trainer.config import RunConfig, field_types
+
+SKIPPED_FIELDS = {"tags"}  # not a scalar flag; settable from a TOML file
+PANEL = "Run config (RunConfig fields; also the axes of a sweep)"
+
+
+def flag_type(name: str, hint: Any) -> Any:
+    """The click-facing type of a field: int/float/bool/str, or an Enum of a Literal's choices."""
+    if hint in (int, float, bool, str):
+        return hint
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if args and all(isinstance(a, str) for a in args):  # Literal[...]: shown and checked as choices
+        return enum.Enum(name, {a: a for a in args}, type=str)
+    return args[0] if args else str
+
+
+def config_options() -> list[inspect.Parameter]:
+    """One keyword option per RunConfig field, default None meaning 'not given on the command line'."""
+    params = []
+    for f in dataclasses.fields(RunConfig):
+        if f.name in SKIPPED_FIELDS:
+            continue
+        kind = flag_type(f.name, field_types()[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        decls = [f"{flag}/--no-{f.name.replace('_', '-')}"] if kind is bool else [flag]
+        default = "unset" if f.default is None else f.default
+        option = typer.Option(None, *decls, help=f"{f.metadata['help']} (default: {default})", show_default=False,
+                              rich_help_panel=PANEL)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=Optional[kind]))
+    return params
+
+
+def config_from_cli(config_file: Optional[Path], values: dict[str, Any]) -> RunConfig:
+    base = RunConfig.from_toml(config_file).to_dict() if config_file else {}
+    base.update({k: (v.value if isinstance(v, enum.Enum) else v) for k, v in values.items() if v is not None})
+    return RunConfig.from_dict(base, source="command line")
+
+
+def progress_line(cfg: RunConfig, info) -> str:
+    eta = (info.total_steps - info.step) * cfg.batch_tokens / info.tokens_per_s if info.tokens_per_s > 0 else None
+    return (f"{cfg.name or cfg.param}: step {info.step}/{info.total_steps}  loss {info.loss:.4f}  "
+            f"{info.tokens_per_s:,.0f} tok/s  ETA {duration(eta)}")
+
+
+def run_with_progress(cfg: RunConfig, out: Optional[Path], console, every_s: float):
+    """Train with a live bar on a terminal, else a plain line every `every_s` seconds."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    from hyperp.trainer.loop import train  # noqa: PLC0415
+
+    if not console.is_terminal:
+        plain = PlainProgress(every_s)
+        return train(cfg, out, on_step=lambda info: plain(lambda: progress_line(cfg, info),
+                                                          force=info.step == info.total_steps))
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tok"),
+               TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(cfg.name or cfg.param, total=cfg.total_steps * cfg.batch_tokens, loss=float("nan"),
+                                 tps=0.0)
+        return train(cfg, out, on_step=lambda info: progress.update(task, completed=info.tokens, loss=info.loss,
+                                                                    tps=info.tokens_per_s))
+
+
+def train_command(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with run fields "
+                                                                 "(flags given override it).")] = None,
+                  out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("runs/train"),
+                  as_json: JsonFlag = False,
+                  progress_every: Annotated[float, typer.Option(
+                      help="Seconds between plain progress lines when stderr is not a terminal.")] = PLAIN_PROGRESS_S,
+                  **fields: Any) -> None:
+    """Train one model and write runs.parquet and curves.parquet to --out."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from hyperp.trainer.data import check_corpus, load_corpus  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    cfg = config_from_cli(config, fields)
+    check_corpus(load_corpus(cfg.data, cfg.val_percent), cfg)  # fail on bad data before the progress bar
+    result = run_with_progress(cfg, out, console, progress_every)
+    row = result.row
+    if as_json:
+        print_json(row)
+        return
+    console.print(f"[bold]{row['status']}[/bold]  val_loss {row['val_loss']:.4f}  params {row['n_params']:,}  "
+                  f"flops {row['flops']:.3g}  {row['tokens_per_s']:,.0f} tok/s  MFU {100 * row['mfu']:.1f}%")
+    if result.out_dir is not None:
+        console.print(f"results in {result.out_dir}/ (runs.parquet, curves.parquet, config.json)")
+
+
+# Typer reads the signature: splice one option per config field in place of **fields.
+_sig = inspect.signature(train_command)
+train_command.__signature__ = _sig.replace(
+    parameters=[p for p in _sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD] + config_options())
