@@ -33,7 +33,7 @@ def sweep(param="hyperp"):
         cfg = cfg.replace(tokens=tokens)
         shape = static_columns(cfg)
         for lr in lr_true(tokens) * np.geomspace(1 / 4, 4, 7):
-            rows.append({**cfg.to_dict(), "lr": lr, "n_params": shape["n_params"], "flops": shape["flops_planned"],
+            rows.append({**{k: v for k, v in cfg.to_dict().items() if k != "tags"}, "lr": lr, "n_params": shape["n_params"], "flops": shape["flops_planned"],
                          "status": "completed", "config_json": cfg.to_json(),
                          "val_loss": loss_true(shape["flops_planned"]) + 0.03 * math.log(lr / lr_true(tokens)) ** 2})
     return pd.DataFrame(rows)

@@ -34,6 +34,7 @@ import pandas as pd
 
 from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval, rng_for
 from hyperp.fitting.lr import LrOptimum, fit_lr_curve
+from hyperp.fitting.report import readable
 from hyperp.fitting.table import FitInputError, group_indices, numeric_column, require_columns, status_masks
 
 AXES = ("width", "depth", "tokens", "top_k")
@@ -114,8 +115,8 @@ def _check_group(df, axis, keys, proxy, lr_col, loss_col, n_boot, rng, level, so
     eta = optima[proxy].lr_opt
     points = tuple(_scale_point(s, optima[s], eta, df[df[axis] == s], lr_col, loss_col) for s in optima)
     slope, interval = _slope(points, n_boot, rng, level)
-    warnings = [f"{axis}={p.scale:g}: {w}" for p in points for w in p.optimum.warnings]
-    warnings += [f"{axis}={p.scale:g}: the transferred lr {eta:.4g} lies outside the swept LRs; no regret"
+    warnings = [f"{axis}={readable(p.scale)}: {w}" for p in points for w in p.optimum.warnings]
+    warnings += [f"{axis}={readable(p.scale)}: the transferred lr {eta:.4g} lies outside the swept LRs; no regret"
                  for p in points if not math.isfinite(p.regret)]
     verdict, why = _verdict(points, slope, interval)
     return TransferCheck(axis=axis, group=keys, proxy=proxy, points=points, slope=slope, slope_interval=interval,
@@ -195,7 +196,7 @@ def _verdict(points: Sequence[ScalePoint], slope: float, interval: Interval) -> 
     costly = [p for p in points if math.isfinite(p.regret) and p.regret > allowed(p)]
     if costly:
         p = max(costly, key=lambda q: q.regret_rel)
-        return FAIL, (f"at {p.scale:g} the transferred lr costs {p.regret:.4g} nats ({p.regret_rel:.2%}), above "
+        return FAIL, (f"at {readable(p.scale)} the transferred lr costs {p.regret:.4g} nats ({p.regret_rel:.2%}), above "
                       f"the allowed {allowed(p):.4g}")
     span = f"slope {slope:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
     if interval.low > SLOPE_TOL or interval.high < -SLOPE_TOL:
@@ -203,7 +204,7 @@ def _verdict(points: Sequence[ScalePoint], slope: float, interval: Interval) -> 
     unknown = [p for p in points if not math.isfinite(p.regret) or not p.optimum.bracketed]
     if unknown:
         return INCONCLUSIVE, ("optimum not bracketed, or the transferred lr outside the sweep, at "
-                              f"{', '.join(f'{p.scale:g}' for p in unknown)}")
+                              f"{', '.join(readable(p.scale) for p in unknown)}")
     if abs(slope) <= SLOPE_TOL or interval.low <= 0 <= interval.high:
         return PASS, f"every regret within its allowance and no drift beyond +-{SLOPE_TOL} ({span})"
     return INCONCLUSIVE, f"regrets within their allowance but {span} leaves the drift undecided"

@@ -59,3 +59,31 @@ def make_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     for row in rows:
         table.add_row(*(fmt(v) if not isinstance(v, str) else v for v in row))
     return Group(Text(title, style="bold"), table)
+
+
+BINARY_UNITS = ((1024**3, "G"), (1024**2, "M"), (1024, "k"))
+DECIMAL_UNITS = ((1e6, "M"), (1e3, "k"))
+SCIENTIFIC_FROM = 1e9  # at and beyond this (FLOPs), 1e18 reads better than a suffix
+
+
+def readable(v) -> str:
+    """A number as a person writes it: 131072 -> 128k and 2**20 -> 1M (token counts are often powers of two),
+    250000 -> 250k, 6e18 -> 6e18, 0.0213 -> 0.0213; anything else as str()."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return str(v)
+    x = float(v)
+    if not np.isfinite(x) or x == 0:
+        return f"{x:g}"
+    whole = x.is_integer()
+    for size, suffix in BINARY_UNITS:
+        if whole and abs(x) >= size:
+            if (x / size).is_integer():
+                return f"{x / size:g}{suffix}"
+            break
+    if abs(x) >= SCIENTIFIC_FROM:
+        mantissa, exp = f"{x:.2e}".split("e")
+        return f"{float(mantissa):g}e{int(exp)}"
+    for size, suffix in DECIMAL_UNITS:
+        if whole and abs(x) >= size:
+            return f"{x / size:.3g}{suffix}"
+    return f"{x:.3g}"

@@ -1,0 +1,147 @@
+"""`hyperp check ...`: HyperP's claims as checks (hyperp.checks). Each prints its numbers and a verdict whose
+thresholds it states, or strict JSON with --json. Exit code 0 when the verdict is pass or inconclusive, 1 when
+it is fail (README "Exit codes"), 2 on bad input.
+
+coord and sphere train a few steps of tiny models themselves (seconds); transfer and stability read a sweep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json, warn
+from hyperp.cli.fit import ByOpt, LossColOpt, LrColOpt, MapOpt, SeedOpt, TableArg, WhereOpt, read
+from hyperp.errors import EXIT_RUNS_FAILED
+
+app = new_app(SUBAPPS["check"][1])
+
+ParamOpt = Annotated[str, typer.Option("--param", help="Scheme: hyperp, muonh, muon or adamw.")]
+CheckBootOpt = Annotated[int, typer.Option("--bootstrap", "-B", min=0, help="Bootstrap replicates for intervals.")]
+
+
+def report(results: list, title: str, lines, as_json: bool) -> None:
+    """Print each result (JSON, or its lines, verdict and warnings) and exit 1 when any verdict is fail."""
+    if as_json:
+        print_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
+    else:
+        from rich.console import Console  # noqa: PLC0415
+
+        con = Console(width=160)
+        con.print(f"[bold]{title}[/bold]")
+        for r in results:
+            for line in lines(r):
+                con.print(line, highlight=False)
+            colour = {"pass": "green", "fail": "red"}.get(r.verdict, "yellow")
+            con.print(f"verdict: [{colour}]{r.verdict}[/{colour}] ({r.why}); thresholds {r.thresholds}",
+                      highlight=False)
+            for w in r.warnings:
+                warn(w)
+    if any(r.verdict == "fail" for r in results):
+        raise typer.Exit(EXIT_RUNS_FAILED)
+
+
+@command(app, "coord")
+def coord_cmd(param: ParamOpt = "hyperp",
+              widths: Annotated[list[int] | None, typer.Option("--width", help="A width to compare. Repeatable "
+                                                                                "(default 64, 128, 256).")] = None,
+              steps: Annotated[int, typer.Option(min=0, help="Optimizer steps before the second reading.")] = 5,
+              lr: Annotated[float | None, typer.Option(help="Base LR (default: the scheme's).")] = None,
+              as_json: JsonFlag = False) -> None:
+    """Coordinate check: block output RMS across widths at init and after a few steps (flat passes)."""
+    from hyperp.checks.coord import WIDTHS, check_coord  # noqa: PLC0415 (torch)
+
+    res = check_coord(param, tuple(widths or WIDTHS), steps, lr)
+    report([res], f"coordinate check of {param}: branch RMS by width {list(res.widths)}",
+           lambda r: [f"{m} {k}: " + ", ".join(f"{v:.3g}" for v in vals)
+                      for m, branches in r.rms.items() for k, vals in branches.items()], as_json)
+
+
+@command(app, "transfer")
+def transfer_cmd(table: TableArg,
+                 axis: Annotated[str, typer.Option(help="The scale axis: width, depth, tokens or top_k.")],
+                 by: ByOpt = None,
+                 proxy: Annotated[float | None, typer.Option(help="Proxy scale (default: the smallest).")] = None,
+                 lr_col: LrColOpt = "lr", loss_col: LossColOpt = "val_loss", mapping: MapOpt = None,
+                 where: WhereOpt = None, n_boot: CheckBootOpt = 1000, seed: SeedOpt = 0,
+                 as_json: JsonFlag = False) -> None:
+    """LR transfer along an axis: eta* per scale, the drift slope with its interval, the regret of the
+    transferred LR at each scale against the seed-to-seed noise floor (method.md section 9)."""
+    from hyperp.checks.transfer import AXES, check_transfer  # noqa: PLC0415
+    from hyperp.fitting.report import readable  # noqa: PLC0415
+    from hyperp.fitting.table import FitInputError  # noqa: PLC0415
+
+    if axis not in AXES:
+        raise FitInputError(f"--axis: expected one of {', '.join(AXES)}, got {axis!r}")
+    results = check_transfer(read(table, mapping, where), axis, by=by or [], proxy=proxy, lr_col=lr_col,
+                             loss_col=loss_col, n_boot=n_boot, seed=seed, source=str(table))
+
+    def lines(r):
+        head = ", ".join(f"{k}={v}" for k, v in r.group.items())
+        out = [f"{head + ': ' if head else ''}slope d ln eta*/d ln {axis} = {r.slope:.3f} "
+               f"[{r.slope_interval.low:.3f}, {r.slope_interval.high:.3f}], proxy {axis}={readable(r.proxy)}"]
+        for p in r.points:
+            o = p.optimum
+            out.append(f"  {axis}={readable(p.scale)}: eta*={o.lr_opt:.4g} [{o.lr_interval.low:.3g}, {o.lr_interval.high:.3g}]"
+                       f"{'' if o.bracketed else ' (not bracketed)'}, loss*={o.loss_opt:.4f}, regret at "
+                       f"{p.transferred_lr:.4g}: {p.regret:.4f} nats ({p.regret_rel:.2%}), seed SD {p.noise_sd:.4f}")
+        return out
+
+    report(results, f"transfer along {axis}", lines, as_json)
+
+
+@command(app, "sphere")
+def sphere_cmd(param: ParamOpt = "hyperp",
+               steps: Annotated[int, typer.Option(min=1, help="Training steps of the tiny model.")] = 20,
+               as_json: JsonFlag = False) -> None:
+    """Sphere facts on a trained tiny model: radius drift, and weight decay acting only at O(eta^2)."""
+    from hyperp.checks.sphere import check_sphere  # noqa: PLC0415 (torch)
+
+    res = check_sphere(param, steps)
+    report([res], f"sphere check of {param} after {steps} steps",
+           lambda r: [f"radius drift {r.radius_drift:.2e}; decay effect ratio at lr/10 vs lr: {r.wd_ratio:.4f}"],
+           as_json)
+
+
+@command(app, "stability")
+def stability_cmd(table: Annotated[Path, typer.Argument(
+                      help="A sweep directory (runs/<id>/curves.parquet beside runs.parquet).")],
+                  scale: Annotated[str | None, typer.Option(help="Scale column (default: the run setting that "
+                                                                 "varies: n_params, tokens_run, width, ...).")] = None,
+                  by: ByOpt = None,
+                  all_runs: Annotated[bool, typer.Option("--all-runs", help="Every run, not only the best LR of "
+                                                                             "each scale.")] = False,
+                  where: WhereOpt = None, as_json: JsonFlag = False) -> None:
+    """Stability indicators (attention/router Z, branch RMS, outliers) bounded or growing, within runs and
+    across scale; by default on the best-LR run of each scale."""
+    from hyperp.checks.stability import best_runs, check_stability  # noqa: PLC0415
+    from hyperp.fitting.table import FitInputError, filter_rows, parse_mapping  # noqa: PLC0415
+    from hyperp.plots.stability import read_curves, stability_frame, varying_scale  # noqa: PLC0415
+
+    curves, runs = read_curves(table)
+    if runs is None:
+        raise FitInputError(f"{table}: no runs.parquet beside the curves")
+    runs = filter_rows(runs, parse_mapping(where or []), str(table))
+    scale = scale or varying_scale(runs.rename(columns={"tokens": "tokens_run"}))
+    df = stability_frame(curves, runs, scale=scale, source=str(table))
+    groups = [({}, runs)] if not by else [(dict(zip(by, k if isinstance(k, tuple) else (k,))), g)
+                                          for k, g in runs.groupby(list(by))]
+    results = []
+    run_scale = "tokens" if scale == "tokens_run" else scale  # a run's budget, named tokens in the runs table
+    for keys, g in groups:
+        ids = g["run_id"].tolist() if all_runs else best_runs(g, run_scale)
+        results.append(check_stability(df[df.run_id.isin(ids)], scale=scale, source=str(table)))
+        results[-1] = _labelled(results[-1], keys)
+    report(results, f"stability indicators across {scale}",
+           lambda r: [f"{t.name}: growth {t.growth_max:.3f} per e-fold of tokens, slope {t.scale_slope:.3f} across "
+                      f"{r.scale}: {t.verdict}" for t in r.trends], as_json)
+
+
+def _labelled(res, keys: dict):
+    if not keys:
+        return res
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.replace(res, why=f"{', '.join(f'{k}={v}' for k, v in keys.items())}: {res.why}")
