@@ -7,12 +7,14 @@ linear layers, trained with AdamW. The hyperp models run at `mlp_ratio` 8/3 by d
 w x h matrices hold as many weights as the GPT MLP's two w x 4w ones (the hidden size is then rounded up to a
 multiple of 64, `hyperp.trainer.model.mlp_hidden`, so they are slightly larger: the ratio below counts it).
 
-Protocol: the fp32 (bf16 on CUDA) matmul peak with a square-matmul probe; then every model is built once
+Protocol: the fp32 (bf16 on CUDA) matmul peak with a square-matmul probe, repeated after every round (the
+peak is the best probe: on a shared machine a single probe can land in a busy moment); then every model is built once
 and full training steps (forward, backward, optimizer) of all models alternate, `warmup` untimed rounds and
 then `steps` timed rounds; each figure is the median over rounds, so machine load drifts affect every model
 alike. MFU counts training FLOPs (method.md section 7, same convention for both architectures) against the
 probe. Ratios to the reference: plain tokens/s, and tokens/s x non-embedding parameters (the work rate at
-the model's size). The Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes;
+the model's size), and tokens per CPU second (process CPU time; at 1 thread it measures the work done and is
+robust to other processes loading the machine, which wall-clock figures are not). The Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes;
 `overhead_per_ns_share` is the measured step-time overhead over the first scheme divided by that share.
 """
 
@@ -30,7 +32,8 @@ import torch.nn.functional as F
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.data import load_corpus, train_batch
 from hyperp.trainer.loop import build, ns_flops_per_step, resolve_device
-from hyperp.trainer.metrics import ParamCounts, count_params, matmul_peak_flops, training_flops
+from hyperp.trainer.metrics import (PROBE_SIZES, ParamCounts, count_params, matmul_flops, matmul_peak_flops,
+                                     training_flops)
 
 MATCHED_MLP_RATIO = 8 / 3  # SwiGLU 3 w (8w/3) = GELU MLP 2 w (4w) weights
 GPT_MLP_RATIO = 4  # the classic block's MLP hidden size, in widths
@@ -107,6 +110,9 @@ class BenchRow:
     tokens_vs_reference: float = float("nan")  # tokens/s / the GPT block's tokens/s
     work_vs_reference: float = float("nan")  # (tokens/s x non-embedding params) / the GPT block's
     overhead_per_ns_share: float = float("nan")  # overhead_vs_first / ns_flop_share (Muon-type schemes)
+    cpu_step_s: float = float("nan")  # process CPU seconds per step, median (robust to other processes' load
+    # at 1 thread, where it is the work done; with more threads it includes the threads' spin-waits)
+    cpu_vs_reference: float = float("nan")  # the GPT block's CPU s/token / this model's (1.0: as fast)
 
 
 @dataclass
@@ -119,12 +125,17 @@ class Contestant:
     counts: ParamCounts
     fwd_bwd: list[float] = field(default_factory=list)
     opt_time: list[float] = field(default_factory=list)
+    cpu_time: list[float] = field(default_factory=list)
+
+    def drop(self, n: int) -> None:
+        """Forget the first n steps (warm-up)."""
+        del self.fwd_bwd[:n], self.opt_time[:n], self.cpu_time[:n]
 
 
-def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[], None]) -> tuple[float, float]:
-    """One full training step; (forward+backward seconds, optimizer seconds)."""
+def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[], None]) -> None:
+    """One full training step; appends its forward+backward and optimizer seconds (wall) and its CPU seconds."""
     sync()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     _, loss = c.model(x, y)
     loss.backward()
     sync()
@@ -132,7 +143,9 @@ def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[
     c.opt.step()
     c.opt.zero_grad()
     sync()
-    return t1 - t0, time.perf_counter() - t1
+    c.fwd_bwd.append(t1 - t0)
+    c.opt_time.append(time.perf_counter() - t1)
+    c.cpu_time.append(time.process_time() - cpu0)
 
 
 def contestants(cfg: RunConfig, params: list[str], device: str, compile: bool) -> list[Contestant]:
@@ -164,17 +177,18 @@ def bench_train(cfg: RunConfig, params: list[str], steps: int = 10, warmup: int 
         torch.set_num_threads(cfg.threads)
     if mlp_ratio is not None:
         cfg = cfg.replace(mlp_ratio=mlp_ratio)
-    peak = matmul_peak_flops(device, torch.bfloat16 if device.startswith("cuda") else torch.float32,
-                             seconds=PEAK_PROBE_S)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    peak = matmul_peak_flops(device, dtype, seconds=PEAK_PROBE_S)
     x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     models = contestants(cfg, params, device, compile)
-    for i in range(warmup + steps):
+    for _ in range(warmup + steps):
         for c in models:
-            fwd_bwd, opt_s = timed_step(c, x, y, sync)
-            if i >= warmup:
-                c.fwd_bwd.append(fwd_bwd)
-                c.opt_time.append(opt_s)
+            timed_step(c, x, y, sync)
+        # the peak is the best the machine gives: probe it between rounds too, as load comes and goes
+        peak = max(peak, matmul_flops(PROBE_SIZES[-1], device, dtype, PEAK_PROBE_S / len(PROBE_SIZES)))
+    for c in models:
+        c.drop(warmup)
     return peak, summarise(models, cfg.batch_tokens, peak)
 
 
@@ -186,12 +200,14 @@ def summarise(models: list[Contestant], batch_tokens: int, peak: float) -> list[
         rows.append(BenchRow(param=c.name, tokens_per_s=batch_tokens / step_s, fwd_bwd_s=fwd_bwd, opt_s=opt_s,
                              opt_share=opt_s / step_s, mfu_fwd_bwd=c.step_flops / fwd_bwd / peak,
                              mfu_step=c.step_flops / step_s / peak, ns_flop_share=c.ns_flops / c.step_flops,
-                             non_embedding_params=c.counts.non_embedding))
+                             non_embedding_params=c.counts.non_embedding,
+                             cpu_step_s=statistics.median(c.cpu_time)))
     first, ref = rows[0], rows[-1]
     for r in rows:
         r.overhead_vs_first = first.tokens_per_s / r.tokens_per_s - 1
         r.tokens_vs_reference = r.tokens_per_s / ref.tokens_per_s
         r.work_vs_reference = r.tokens_vs_reference * r.non_embedding_params / ref.non_embedding_params
+        r.cpu_vs_reference = ref.cpu_step_s / r.cpu_step_s
         if r.ns_flop_share > 0:
             r.overhead_per_ns_share = r.overhead_vs_first / r.ns_flop_share
     return rows
@@ -202,7 +218,8 @@ def as_dicts(rows: list[BenchRow]) -> list[dict]:
 
 
 COLUMNS = ("scheme", "tok/s", "fwd+bwd ms", "opt ms", "opt share", "MFU fwd+bwd", "MFU step", "NS FLOP share",
-           "step vs first", "overhead/NS share", "non-emb params", "tok/s vs GPT", "tok/s x params vs GPT")
+           "step vs first", "overhead/NS share", "non-emb params", "tok/s vs GPT", "tok/s x params vs GPT",
+           "CPU s/step", "tok/CPU-s vs GPT")
 
 
 def table_cells(r: BenchRow) -> tuple[str, ...]:
@@ -211,7 +228,8 @@ def table_cells(r: BenchRow) -> tuple[str, ...]:
     return (r.param, f"{r.tokens_per_s:,.0f}", f"{1e3 * r.fwd_bwd_s:.1f}", f"{1e3 * r.opt_s:.1f}",
             f"{100 * r.opt_share:.1f}%", f"{100 * r.mfu_fwd_bwd:.1f}%", f"{100 * r.mfu_step:.1f}%",
             f"{100 * r.ns_flop_share:.2f}%", f"{100 * r.overhead_vs_first:+.1f}%", per_ns,
-            f"{r.non_embedding_params:,}", f"{r.tokens_vs_reference:.2f}x", f"{r.work_vs_reference:.2f}x")
+            f"{r.non_embedding_params:,}", f"{r.tokens_vs_reference:.2f}x", f"{r.work_vs_reference:.2f}x",
+            f"{r.cpu_step_s:.2f}", f"{r.cpu_vs_reference:.2f}x")
 
 
 def format_report(cfg: RunConfig, peak: float, rows: list[BenchRow]) -> str:

@@ -90,7 +90,8 @@ class _Rope(torch.autograd.Function):
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x1, x2) = (x[..., i], x[..., i + D/2]) of x (B, H, T, D) by position-dependent angles."""
     T = x.shape[-2]
-    return _Rope.apply(x.float(), cos[:T], sin[:T]).type_as(x)  # fp32 rotation (bf16 activations on CUDA)
+    compute = torch.promote_types(x.dtype, torch.float32)  # at least fp32 (bf16 activations on CUDA)
+    return _Rope.apply(x.to(compute), cos[:T].to(compute), sin[:T].to(compute)).type_as(x)
 
 
 def branch_stats(y: torch.Tensor) -> tuple[float, float]:
