@@ -168,20 +168,29 @@ def contestants(cfg: RunConfig, params: list[str], device: str, compile: bool) -
     return out
 
 
+def prepare(cfg: RunConfig, mlp_ratio: float | None) -> tuple[RunConfig, str]:
+    """The device, torch's CPU threads, and the config at the compared MLP ratio (None keeps cfg's)."""
+    device = resolve_device(cfg.device)
+    if cfg.threads and device == "cpu":
+        torch.set_num_threads(cfg.threads)
+    return (cfg if mlp_ratio is None else cfg.replace(mlp_ratio=mlp_ratio)), device
+
+
 def bench_train(cfg: RunConfig, params: list[str], steps: int = 10, warmup: int = 3,
                 mlp_ratio: float | None = MATCHED_MLP_RATIO, compile: bool = False) -> tuple[float, list[BenchRow]]:
     """Time `params` (the first is the overhead reference) and the GPT block, interleaved; one row each, the
     GPT block last. `mlp_ratio` None keeps cfg's; `compile` compiles every model (the reference too)."""
-    device = resolve_device(cfg.device)
-    if cfg.threads and device == "cpu":
-        torch.set_num_threads(cfg.threads)
-    if mlp_ratio is not None:
-        cfg = cfg.replace(mlp_ratio=mlp_ratio)
+    cfg, device = prepare(cfg, mlp_ratio)
+    return run_rounds(cfg, contestants(cfg, params, device, compile), device, steps, warmup)
+
+
+def run_rounds(cfg: RunConfig, models: list[Contestant], device: str, steps: int,
+               warmup: int) -> tuple[float, list[BenchRow]]:
+    """Alternate one full step of each model, `warmup` untimed rounds then `steps` timed ones."""
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     peak = matmul_peak_flops(device, dtype, seconds=PEAK_PROBE_S)
     x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    models = contestants(cfg, params, device, compile)
     for _ in range(warmup + steps):
         for c in models:
             timed_step(c, x, y, sync)
@@ -190,6 +199,17 @@ def bench_train(cfg: RunConfig, params: list[str], steps: int = 10, warmup: int 
     for c in models:
         c.drop(warmup)
     return peak, summarise(models, cfg.batch_tokens, peak)
+
+
+def bench_compile(cfg: RunConfig, param: str = "adamw", steps: int = 10, warmup: int = 3,
+                  mlp_ratio: float | None = MATCHED_MLP_RATIO) -> tuple[float, list[BenchRow]]:
+    """What torch.compile gives: the model under `param` and the GPT block, eager and compiled, interleaved in
+    one process (rows: eager model, compiled model, eager GPT block, compiled GPT block = the reference)."""
+    cfg, device = prepare(cfg, mlp_ratio)
+    eager, compiled = contestants(cfg, [param], device, False), contestants(cfg, [param], device, True)
+    for c in compiled:
+        c.name += " compiled"
+    return run_rounds(cfg, [eager[0], compiled[0], eager[1], compiled[1]], device, steps, warmup)
 
 
 def summarise(models: list[Contestant], batch_tokens: int, peak: float) -> list[BenchRow]:
