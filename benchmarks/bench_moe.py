@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.loop import build
 from hyperp.trainer.metrics import count_params
-from hyperp.trainer.model import SwiGLU
+from hyperp.trainer.model import SwiGLU, mlp_hidden
 from hyperp.trainer.moe import MoE
 
 MOE = dict(moe_every=1, sparsity=8, top_k=4)
@@ -148,7 +148,7 @@ def bench_layer(reps: int) -> str:
     torch.manual_seed(0)
     x = torch.randn(n, w, requires_grad=True)
     moe = MoE(cfg)
-    dense = SwiGLU(w, int(cfg.mlp_ratio * w))
+    dense = SwiGLU(w, mlp_hidden(cfg))  # the active MLP of one token: k experts of mlp_hidden / k
 
     def fwd_bwd(fn):
         def run():

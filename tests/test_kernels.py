@@ -1,4 +1,5 @@
-"""The Triton Newton-Schulz kernel against the torch reference, run by Triton's CPU interpreter.
+"""The Triton Newton-Schulz kernel against the torch reference, run by Triton's CPU interpreter, and the
+kernels' place under the trainer.
 
 TRITON_INTERPRET must be set before triton is imported, so the check runs in a fresh interpreter.
 """
@@ -9,8 +10,6 @@ import sys
 import textwrap
 
 import pytest
-
-pytest.importorskip("triton")
 
 CHECK = textwrap.dedent("""
     import torch
@@ -32,7 +31,30 @@ CHECK = textwrap.dedent("""
 
 
 def test_triton_newton_schulz_matches_torch_reference():
+    pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1")
     proc = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "kernel ok" in proc.stdout
+
+
+LAYERING = textwrap.dedent("""
+    import sys
+    import hyperp.kernels, hyperp.kernels.ns, hyperp.kernels.newton_schulz
+    print(sorted(m for m in sys.modules if m.startswith("hyperp.trainer")))
+""")
+
+
+def test_kernels_import_nothing_from_the_trainer():
+    """Imports run one way: the trainer uses kernels, never the reverse (fresh interpreter: nothing preloaded)."""
+    proc = subprocess.run([sys.executable, "-c", LAYERING], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_optimizers_use_the_kernels_newton_schulz():
+    """One implementation: the optimizers' Newton-Schulz is the kernels' object, not a copy."""
+    from hyperp.kernels import ns
+    from hyperp.trainer import optim
+
+    assert optim.newton_schulz is ns.newton_schulz and optim.NS_COEFFS is ns.NS_COEFFS

@@ -4,11 +4,14 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from hyperp.trainer import model as model_module
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.data import load_corpus, train_batch
 from hyperp.trainer.loop import build
-from hyperp.trainer.model import Transformer, apply_rope, rope_tables
+from hyperp.trainer.metrics import count_params, training_flops
+from hyperp.trainer.model import RMSNorm, Transformer, apply_rope, mlp_hidden, rope_tables
 
 WIDTHS = (64, 128, 256)  # 4x growth, as the issue asks
 BAND = 1.5  # max/min of a branch RMS across widths that still counts as "flat"
@@ -98,3 +101,106 @@ def test_residual_alpha_scales_branches():
     h = x + 0.5 * a
     expected = h + 0.5 * block.mlp(block.mlp_norm(h))
     torch.testing.assert_close(block(x, rope), expected)
+
+
+# ---- the fast paths against the obvious implementations ----
+
+def rope_by_concatenation(x, cos, sin):
+    """RoPE written the obvious way (split in halves, rotate, concatenate)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def test_rope_autograd_matches_the_concatenating_form():
+    cos, sin = (t.double() for t in rope_tables(16, 8, 10000.0))
+    x = torch.randn(2, 3, 16, 8, dtype=torch.float64).transpose(1, 2).contiguous().transpose(1, 2)  # strided
+    x.requires_grad_()
+    torch.testing.assert_close(apply_rope(x, cos, sin), rope_by_concatenation(x, cos, sin))
+    assert torch.autograd.gradcheck(lambda t: apply_rope(t, cos, sin), (x,))
+
+
+def test_rmsnorm_matches_torch_in_value_and_gradient():
+    norm = RMSNorm(8).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(8, dtype=torch.float64))
+    x = torch.randn(3, 5, 8, dtype=torch.float64).transpose(0, 1).requires_grad_()  # strided input, as q and k are
+    grad = torch.randn(5, 3, 8, dtype=torch.float64)
+    ours = torch.autograd.grad(norm(x), (x, norm.weight), grad)
+    ref = torch.autograd.grad(F.rms_norm(x, (8,), norm.weight, norm.eps), (x, norm.weight), grad)
+    torch.testing.assert_close(norm(x), F.rms_norm(x, (8,), norm.weight, norm.eps))
+    torch.testing.assert_close(ours, ref)
+
+
+def test_fused_attention_equals_separate_projections():
+    """One matmul on the concatenated q/k/v/gate weights gives the attention written with four projections."""
+    cfg = RunConfig(depth=1, width=64, head_dim=16, n_kv_heads=2, attn_gate=True, seq_len=16)
+    torch.manual_seed(0)
+    model = Transformer(cfg).double()
+    attn, x = model.blocks[0].attn, torch.randn(2, 16, 64, dtype=torch.float64)
+    cos, sin = model.rope_cos.double(), model.rope_sin.double()
+
+    def heads(t, n):
+        return t.view(2, 16, n, 16).transpose(1, 2)
+
+    q = rope_by_concatenation(F.rms_norm(heads(attn.q(x), 4), (16,), attn.q_norm.weight, 1e-6), cos, sin)
+    k = rope_by_concatenation(F.rms_norm(heads(attn.k(x), 2), (16,), attn.k_norm.weight, 1e-6), cos, sin)
+    v = heads(attn.v(x), 2)
+    k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = (q @ k.mT / 4.0).masked_fill(~torch.ones(16, 16, dtype=torch.bool).tril(), float("-inf"))
+    y = scores.softmax(-1) @ v * torch.sigmoid(attn.gate(x)).transpose(1, 2).unsqueeze(-1)
+    torch.testing.assert_close(attn(x, (cos, sin)), attn.o(y.transpose(1, 2).reshape(2, 16, 64)))
+
+
+@pytest.mark.parametrize("ratio, width, moe, hidden", [
+    (4.0, 64, {}, 256),  # already a multiple of 64
+    (8 / 3, 256, {}, 704),  # 682.67 -> 682 -> 704
+    (8 / 3, 64, {}, 192),  # 170 -> 192
+    (8 / 3, 96, dict(moe_every=1, top_k=2, sparsity=2), 256),  # 256: a multiple of 64 and of top_k
+])
+def test_mlp_hidden_is_rounded_up_to_64(ratio, width, moe, hidden):
+    cfg = RunConfig(depth=1, width=width, head_dim=16, mlp_ratio=ratio, **moe)
+    assert mlp_hidden(cfg) == hidden
+    mlp = Transformer(cfg).blocks[0].mlp
+    per_expert = [mlp.gate.weight.shape[0]] if not moe else [mlp.gate_bank.shape[1] * mlp.k]
+    assert per_expert == [hidden]
+
+
+def test_flops_count_the_rounded_mlp():
+    """6 N T with N = depth (4 w^2 + 3 w h) + V w (head), h the rounded hidden size, plus the attention term."""
+    cfg = RunConfig(depth=2, width=64, head_dim=16, mlp_ratio=8 / 3, seq_len=32, batch_tokens=512, tokens=512)
+    w, h = 64, 192
+    counts = count_params(Transformer(cfg), cfg)
+    assert counts.active_matrix == 2 * (4 * w * w + 3 * w * h) + cfg.vocab_size * w
+    assert training_flops(counts, cfg, 512) == (6 * counts.active_matrix + 12 * 2 * w * 32) * 512
+
+
+def test_stability_statistics_only_on_stats_steps(monkeypatch):
+    """Without a stats dict the forward does no statistics work; with one, the attention Z-value equals the
+    explicit causal logits' mean (logsumexp)^2 of the first sequence."""
+    cfg = RunConfig(depth=1, width=32, head_dim=16, seq_len=16)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    idx = torch.randint(0, 256, (2, 16))
+    calls = []
+    for name in ("branch_stats", "z_value"):
+        original = getattr(model_module, name)
+        monkeypatch.setattr(model_module, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    model(idx)
+    assert calls == []
+    seen = {}
+
+    def capture(module, args, output):
+        seen["x"] = args[0]
+
+    model.blocks[0].attn.register_forward_hook(capture)
+    stats: dict = {}
+    model(idx, stats=stats)
+    assert set(calls) == {"branch_stats", "z_value"}
+    attn = model.blocks[0].attn
+    B, T = 2, 16
+    q, k, _ = F.linear(seen["x"], torch.cat([attn.q.weight, attn.k.weight, attn.v.weight])).split(32, -1)
+    q = rope_by_concatenation(attn.q_norm(q.view(B, T, 2, 16).transpose(1, 2)), model.rope_cos, model.rope_sin)
+    k = rope_by_concatenation(attn.k_norm(k.view(B, T, 2, 16).transpose(1, 2)), model.rope_cos, model.rope_sin)
+    logits = (q[0] @ k[0].mT / 4.0).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    assert stats["attn_z"][0] == pytest.approx(logits.logsumexp(-1).pow(2).mean().item(), rel=1e-5)

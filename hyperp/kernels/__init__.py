@@ -1,1 +1,2 @@
-"""Triton kernels for the optimizer hot path (planned; the torch path in hyperp.trainer.optim is used today)."""
+"""Numerical kernels under the trainer: Newton-Schulz (`ns`: coefficients, torch reference, dispatch) and its
+Triton kernel (`newton_schulz`). Nothing here imports hyperp.trainer."""

@@ -12,12 +12,14 @@ on a batch of matrices (grid axis 2), so an MoE expert bank of shape (E, rows, c
 Accumulation is fp32; inputs are bf16 on CUDA (as in Muon) or fp32.
 
 On CUDA it runs compiled; on CPU the tests run it under TRITON_INTERPRET=1 against the torch reference
-`hyperp.trainer.optim.newton_schulz_torch`.
+`hyperp.kernels.ns.newton_schulz_torch`.
 """
 
 from __future__ import annotations
 
 import torch
+
+from hyperp.kernels.ns import NS_EPS, ns_schedule
 
 try:
     import triton
@@ -79,8 +81,6 @@ def mm_axpby(P: torch.Tensor, Q: torch.Tensor, alpha: float = 1.0, R: torch.Tens
 def newton_schulz_triton(G: torch.Tensor, coeffs: str = "per_iter", steps: int = 5,
                          dtype: torch.dtype | None = None) -> torch.Tensor:
     """Same contract as `newton_schulz_torch`: batched over leading dims, returns G's dtype."""
-    from hyperp.trainer.optim import NS_EPS, ns_schedule  # noqa: PLC0415 (optim imports this lazily)
-
     shape = G.shape
     X = G.reshape(-1, *shape[-2:]).to(dtype or G.dtype)
     X = X / (X.float().norm(dim=(-2, -1), keepdim=True) + NS_EPS).to(X.dtype)

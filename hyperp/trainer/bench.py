@@ -1,78 +1,262 @@
-"""`hyperp bench train`: throughput, MFU and optimizer overhead of one model under several schemes.
+"""`hyperp bench train`: throughput, MFU and optimizer overhead of the model under several schemes, next to
+a classic GPT block of the same shape measured in the same process.
 
-Every figure is measured in the same process: the fp32 (or bf16 on CUDA) matmul peak with a square-matmul
-probe, then for each scheme the forward+backward time and the optimizer time of `steps` steps on a fixed
-batch (after `warmup` steps). MFU counts the model's training FLOPs (method.md section 7) against the
-probe's peak. The Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes.
+The reference is written here in plain torch: pre-LayerNorm blocks, fused q/k/v projection, PyTorch's
+scaled-dot-product attention, a GELU MLP of 4w, learned positions, untied embeddings, no biases in the
+linear layers, trained with AdamW. The hyperp models run at `mlp_ratio` 8/3 by default, where SwiGLU's three
+w x h matrices hold as many weights as the GPT MLP's two w x 4w ones (the hidden size is then rounded up to a
+multiple of 64, `hyperp.trainer.model.mlp_hidden`, so they are slightly larger: the ratio below counts it).
+
+Protocol: the fp32 (bf16 on CUDA) matmul peak with a square-matmul probe, repeated after every round (the
+peak is the best probe: on a shared machine a single probe can land in a busy moment); then every model is built once
+and full training steps (forward, backward, optimizer) of all models alternate, `warmup` untimed rounds and
+then `steps` timed rounds; each figure is the median over rounds, so machine load drifts affect every model
+alike. MFU counts training FLOPs (method.md section 7, same convention for both architectures) against the
+probe. Ratios to the reference: plain tokens/s, and tokens/s x non-embedding parameters (the work rate at
+the model's size), and tokens per CPU second (process CPU time; at 1 thread it measures the work done and is
+robust to other processes loading the machine, which wall-clock figures are not). The Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes;
+`overhead_per_ns_share` is the measured step-time overhead over the first scheme divided by that share.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.data import load_corpus, train_batch
 from hyperp.trainer.loop import build, ns_flops_per_step, resolve_device
-from hyperp.trainer.metrics import count_params, matmul_peak_flops, training_flops
+from hyperp.trainer.metrics import (PROBE_SIZES, ParamCounts, count_params, matmul_flops, matmul_peak_flops,
+                                     training_flops)
+
+MATCHED_MLP_RATIO = 8 / 3  # SwiGLU 3 w (8w/3) = GELU MLP 2 w (4w) weights
+GPT_MLP_RATIO = 4  # the classic block's MLP hidden size, in widths
+REFERENCE = "gpt-block"  # the reference's row name
+PEAK_PROBE_S = 2.0  # seconds of square matmuls for the peak
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the reference: a classic GPT block
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, width: int, n_heads: int, head_dim: int):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim
+        inner = n_heads * head_dim
+        self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * inner, bias=False)
+        self.proj = nn.Linear(inner, width, bias=False)
+        self.fc = nn.Linear(width, GPT_MLP_RATIO * width, bias=False)
+        self.out = nn.Linear(GPT_MLP_RATIO * width, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(B, T, -1))
+        return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+
+class GPTReference(nn.Module):
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        w = cfg.d_model
+        self.embed = nn.Embedding(cfg.vocab_size, w)
+        self.pos = nn.Embedding(cfg.seq_len, w)
+        self.blocks = nn.ModuleList(GPTBlock(w, cfg.n_heads, cfg.head_dim) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(w)
+        self.head = nn.Linear(w, cfg.vocab_size, bias=False)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor):
+        x = self.embed(idx) + self.pos.weight[: idx.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        logits = self.head(self.norm(x))
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+    def counts(self) -> ParamCounts:
+        """The hyperp convention: embeddings (tokens and positions) and head are not non-embedding parameters;
+        FLOPs count the weights that multiply activations, head included."""
+        total = sum(p.numel() for p in self.parameters())
+        embeddings = self.embed.weight.numel() + self.pos.weight.numel()
+        matrices = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        return ParamCounts(total=total, non_embedding=total - embeddings - self.head.weight.numel(),
+                           active=total, active_matrix=matrices)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# timing
 
 
 @dataclass
 class BenchRow:
     param: str
-    tokens_per_s: float  # full steps (forward, backward, optimizer)
-    fwd_bwd_s: float  # per step
-    opt_s: float  # per step
+    tokens_per_s: float  # full steps (forward, backward, optimizer), median over rounds
+    fwd_bwd_s: float  # per step, median
+    opt_s: float  # per step, median
     opt_share: float  # optimizer time / step time
     mfu_fwd_bwd: float  # model FLOPs of forward+backward / fwd_bwd time / peak
     mfu_step: float  # the same over the whole step
     ns_flop_share: float  # Newton-Schulz FLOPs / model training FLOPs per step
     overhead_vs_first: float = float("nan")  # step time / the first scheme's step time - 1
+    non_embedding_params: int = 0
+    tokens_vs_reference: float = float("nan")  # tokens/s / the GPT block's tokens/s
+    work_vs_reference: float = float("nan")  # (tokens/s x non-embedding params) / the GPT block's
+    overhead_per_ns_share: float = float("nan")  # overhead_vs_first / ns_flop_share (Muon-type schemes)
+    cpu_step_s: float = float("nan")  # process CPU seconds per step, median (robust to other processes' load
+    # at 1 thread, where it is the work done; with more threads it includes the threads' spin-waits)
+    cpu_vs_reference: float = float("nan")  # the GPT block's CPU s/token / this model's (1.0: as fast)
 
 
-def time_steps(cfg: RunConfig, model, opt, device: str, steps: int, warmup: int) -> tuple[float, float]:
-    x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    fwd_bwd = opt_time = 0.0
-    for i in range(warmup + steps):
-        sync()
-        t0 = time.perf_counter()
-        _, loss = model(x, y)
-        loss.backward()
-        sync()
-        t1 = time.perf_counter()
-        opt.step()
-        opt.zero_grad()
-        sync()
-        t2 = time.perf_counter()
-        if i >= warmup:
-            fwd_bwd, opt_time = fwd_bwd + t1 - t0, opt_time + t2 - t1
-    return fwd_bwd / steps, opt_time / steps
+@dataclass
+class Contestant:
+    name: str
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    step_flops: float
+    ns_flops: float
+    counts: ParamCounts
+    fwd_bwd: list[float] = field(default_factory=list)
+    opt_time: list[float] = field(default_factory=list)
+    cpu_time: list[float] = field(default_factory=list)
+
+    def drop(self, n: int) -> None:
+        """Forget the first n steps (warm-up)."""
+        del self.fwd_bwd[:n], self.opt_time[:n], self.cpu_time[:n]
 
 
-def bench_train(cfg: RunConfig, params: list[str], steps: int = 10, warmup: int = 3) -> tuple[float, list[BenchRow]]:
-    device = resolve_device(cfg.device)
-    if cfg.threads and device == "cpu":
-        torch.set_num_threads(cfg.threads)
-    peak = matmul_peak_flops(device, torch.bfloat16 if device.startswith("cuda") else torch.float32, seconds=2.0)
-    rows: list[BenchRow] = []
+def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[], None]) -> None:
+    """One full training step; appends its forward+backward and optimizer seconds (wall) and its CPU seconds."""
+    sync()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    _, loss = c.model(x, y)
+    loss.backward()
+    sync()
+    t1 = time.perf_counter()
+    c.opt.step()
+    c.opt.zero_grad()
+    sync()
+    c.fwd_bwd.append(t1 - t0)
+    c.opt_time.append(time.perf_counter() - t1)
+    c.cpu_time.append(time.process_time() - cpu0)
+
+
+def contestants(cfg: RunConfig, params: list[str], device: str, compile: bool) -> list[Contestant]:
+    out = []
     for param in params:
         run_cfg = cfg.replace(param=param, lr=None)
         model, opt, hp = build(run_cfg, device)
-        step_flops = training_flops(count_params(model, run_cfg), run_cfg, run_cfg.batch_tokens)
-        ns = ns_flops_per_step(run_cfg, hp)
-        fwd_bwd, opt_s = time_steps(run_cfg, model, opt, device, steps, warmup)
-        step_s = fwd_bwd + opt_s
-        rows.append(BenchRow(param=param, tokens_per_s=run_cfg.batch_tokens / step_s, fwd_bwd_s=fwd_bwd, opt_s=opt_s,
-                             opt_share=opt_s / step_s, mfu_fwd_bwd=step_flops / fwd_bwd / peak,
-                             mfu_step=step_flops / step_s / peak, ns_flop_share=ns / step_flops))
-    first = rows[0].fwd_bwd_s + rows[0].opt_s
+        counts = count_params(model, run_cfg)
+        out.append(Contestant(param, torch.compile(model) if compile else model, opt,
+                              training_flops(counts, run_cfg, run_cfg.batch_tokens), ns_flops_per_step(run_cfg, hp),
+                              counts))
+    torch.manual_seed(cfg.seed)
+    gpt = GPTReference(cfg).to(device)
+    # AdamW as the `adamw` scheme builds it (reference loop, no foreach), at its default LR
+    opt = torch.optim.AdamW(gpt.parameters(), betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                            foreach=False)
+    counts = gpt.counts()
+    model = torch.compile(gpt) if compile else gpt
+    out.append(Contestant(REFERENCE, model, opt, training_flops(counts, cfg, cfg.batch_tokens), 0.0, counts))
+    return out
+
+
+def prepare(cfg: RunConfig, mlp_ratio: float | None) -> tuple[RunConfig, str]:
+    """The device, torch's CPU threads, and the config at the compared MLP ratio (None keeps cfg's)."""
+    device = resolve_device(cfg.device)
+    if cfg.threads and device == "cpu":
+        torch.set_num_threads(cfg.threads)
+    return (cfg if mlp_ratio is None else cfg.replace(mlp_ratio=mlp_ratio)), device
+
+
+def bench_train(cfg: RunConfig, params: list[str], steps: int = 10, warmup: int = 3,
+                mlp_ratio: float | None = MATCHED_MLP_RATIO, compile: bool = False) -> tuple[float, list[BenchRow]]:
+    """Time `params` (the first is the overhead reference) and the GPT block, interleaved; one row each, the
+    GPT block last. `mlp_ratio` None keeps cfg's; `compile` compiles every model (the reference too)."""
+    cfg, device = prepare(cfg, mlp_ratio)
+    return run_rounds(cfg, contestants(cfg, params, device, compile), device, steps, warmup)
+
+
+def run_rounds(cfg: RunConfig, models: list[Contestant], device: str, steps: int,
+               warmup: int) -> tuple[float, list[BenchRow]]:
+    """Alternate one full step of each model, `warmup` untimed rounds then `steps` timed ones."""
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    peak = matmul_peak_flops(device, dtype, seconds=PEAK_PROBE_S)
+    x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(warmup + steps):
+        for c in models:
+            timed_step(c, x, y, sync)
+        # the peak is the best the machine gives: probe it between rounds too, as load comes and goes
+        peak = max(peak, matmul_flops(PROBE_SIZES[-1], device, dtype, PEAK_PROBE_S / len(PROBE_SIZES)))
+    for c in models:
+        c.drop(warmup)
+    return peak, summarise(models, cfg.batch_tokens, peak)
+
+
+def bench_compile(cfg: RunConfig, param: str = "adamw", steps: int = 10, warmup: int = 3,
+                  mlp_ratio: float | None = MATCHED_MLP_RATIO) -> tuple[float, list[BenchRow]]:
+    """What torch.compile gives: the model under `param` and the GPT block, eager and compiled, interleaved in
+    one process (rows: eager model, compiled model, eager GPT block, compiled GPT block = the reference)."""
+    cfg, device = prepare(cfg, mlp_ratio)
+    eager, compiled = contestants(cfg, [param], device, False), contestants(cfg, [param], device, True)
+    for c in compiled:
+        c.name += " compiled"
+    return run_rounds(cfg, [eager[0], compiled[0], eager[1], compiled[1]], device, steps, warmup)
+
+
+def summarise(models: list[Contestant], batch_tokens: int, peak: float) -> list[BenchRow]:
+    rows = []
+    for c in models:
+        fwd_bwd, opt_s = statistics.median(c.fwd_bwd), statistics.median(c.opt_time)
+        step_s = statistics.median(f + o for f, o in zip(c.fwd_bwd, c.opt_time))
+        rows.append(BenchRow(param=c.name, tokens_per_s=batch_tokens / step_s, fwd_bwd_s=fwd_bwd, opt_s=opt_s,
+                             opt_share=opt_s / step_s, mfu_fwd_bwd=c.step_flops / fwd_bwd / peak,
+                             mfu_step=c.step_flops / step_s / peak, ns_flop_share=c.ns_flops / c.step_flops,
+                             non_embedding_params=c.counts.non_embedding,
+                             cpu_step_s=statistics.median(c.cpu_time)))
+    first, ref = rows[0], rows[-1]
     for r in rows:
-        r.overhead_vs_first = (r.fwd_bwd_s + r.opt_s) / first - 1
-    return peak, rows
+        r.overhead_vs_first = first.tokens_per_s / r.tokens_per_s - 1
+        r.tokens_vs_reference = r.tokens_per_s / ref.tokens_per_s
+        r.work_vs_reference = r.tokens_vs_reference * r.non_embedding_params / ref.non_embedding_params
+        r.cpu_vs_reference = ref.cpu_step_s / r.cpu_step_s
+        if r.ns_flop_share > 0:
+            r.overhead_per_ns_share = r.overhead_vs_first / r.ns_flop_share
+    return rows
 
 
 def as_dicts(rows: list[BenchRow]) -> list[dict]:
     return [asdict(r) for r in rows]
+
+
+COLUMNS = ("scheme", "tok/s", "fwd+bwd ms", "opt ms", "opt share", "MFU fwd+bwd", "MFU step", "NS FLOP share",
+           "step vs first", "overhead/NS share", "non-emb params", "tok/s vs GPT", "tok/s x params vs GPT",
+           "CPU s/step", "tok/CPU-s vs GPT")
+
+
+def table_cells(r: BenchRow) -> tuple[str, ...]:
+    """One row of the report, formatted (shared by the CLI's table and `format_report`)."""
+    per_ns = f"{r.overhead_per_ns_share:.2f}x" if r.ns_flop_share > 0 else "-"
+    return (r.param, f"{r.tokens_per_s:,.0f}", f"{1e3 * r.fwd_bwd_s:.1f}", f"{1e3 * r.opt_s:.1f}",
+            f"{100 * r.opt_share:.1f}%", f"{100 * r.mfu_fwd_bwd:.1f}%", f"{100 * r.mfu_step:.1f}%",
+            f"{100 * r.ns_flop_share:.2f}%", f"{100 * r.overhead_vs_first:+.1f}%", per_ns,
+            f"{r.non_embedding_params:,}", f"{r.tokens_vs_reference:.2f}x", f"{r.work_vs_reference:.2f}x",
+            f"{r.cpu_step_s:.2f}", f"{r.cpu_vs_reference:.2f}x")
+
+
+def format_report(cfg: RunConfig, peak: float, rows: list[BenchRow]) -> str:
+    """Plain-text table of the rows under a title naming the shape and the measured peak."""
+    cells = [COLUMNS] + [table_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    lines = [f"width {cfg.d_model}, depth {cfg.depth}, head dim {cfg.head_dim}, ctx {cfg.seq_len}, batch "
+             f"{cfg.batch_tokens} tok, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s"]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)

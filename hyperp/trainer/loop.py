@@ -94,6 +94,12 @@ def build(cfg: RunConfig, device: str) -> tuple[Transformer, Optimizers, Resolve
     return model, build_optimizers(model, hp, cfg), hp
 
 
+def compile_model(model: Transformer, cfg: RunConfig):
+    """torch.compile the model when cfg.compile asks, on any device (on the 2-core CPU it gave +16% tokens/s at
+    width 256 after about a minute of compilation: results/bench/train.txt), else the model itself."""
+    return torch.compile(model) if cfg.compile else model
+
+
 @torch.no_grad()
 def evaluate(model: Transformer, batches, autocast) -> float:
     model.eval()
@@ -134,7 +140,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
         io.remove_stale_tmp(out, older_than=started)
 
     model, opt, hp = build(cfg, device)
-    run_model = torch.compile(model) if cfg.compile and device.startswith("cuda") else model
+    run_model = compile_model(model, cfg)
     counts = count_params(model, cfg)
     state = LoopState()
     if out is not None:

@@ -21,6 +21,28 @@ from hyperp.trainer.config import RunConfig
 OUTLIER_SIGMAS = 5.0  # method.md section 6: elements farther than 5 std from the per-token mean
 
 
+class _RMSNormFn(torch.autograd.Function):
+    """y = x * rstd * g with rstd = 1 / sqrt(mean(x^2) + eps) over the last dim, forward and backward written
+    out in a few passes over x (F.rms_norm is a composite of about twice as many elementwise ops on CPU).
+    Backward: with u = rstd * dy * g, dx = u - x * rstd^2 * mean(u * x) and dg = sum over rows of dy * x * rstd."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        dim = x.shape[-1]
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(dim).add_(eps).rsqrt_()
+        ctx.save_for_backward(x, weight, rstd)
+        return torch.mul(x, rstd).mul_(weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, rstd = ctx.saved_tensors
+        g_rstd = grad * rstd
+        d_weight = (g_rstd * x).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
+        u = g_rstd.mul_(weight)
+        coef = (u * x).sum(-1, keepdim=True).mul_(rstd.square()).div_(x.shape[-1])
+        return u.sub_(x * coef), d_weight, None
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -28,7 +50,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        if x.dtype != self.weight.dtype:  # autocast's bf16 activations: torch's own op handles the mixed dtypes
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return _RMSNormFn.apply(x, self.weight, self.eps)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,11 +61,37 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor
     return angles.cos(), angles.sin()  # (T, head_dim / 2) each
 
 
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
+    """(x1, x2) -> (x1 cos - s x2 sin, s x1 sin + x2 cos), s = sign, on views of the two halves of the last dim:
+    one output buffer, no concatenation."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    o1, o2 = out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-sign)
+    torch.mul(x2, cos, out=o2).addcmul_(x1, sin, value=sign)
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    """RoPE is a rotation R: the gradient is R^T g, the rotation by the opposite angle; nothing else is saved."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return rotate(grad, cos, sin, sign=-1.0), None, None
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x1, x2) of the last dim of x (B, H, T, D) by position-dependent angles."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+    """Rotate pairs (x1, x2) = (x[..., i], x[..., i + D/2]) of x (B, H, T, D) by position-dependent angles."""
+    T = x.shape[-2]
+    compute = torch.promote_types(x.dtype, torch.float32)  # at least fp32 (bf16 activations on CUDA)
+    return _Rope.apply(x.to(compute), cos[:T].to(compute), sin[:T].to(compute)).type_as(x)
 
 
 def branch_stats(y: torch.Tensor) -> tuple[float, float]:
@@ -58,6 +108,10 @@ def z_value(logits: torch.Tensor) -> float:
 
 
 class Attention(nn.Module):
+    """q, k, v (and the gate) stay separate nn.Linear parameters, so the optimizers see separate matrices
+    (Newton-Schulz and the sphere per matrix); the forward concatenates their weights into one (out, w)
+    matrix and runs one matmul (cheaper than three on CPU: results/bench/train.txt)."""
+
     def __init__(self, cfg: RunConfig):
         super().__init__()
         w, hd = cfg.d_model, cfg.head_dim
@@ -68,18 +122,22 @@ class Attention(nn.Module):
         self.o = nn.Linear(self.n_heads * hd, w, bias=False)
         self.gate = nn.Linear(w, self.n_heads, bias=False) if cfg.attn_gate else None
         self.q_norm, self.k_norm = RMSNorm(hd), RMSNorm(hd)
+        self.in_proj = [m for m in (self.q, self.k, self.v, self.gate) if m is not None]
+        self.split = [m.out_features for m in self.in_proj]
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], stats: dict | None = None):
         B, T, _ = x.shape
-        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        weight = torch.cat([m.weight for m in self.in_proj])
+        q, k, v, *gate = F.linear(x, weight).split(self.split, dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
         if stats is not None:
             stats.setdefault("attn_z", []).append(self.sampled_z(q, k))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.n_heads)
-        if self.gate is not None:
-            y = y * torch.sigmoid(self.gate(x)).transpose(1, 2).unsqueeze(-1)
+        if gate:
+            y = y * torch.sigmoid(gate[0]).transpose(1, 2).unsqueeze(-1)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
     @torch.no_grad()
@@ -92,6 +150,9 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
+    """down(silu(gate x) * up x); gate and up stay separate parameters, run as one matmul on their
+    concatenated weights."""
+
     def __init__(self, width: int, hidden: int):
         super().__init__()
         self.gate = nn.Linear(width, hidden, bias=False)
@@ -99,7 +160,19 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(hidden, width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        gate, up = F.linear(x, torch.cat([self.gate.weight, self.up.weight])).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+MLP_MULTIPLE = 64  # hidden sizes are rounded up to a multiple of this: matmul kernels run whole SIMD/tile blocks
+
+
+def mlp_hidden(cfg: RunConfig) -> int:
+    """Hidden size of the dense SwiGLU (the total over a token's routed experts in an MoE layer): mlp_ratio * w
+    rounded up to a multiple of MLP_MULTIPLE, and of top_k when the model has MoE layers, so k experts of
+    mlp_hidden / k units keep a token's active MLP parameters equal to a dense block's."""
+    multiple = math.lcm(MLP_MULTIPLE, cfg.top_k) if cfg.moe_every else MLP_MULTIPLE
+    return -(-int(cfg.mlp_ratio * cfg.d_model) // multiple) * multiple
 
 
 def make_mlp(cfg: RunConfig, layer: int) -> nn.Module:
@@ -108,7 +181,7 @@ def make_mlp(cfg: RunConfig, layer: int) -> nn.Module:
         from hyperp.trainer.moe import MoE  # noqa: PLC0415 (MoE lives in its own file)
 
         return MoE(cfg)
-    return SwiGLU(cfg.d_model, int(cfg.mlp_ratio * cfg.d_model))
+    return SwiGLU(cfg.d_model, mlp_hidden(cfg))
 
 
 class Block(nn.Module):
@@ -120,9 +193,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, rope, stats: dict | None = None) -> torch.Tensor:
         a = self.attn(self.attn_norm(x), rope, stats)
-        x = x + self.alpha * a
+        x = torch.add(x, a, alpha=self.alpha)  # one pass for x + alpha * a
         m = self.mlp(self.mlp_norm(x))
-        x = x + self.alpha * m
+        x = torch.add(x, m, alpha=self.alpha)
         if stats is not None:
             for name, y in (("attn", a), ("mlp", m)):
                 rms, outliers = branch_stats(y)
@@ -155,7 +228,9 @@ class Transformer(nn.Module):
         rope = (self.rope_cos, self.rope_sin)
         for block in self.blocks:
             x = block(x, rope, stats)
-        logits = self.head(self.norm(x)) * self.logit_mult
+        logits = self.head(self.norm(x))
+        if self.logit_mult != 1.0:  # only `muon` scales the logits; skip a pass over (B, T, V) otherwise
+            logits = logits * self.logit_mult
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

@@ -1,7 +1,8 @@
 """The mixture-of-experts feed-forward layer of method.md section 5.
 
 Shape names: N tokens (batch * sequence, flattened), w the width, E routed experts, k routed experts per
-token (top_k, or top_k - 1 with a shared expert), h = mlp_ratio * w / top_k the hidden size of one expert.
+token (top_k, or top_k - 1 with a shared expert), h = mlp_hidden(cfg) / top_k the hidden size of one expert
+(mlp_hidden: mlp_ratio * w rounded up to a multiple of 64 and of top_k, as the dense SwiGLU).
 
 Experts. k * S fine-grained SwiGLU experts (k * S - 1 routed plus one shared expert when `shared_expert`),
 each of hidden size h, so a token's active MLP parameters equal the dense SwiGLU's. Routed experts live in
@@ -34,7 +35,7 @@ layer; the grouped expert matmuls themselves run below the dense SwiGLU's matmul
 
 Memory (activations kept for backward, per MoE layer; k = top_k without a shared expert): the gathered inputs
 xs (N k w), four (N k h) tensors of the SwiGLU (gate and up outputs, silu, product) and the slot outputs
-(N k w), plus router logits and probabilities (2 N E) and O(N k) integer indices. Since k h = mlp_ratio * w,
+(N k w), plus router logits and probabilities (2 N E) and O(N k) integer indices. Since k h = mlp_hidden,
 the SwiGLU part equals the dense layer's; the extra is (2 k - 1) N w (the dense layer keeps one N w input),
 i.e. (2 k - 1) / (4 mlp_ratio + 1) of the dense layer's saved activations (+41% at k = 4). The weight copies
 bank^T are 3 E h w per layer. The padded path replaces N k by E * C in every buffer: equal under perfect
@@ -59,7 +60,7 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from hyperp.trainer.config import RunConfig
-from hyperp.trainer.model import SwiGLU, z_value
+from hyperp.trainer.model import SwiGLU, mlp_hidden, z_value
 
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
 SHARED_MIX = math.sqrt(0.5)  # SqrtGate with a shared expert: sqrt(1/2) routed + sqrt(1/2) shared
@@ -126,7 +127,7 @@ class MoE(nn.Module):
     def __init__(self, cfg: RunConfig):
         super().__init__()
         w = cfg.d_model
-        self.hidden = int(cfg.mlp_ratio * w) // cfg.top_k
+        self.hidden = mlp_hidden(cfg) // cfg.top_k
         self.n_routed = cfg.n_experts - 1 if cfg.shared_expert else cfg.n_experts  # E
         self.k = cfg.top_k - 1 if cfg.shared_expert else cfg.top_k  # routed experts per token
         self.sqrt_gate, self.gamma = cfg.sqrt_gate, cfg.aux_gamma

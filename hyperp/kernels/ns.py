@@ -1,0 +1,68 @@
+"""Newton-Schulz orthogonalization (method.md section 3): coefficients, the torch reference, the dispatch.
+
+NS(U): X = U / (||U||_F + eps), transposed to the wide orientation, then `steps` iterations
+X <- a X + (b A + c A^2) X with A = X X^T. Batched over leading dims, so an MoE expert bank (E, rows, cols)
+is E independent matrices. The Triton kernel (`hyperp.kernels.newton_schulz`) computes the same thing on CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# Newton-Schulz coefficient sets (a, b, c) per iteration. "quintic": the fixed set of the original Muon.
+# "per_iter": a per-iteration schedule that pushes singular values towards 1 faster; the default.
+NS_COEFFS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "quintic": ((3.4445, -4.7750, 2.0315),),
+    "per_iter": (
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    ),
+}
+NS_EPS = 1e-7
+
+
+def ns_schedule(coeffs: str, steps: int) -> list[tuple[float, float, float]]:
+    """The (a, b, c) of each of `steps` iterations; a set shorter than `steps` repeats its last entry."""
+    table = NS_COEFFS[coeffs]
+    return [table[min(i, len(table) - 1)] for i in range(steps)]
+
+
+def newton_schulz_torch(G: Tensor, coeffs: str = "per_iter", steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:
+    """Approximate the polar factor U V^T of G (batched over leading dims) by Newton-Schulz iterations."""
+    X = G.to(dtype or G.dtype)
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + NS_EPS)
+    tall = X.shape[-2] > X.shape[-1]
+    if tall:  # iterate on the wide orientation so A = X X^T is the smaller Gram matrix
+        X = X.mT
+    for a, b, c in ns_schedule(coeffs, steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return (X.mT if tall else X).to(G.dtype)
+
+
+def newton_schulz(G: Tensor, coeffs: str = "per_iter", steps: int = 5, backend: str = "auto") -> Tensor:
+    """Newton-Schulz as the optimizers call it: fp32 torch on CPU; bf16 on CUDA, through the Triton kernel
+    (`hyperp.kernels.newton_schulz`) unless `backend` is "torch" or Triton is missing."""
+    if not G.is_cuda:
+        if backend == "triton":
+            raise ValueError("ns_backend: the Triton kernel runs on CUDA tensors (TRITON_INTERPRET=1 for tests)")
+        return newton_schulz_torch(G, coeffs, steps)
+    from hyperp.kernels import newton_schulz as kernel  # noqa: PLC0415 (triton import is slow and optional)
+
+    if backend == "torch" or not kernel.available():
+        return newton_schulz_torch(G, coeffs, steps, dtype=torch.bfloat16)
+    return kernel.newton_schulz_triton(G, coeffs, steps, dtype=torch.bfloat16)
+
+
+def ns_flops(shape: torch.Size | tuple[int, ...], steps: int) -> float:
+    """FLOPs of one Newton-Schulz call: per iteration X X^T, A A and (bA + cA^2) X on the wide orientation."""
+    *batch, r, c = shape
+    m, n = min(r, c), max(r, c)
+    per_iter = 2 * m * m * n + 2 * m * m * m + 2 * m * m * n
+    return float(math.prod(batch)) * steps * per_iter
