@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,21 @@ ID_HEX = 12  # hex digits of a run/cell id: 48 bits, collision-free for any real
 # schedule, an initialisation, or the default of an existing field. Every id changes with it, so no sweep
 # silently reuses runs trained by different code. tests/test_identity.py pins the final loss of a tiny run per
 # scheme and the RunConfig defaults at this version, and fails (asking for a bump) when they move.
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
+
+# What each bump changed, as a test on a config: True when the config trains to the same model under that
+# version as under the one before (up to float rounding). A record trained by an older version whose config
+# no later bump changed is carried over to the current ids by `hyperp.sweeps.ledger.migrate` instead of
+# being trained again; any other is stale. A bump adds its entry here (a bump with no entry carries nothing).
+UNCHANGED_BY: dict[int, Callable[[RunConfig], bool]] = {
+    # 2: the SwiGLU hidden size is rounded up to a multiple of 64 (and of top_k with MoE)
+    2: lambda cfg: cfg.mlp_hidden == int(cfg.mlp_ratio * cfg.d_model),
+}
+
+
+def carries_over(cfg: RunConfig, trained_by: int) -> bool:
+    """True when every bump after `trained_by` leaves what `cfg` trains to unchanged."""
+    return all(v in UNCHANGED_BY and UNCHANGED_BY[v](cfg) for v in range(trained_by + 1, RESULTS_VERSION + 1))
 
 # Fields that cannot change a run's result, left out of the hash (the final train and validation loss on CPU
 # are bit-identical whatever their value: tests/test_identity.py checks each one).
@@ -71,8 +86,9 @@ def _identity_fields(values: dict[str, Any], defaults: dict[str, Any], exclude: 
     return {k: v for k, v in values.items() if k not in skip and (k not in defaults or v != defaults[k])}
 
 
-def digest(fields: dict[str, Any], tag: str = "", kind: str = "run") -> str:
-    payload = {"id_of": kind, "results_version": RESULTS_VERSION, "version_tag": tag, "config": fields}
+def digest(fields: dict[str, Any], tag: str = "", kind: str = "run", version: int | None = None) -> str:
+    payload = {"id_of": kind, "results_version": RESULTS_VERSION if version is None else version,
+               "version_tag": tag, "config": fields}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:ID_HEX]
 
 
@@ -84,10 +100,11 @@ def cell_id(cfg: RunConfig, tag: str = "") -> str:
     return digest(identity_fields(cfg, CELL_EXCLUDED), tag, "cell")
 
 
-def run_id_of_json(config_json: Any, tag: str = "") -> str | None:
+def run_id_of_json(config_json: Any, tag: str = "", version: int | None = None) -> str | None:
     """The run id of a record's `config_json` (as `RunConfig.to_json` wrote it), or None when it is not JSON of
-    a config of this code. No validation (about 30x faster than building the config: a sweep checks every
-    record this way on each `sweep run`); a field missing from the JSON takes its default."""
+    a config of this code, under the current RESULTS_VERSION or the given one. No validation (about 30x faster
+    than building the config: a sweep checks every record this way on each `sweep run`); a field missing from
+    the JSON takes its default."""
     try:
         values = json.loads(config_json) if isinstance(config_json, str) else None
     except ValueError:
@@ -95,7 +112,7 @@ def run_id_of_json(config_json: Any, tag: str = "") -> str | None:
     defaults = config_defaults()
     if not isinstance(values, dict) or not set(values) <= set(defaults):
         return None
-    return digest(_identity_fields(values, defaults), tag)
+    return digest(_identity_fields(values, defaults), tag, version=version)
 
 
 # ---------------------------------------------------------------- the ids before RESULTS_VERSION (schema 1)

@@ -281,3 +281,34 @@ def test_migrate_renames_optuna_studies_and_trial_run_ids(tmp_path):
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == [f"legacy-{new_cell}"]
     moved = optuna.load_study(study_name=f"legacy-{new_cell}", storage=storage)
     assert [t.user_attrs["run_id"] for t in moved.trials] == [ids[old_run]]
+
+
+# ---------------------------------------------------------------- carrying runs over a RESULTS_VERSION bump
+
+
+def test_a_results_version_bump_carries_over_only_the_configs_it_did_not_change(tmp_path):
+    """Records trained by RESULTS_VERSION 1 under its ids: after the bump to 2 (the MLP hidden size rounded up
+    to a multiple of 64), the width-32 run at mlp_ratio 4 (hidden 128, unchanged) is carried over to its new
+    id, and the one at mlp_ratio 3 (hidden 96 -> 128: a different model) is stale and trained again."""
+    assert identity.RESULTS_VERSION == 2
+    spec = one_run_spec(tmp_path, "bump", "[axes]\nmlp_ratio = [4.0, 3.0]\n")
+    plan = make_plan(loads_spec(spec.read_text()))
+    sweep = tmp_path / "sweeps" / "bump"
+    fn = resolve_run_fn("hyperp.sweeps.stubs:stub_run")
+    old_ids = {}
+    for run in plan.runs:
+        old = identity.run_id_of_json(run.config.to_json(), TAG, version=1)
+        old_ids[run.config.mlp_ratio] = old
+        row = schema.config_columns(run.config) | fn(run.config, "") | {
+            "run_id": old, "sweep": "bump", "cell_id": "c", "lr_search": "grid", "attempts": 1, "results_version": 1}
+        ledger.write_record(sweep, row)
+    unchanged, changed = (r for r in sorted(plan.runs, key=lambda r: -r.config.mlp_ratio))
+    assert identity.carries_over(unchanged.config, 1) and not identity.carries_over(changed.config, 1)
+
+    res = run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:stub_run", progress=False)
+    assert res.submitted == 1 and res.counts[schema.COMPLETED] == 2  # only the changed config trained again
+    carried = ledger.read_record(sweep / "runs" / unchanged.run_id / schema.RUNS_FILE)
+    assert carried["results_version"] == 1 and carried["run_id"] == unchanged.run_id  # provenance kept
+    retrained = ledger.read_record(sweep / "runs" / changed.run_id / schema.RUNS_FILE)
+    assert retrained["results_version"] == 2
+    assert (sweep / "runs" / old_ids[3.0]).is_dir()  # the stale record is left on disk, not deleted

@@ -177,11 +177,25 @@ class Migration:
 
 
 def migratable(rid: str, row: dict[str, Any], tag: str) -> bool:
-    """A record of an older schema that `migrate` can carry over: its directory is named by the current or the
-    schema-1 id of its config under `tag` (others are stale, and are left alone)."""
-    if (row.get("schema_version") or 0) >= SCHEMA_VERSION or not isinstance(row.get("config_json"), str):
+    """A record `migrate` can carry over: of an older schema, with its directory named by the current or the
+    schema-1 id of its config under `tag`; or trained by an older RESULTS_VERSION, named by its id under that
+    version, with a config that no later bump changed (`identity.carries_over`). Others are stale, left alone."""
+    config_json = row.get("config_json")
+    if not isinstance(config_json, str):
         return False
-    return rid in (identity.run_id_of_json(row["config_json"], tag), identity.legacy_run_id(row["config_json"], tag))
+    old_schema = (row.get("schema_version") or 0) < SCHEMA_VERSION
+    trained_by = row.get("results_version") or 1  # schema-1 records predate the constant: version 1
+    if trained_by >= identity.RESULTS_VERSION:
+        return old_schema and rid in (identity.run_id_of_json(config_json, tag),
+                                      identity.legacy_run_id(config_json, tag))
+    named = (identity.legacy_run_id(config_json, tag) if old_schema
+             else identity.run_id_of_json(config_json, tag, version=trained_by))
+    if rid != named:
+        return False
+    try:
+        return identity.carries_over(RunConfig.from_dict(json.loads(config_json)), trained_by)
+    except (ValueError, TypeError):
+        return False
 
 
 def needs_migration(sweep_dir: str | Path, records: dict[str, dict[str, Any]], tag: str,
@@ -240,7 +254,8 @@ def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: 
     if d.name == new and row["schema_version"] == SCHEMA_VERSION:
         return ""  # already current (its curves were labelled before its record was rewritten)
     if not migratable(d.name, row, tag):
-        return f"its id is neither the current ({new}) nor the schema-1 id of its config under tag {tag!r}"
+        return (f"its id is neither the current ({new}) nor an older id of its config under tag {tag!r} that "
+                f"RESULTS_VERSION {identity.RESULTS_VERSION} carries over")
     if d.name != new:
         why = _rename(d, new, done)
         if why:

@@ -227,9 +227,9 @@ class Driver:
         legacy = {identity.legacy_run_id(r.config.to_json(), self.spec.version_tag): r.run_id for r in self.plan.runs}
         if needs_migration(self.sweep_dir, records, self.spec.version_tag, legacy):  # an older ledger: rewrite it
             moved = migrate(self.sweep_dir, self.spec.version_tag, legacy)
-            log.warning("%s: migrated to ledger schema %d (%d records rewritten, %d runs renamed, %d left as they "
-                        "were)", self.sweep_dir, schema.SCHEMA_VERSION, moved.rewritten, len(moved.renamed),
-                        len(moved.left))
+            log.warning("%s: migrated to ledger schema %d and results version %d (%d records rewritten, %d runs "
+                        "renamed, %d left as they were)", self.sweep_dir, schema.SCHEMA_VERSION,
+                        identity.RESULTS_VERSION, moved.rewritten, len(moved.renamed), len(moved.left))
             records = load_records(self.sweep_dir)
         for rid, row in records.items():
             if not self.valid(rid, row):

@@ -33,6 +33,11 @@ TokenScaling = Literal["all", "hidden"]
 DEFAULT_LR: dict[str, float] = {"hyperp": 0.02, "muonh": 0.02, "muon": 0.02, "adamw": 3e-3}
 
 
+# The SwiGLU hidden size is mlp_ratio * width rounded up to a multiple of this (matmul kernels run whole
+# SIMD/tile blocks), and of top_k with MoE layers so that k experts add up to it (since RESULTS_VERSION 2).
+MLP_MULTIPLE = 64
+
+
 class ConfigError(InputError):
     """A configuration value is invalid. The message names the field and what was expected."""
 
@@ -123,6 +128,12 @@ class RunConfig:
     @property
     def d_model(self) -> int:
         return self.width or self.aspect_ratio * self.depth
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Hidden size of the dense SwiGLU (the total over a token's routed experts in an MoE layer)."""
+        multiple = math.lcm(MLP_MULTIPLE, self.top_k) if self.moe_every else MLP_MULTIPLE
+        return -(-int(self.mlp_ratio * self.d_model) // multiple) * multiple
 
     @property
     def n_heads(self) -> int:

@@ -164,15 +164,13 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(gate) * up)
 
 
-MLP_MULTIPLE = 64  # hidden sizes are rounded up to a multiple of this: matmul kernels run whole SIMD/tile blocks
 
 
 def mlp_hidden(cfg: RunConfig) -> int:
     """Hidden size of the dense SwiGLU (the total over a token's routed experts in an MoE layer): mlp_ratio * w
-    rounded up to a multiple of MLP_MULTIPLE, and of top_k when the model has MoE layers, so k experts of
-    mlp_hidden / k units keep a token's active MLP parameters equal to a dense block's."""
-    multiple = math.lcm(MLP_MULTIPLE, cfg.top_k) if cfg.moe_every else MLP_MULTIPLE
-    return -(-int(cfg.mlp_ratio * cfg.d_model) // multiple) * multiple
+    rounded up to a multiple of MLP_MULTIPLE (config.py), and of top_k when the model has MoE layers, so k
+    experts of mlp_hidden / k units keep a token's active MLP parameters equal to a dense block's."""
+    return cfg.mlp_hidden
 
 
 def make_mlp(cfg: RunConfig, layer: int) -> nn.Module:
