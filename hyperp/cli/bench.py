@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json
+from hyperp.trainer.bench import MATCHED_MLP_RATIO  # torch: `hyperp bench` is loaded only when used
 from hyperp.trainer.config import RunConfig
 
 app = new_app(SUBAPPS["bench"][1])
@@ -25,26 +26,27 @@ def train_bench(width: Annotated[int, typer.Option(help="Model width.")] = 256,
                 warmup: Annotated[int, typer.Option(help="Untimed steps before timing.")] = 3,
                 threads: Annotated[int, typer.Option(help="torch CPU threads; 0 keeps torch's default.")] = 0,
                 device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = DEFAULTS.device,
+                mlp_ratio: Annotated[float, typer.Option(
+                    help="SwiGLU ratio of the hyperp models; 8/3 matches the GPT block's MLP parameters, 0 "
+                         "keeps the config default (4).")] = MATCHED_MLP_RATIO,
+                compile: Annotated[bool, typer.Option("--compile", help="torch.compile every model.")] = False,
+                compare_compile: Annotated[bool, typer.Option(
+                    "--compare-compile", help="Time the first scheme and the GPT block eager and compiled "
+                                              "instead.")] = False,
                 as_json: JsonFlag = False) -> None:
-    """Tokens/s, MFU against the measured matmul peak, and the optimizer's share of step time."""
-    from rich.console import Console  # noqa: PLC0415
-    from rich.table import Table  # noqa: PLC0415
-
-    from hyperp.trainer.bench import as_dicts, bench_train  # noqa: PLC0415 (torch)
+    """Tokens/s, MFU against the measured matmul peak and the optimizer's share of step time, beside a classic
+    GPT block (LayerNorm, GELU MLP, learned positions, SDPA) timed interleaved in the same process."""
+    from hyperp.trainer.bench import as_dicts, bench_compile, bench_train, format_report  # noqa: PLC0415 (torch)
 
     cfg = RunConfig(width=width, depth=depth, head_dim=head_dim, seq_len=seq_len, batch_tokens=batch_tokens,
                     tokens=batch_tokens, threads=threads, device=device)
-    peak, rows = bench_train(cfg, params.split(","), steps=steps, warmup=warmup)
+    ratio = mlp_ratio or None
+    if compare_compile:
+        peak, rows = bench_compile(cfg, params.split(",")[0], steps=steps, warmup=warmup, mlp_ratio=ratio)
+    else:
+        peak, rows = bench_train(cfg, params.split(","), steps=steps, warmup=warmup, mlp_ratio=ratio,
+                                 compile=compile)
     if as_json:
         print_json({"peak_flops": peak, "config": cfg.to_dict(), "rows": as_dicts(rows)})
         return
-    table = Table(title=f"width {width}, depth {depth}, ctx {seq_len}, batch {batch_tokens} tok; "
-                        f"matmul peak {peak / 1e9:.1f} GFLOP/s")
-    for col in ("scheme", "tok/s", "fwd+bwd ms", "opt ms", "opt share", "MFU fwd+bwd", "MFU step", "NS FLOP share",
-                f"step vs {rows[0].param}"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(r.param, f"{r.tokens_per_s:,.0f}", f"{1e3 * r.fwd_bwd_s:.1f}", f"{1e3 * r.opt_s:.1f}",
-                      f"{100 * r.opt_share:.1f}%", f"{100 * r.mfu_fwd_bwd:.1f}%", f"{100 * r.mfu_step:.1f}%",
-                      f"{100 * r.ns_flop_share:.2f}%", f"{100 * r.overhead_vs_first:+.1f}%")
-    Console(width=160).print(table)
+    typer.echo(format_report(cfg if ratio is None else cfg.replace(mlp_ratio=ratio), peak, rows))
