@@ -65,3 +65,10 @@ def test_predict_prints_strict_json_with_every_group(tmp_path):
     assert set(doc["groups"]) == {"hidden", "head", "embed", "vector"} and doc["target"]["width"] == 1536
     assert doc["extrapolation"]["tokens"] > 100 and np.isfinite(doc["loss"])
     assert invoke("predict", table, "--param", "nope", "--tokens", "1e9").exit_code == 2
+
+
+def test_every_noun_keeps_its_subcommands():
+    """A Typer app with one command collapses into that command: `bench` must stay a group (`bench train`),
+    `predict` is meant to be one command."""
+    assert invoke("bench", "train", "--help").exit_code == 0
+    assert invoke("predict", "--help").exit_code == 0 and invoke("check", "coord", "--help").exit_code == 0

@@ -14,6 +14,11 @@ app = new_app(SUBAPPS["bench"][1])
 DEFAULTS = RunConfig()
 
 
+@app.callback()
+def bench() -> None:
+    """Benchmarks that print figures measured in the same run (a group even with one command: `bench train`)."""
+
+
 @command(app, "train")
 def train_bench(width: Annotated[int, typer.Option(help="Model width.")] = 256,
                 depth: Annotated[int, typer.Option(help="Transformer blocks.")] = DEFAULTS.depth,
