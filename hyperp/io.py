@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import math
 import os
 import re
 import tempfile
@@ -108,3 +109,23 @@ def remove_stale_tmp(directory: str | Path, older_than: float) -> list[Path]:
         except OSError:
             pass  # gone already, or not ours to delete
     return removed
+
+
+def jsonable(obj: Any) -> Any:
+    """`obj` as plain JSON values for strict JSON: NaN and infinities -> None, numpy scalars and arrays -> Python
+    (duck-typed, so this module needs no numpy), paths -> str, pandas' missing values -> None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # a numpy scalar or array
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if type(obj).__name__ in ("NAType", "NaTType"):
+        return None
+    return str(obj)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from hyperp import io
 from hyperp.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNAVAILABLE, InputError,
                            Terminated, UnavailableError)
 
@@ -34,23 +34,7 @@ def warn(message: str) -> None:
     typer.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
-def strict(obj: Any) -> Any:
-    """`obj` as plain JSON values: NaN and infinities -> None, numpy scalars/arrays -> Python, paths -> str."""
-    if isinstance(obj, dict):
-        return {str(k): strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [strict(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalar or array, without numpy
-        return strict(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if type(obj).__name__ in ("NAType", "NaTType"):  # pandas' missing values
-        return None
-    return str(obj)
+strict = io.jsonable  # one converter for every JSON the CLI prints (hyperp.io: also the fitting reports')
 
 
 def json_text(obj: Any, indent: int | None = 2) -> str:

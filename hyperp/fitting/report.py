@@ -12,20 +12,10 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from hyperp import io
 
-def to_jsonable(obj: Any) -> Any:
-    """Recursively convert numpy scalars/arrays to Python and NaN/inf to None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+
+to_jsonable = io.jsonable  # numpy to Python, NaN and infinities to None (strict JSON)
 
 
 def to_json(obj: Any) -> str:
