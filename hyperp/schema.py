@@ -54,7 +54,7 @@ LOCK_FILE = ".lock"
 # What the trainer logs per stats step in the curves (averaged over layers) and summarises per run as
 # <name>_final and <name>_max (method.md section 6). router_z and maxvio exist for MoE models only.
 STABILITY_INDICATORS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp",
-                        "update_rel", "radius_drift", "maxvio")
+                        "update_rel", "radius_drift", "maxvio", "final_norm_gain")
 # Per-step columns of every curves row (val_loss at validation steps only), before the indicators.
 CURVE_COLUMNS = ("run_id", "step", "tokens", "train_loss", "lr_mult", "grad_norm", "val_loss")
 

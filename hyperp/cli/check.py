@@ -145,3 +145,15 @@ def _labelled(res, keys: dict):
     import dataclasses  # noqa: PLC0415
 
     return dataclasses.replace(res, why=f"{', '.join(f'{k}={v}' for k, v in keys.items())}: {res.why}")
+
+
+@command(app, "head")
+def head_cmd(table: TableArg, mapping: MapOpt = None, where: WhereOpt = None, as_json: JsonFlag = False) -> None:
+    """Head diagnostic (method.md section 10): runs of the sphere schemes whose final norm's gain grew far above 1,
+    the sign that the LM head's fixed radius caps the logits."""
+    from hyperp.checks.head import check_head  # noqa: PLC0415
+
+    res = check_head(read(table, mapping, where), source=str(table))
+    report([res], "LM head diagnostic (cap = head_init_std * width; gain = the final norm's largest RMS gain)",
+           lambda r: [f"{x['param']} width {x['width']} std {x['head_init_std']:g}: cap {x['cap']:.3g}, gain "
+                      f"{x['gain_max']:.3g}{'  <- binds' if x['binds'] else ''}" for x in r.runs], as_json)

@@ -129,7 +129,7 @@ SUBAPPS: dict[str, tuple[str, str]] = {
     "fit": ("hyperp.cli.fit", "Fit scaling laws to a runs table (Parquet, CSV or sweep directory)."),
     "plot": ("hyperp.cli.plot", "Draw paper figures (PNG, SVG or PDF by the output suffix) from a runs table."),
     "bench": ("hyperp.cli.bench", "Benchmarks (figures measured in this run, never timed tests)."),
-    "check": ("hyperp.cli.check", "HyperP's claims as checks (coord, transfer, sphere, stability), each with a "
+    "check": ("hyperp.cli.check", "HyperP's claims as checks (coord, transfer, sphere, stability, head), each with a "
                                   "verdict and its thresholds."),
     "predict": ("hyperp.cli.predict", "Optimal LRs and loss at a target shape and budget from a sweep's laws."),
 }

@@ -227,6 +227,8 @@ class Transformer(nn.Module):
         for block in self.blocks:
             x = block(x, rope, stats)
         logits = self.head(self.norm(x))
+        if stats is not None:  # the head's sphere can bind at small width: the final gain grows (method.md 10)
+            stats["final_norm_gain"] = [self.norm.weight.detach().float().pow(2).mean().sqrt().item()]
         if self.logit_mult != 1.0:  # only `muon` scales the logits; skip a pass over (B, T, V) otherwise
             logits = logits * self.logit_mult
         if targets is None:
