@@ -458,10 +458,12 @@ def ls(root: Annotated[Path, typer.Argument(help="Sweeps root.")] = DEFAULT_ROOT
             counts = {s: 0 for s in ledger.STATUSES}
             lf = d / ledger.LEDGER_FILE
             if lf.is_file():
-                import pandas as pd  # noqa: PLC0415
+                import collections  # noqa: PLC0415
 
-                for s, n in pd.read_parquet(lf, columns=["status"]).status.value_counts().items():
-                    counts[s] = int(n)
+                import pyarrow.parquet as pq  # noqa: PLC0415 (not pandas: 0.4 s more of start-up)
+
+                statuses = pq.ParquetFile(lf).read(columns=["status"]).column("status").to_pylist()
+                counts |= collections.Counter(s for s in statuses if s is not None)
             mtime = max((f.stat().st_mtime for f in (lf, d / ledger.STATE_FILE, d / ledger.SPEC_FILE) if f.exists()))
             out.append({"sweep": d.name, "dir": str(d), "planned": len(plan.get("runs", [])),
                         "searches": sum(1 for c in plan.get("cells", []) if c.get("search")), **counts,
