@@ -35,8 +35,8 @@ def report(results: list, title: str, lines, as_json: bool) -> None:
             for line in lines(r):
                 con.print(line, highlight=False)
             colour = {"pass": "green", "fail": "red"}.get(r.verdict, "yellow")
-            con.print(f"verdict: [{colour}]{r.verdict}[/{colour}] ({r.why}); thresholds {r.thresholds}",
-                      highlight=False)
+            limits = ", ".join(f"{k}={v:g}" for k, v in r.thresholds.items())
+            con.print(f"verdict: [{colour}]{r.verdict}[/{colour}] ({r.why}); thresholds: {limits}", highlight=False)
             for w in r.warnings:
                 warn(w)
     if any(r.verdict == "fail" for r in results):
