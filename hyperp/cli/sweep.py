@@ -65,13 +65,12 @@ def _fmt(v: Any) -> str:
 # ---------------------------------------------------------------- plan
 
 
-def estimate_throughput(plan, root: Path, throughput: float, mfu: float) -> tuple[float, str]:
-    """FLOP/s of one run: given, measured from this sweep's finished runs, or a matmul probe x assumed MFU."""
-    from hyperp.sweeps import ledger  # noqa: PLC0415
-
+def estimate_throughput(plan, runs, throughput: float, mfu: float) -> tuple[float, str]:
+    """FLOP/s of one run: given, measured from this sweep's finished runs (`runs`, its ledger), or a matmul
+    probe x assumed MFU."""
     if throughput > 0:
         return throughput, "given (--throughput)"
-    done = finished_runs(ledger.read_ledger(root / plan.spec.name), "flops")
+    done = finished_runs(runs, "flops")
     if done is not None and len(done):
         return float(statistics.median(done.flops / done.wall_time_s)), f"measured on {len(done)} finished runs"
     import torch  # noqa: PLC0415
@@ -94,15 +93,13 @@ def finished_runs(df, column: str):
     return df[(df.status == ledger.COMPLETED) & (df.wall_time_s > 0)]
 
 
-def estimate_startup(plan, root: Path) -> tuple[float, str]:
+def estimate_startup(runs) -> tuple[float, str]:
     """Seconds a run spends outside training (worker start, imports, data, model): measured, not assumed.
 
     From this sweep's finished runs (median of elapsed_s - wall_time_s) when there are any, else timed once
     here: a fresh Python importing torch and the trainer (a lower bound: data loading is not in it).
     """
-    from hyperp.sweeps import ledger  # noqa: PLC0415
-
-    done = finished_runs(ledger.read_ledger(root / plan.spec.name), "elapsed_s")
+    done = finished_runs(runs, "elapsed_s")
     if done is not None and len(done):
         gap = (done.elapsed_s - done.wall_time_s).clip(lower=0)
         return float(statistics.median(gap)), f"measured on {len(done)} finished runs"
@@ -116,8 +113,11 @@ def estimate_startup(plan, root: Path) -> tuple[float, str]:
 def plan_summary(plan, root: Path, throughput: float = 0.0, mfu: float = DEFAULT_MFU) -> dict[str, Any]:
     from hyperp.sweeps.spec import BracketSearch, OptunaSearch  # noqa: PLC0415
 
-    speed, source = estimate_throughput(plan, root, throughput, mfu)
-    startup, startup_source = estimate_startup(plan, root)
+    from hyperp.sweeps import ledger  # noqa: PLC0415
+
+    finished = ledger.read_ledger(root / plan.spec.name)  # read once, for both estimates
+    speed, source = estimate_throughput(plan, finished, throughput, mfu)
+    startup, startup_source = estimate_startup(finished)
     runs = [{"run_id": r.run_id, "cell_id": r.cell_id, "search": r.search,
              **plan.varying_values(r.config, r.info), "n_params": r.info["n_params"],
              "n_params_active": r.info["n_params_active"], "tokens": r.config.tokens,
