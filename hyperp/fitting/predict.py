@@ -28,7 +28,7 @@ from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, pe
 from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla
 from hyperp.fitting.compute import fit_loss_compute
 from hyperp.fitting.powerlaw import fit_law
-from hyperp.fitting.table import FitInputError, fit_rows, numeric_column, require_columns
+from hyperp.fitting.table import FitInputError, best_rows, numeric_column, require_columns
 
 LossLaw = Literal["compute", "chinchilla"]
 EXTRAPOLATION_WARN = 10.0  # beyond this factor past the largest fitted value, a prediction is an extrapolation
@@ -125,9 +125,7 @@ def _loss_at(runs, law: LossLaw, shape, cfg, n_boot, seed, level, source) -> tup
         draws = p[:, 0] + p[:, 1] / shape["n_params"] ** p[:, 3] + p[:, 2] / float(cfg.tokens) ** p[:, 4]
         c_max = float((6 * n * d).max())
         return point, percentile_interval(draws, level), [f"loss law: {w}" for w in fit.warnings], c_max
-    table = fit_rows(runs, source=source)
-    require_columns(table, ["n_params", "flops", "val_loss"], source=source)
-    best = table.loc[table.groupby("n_params")["val_loss"].idxmin().dropna()]
+    best = best_rows(runs, ["n_params"], source=source)  # the best LR of each model size
     c = numeric_column(best, "flops", source=source, positive=True)
     fit = fit_loss_compute(c, numeric_column(best, "val_loss", source=source), n_boot=n_boot, seed=seed, level=level)
     compute = np.array([shape["flops_planned"]])

@@ -189,3 +189,12 @@ def finite_pairs(a, b, names: tuple[str, str] = ("x", "y")) -> tuple[np.ndarray,
         raise FitInputError(f"{names[0]} and {names[1]} must have the same length (got {a.size} and {b.size})")
     keep = np.isfinite(a) & np.isfinite(b)
     return a[keep], b[keep]
+
+
+def best_rows(df: pd.DataFrame, by: Sequence[str], loss: str = "val_loss", source: str = "table") -> pd.DataFrame:
+    """The lowest-loss completed row of each group of `by` (rows without a finite loss never win): the best LR
+    of each model size, say."""
+    require_columns(df, [loss, *by], source=source)
+    done = fit_rows(df, source=source)
+    done = done[np.isfinite(pd.to_numeric(done[loss], errors="coerce"))]
+    return done.loc[done.groupby(list(by))[loss].idxmin()]
