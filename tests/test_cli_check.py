@@ -72,3 +72,15 @@ def test_every_noun_keeps_its_subcommands():
     `predict` is meant to be one command."""
     assert invoke("bench", "train", "--help").exit_code == 0
     assert invoke("predict", "--help").exit_code == 0 and invoke("check", "coord", "--help").exit_code == 0
+
+
+def test_check_transfer_saves_the_json_it_prints_and_plot_transfer_draws_it(tmp_path):
+    table = tmp_path / "bad.parquet"
+    transfer_sweep(lambda w: 0.02 * 64 / w).to_parquet(table)
+    saved = tmp_path / "out" / "transfer.json"
+    res = invoke("check", "transfer", table, "--axis", "width", "-B", "50", "--json", "-o", saved)
+    assert res.exit_code == 1 and json.loads(saved.read_text()) == strict(res.stdout)
+    fig = tmp_path / "transfer.png"
+    res = invoke("plot", "transfer", table, "--axis", "width", "-B", "50", "-o", fig)
+    assert res.exit_code == 0, res.output
+    assert fig.read_bytes().startswith(b"\x89PNG") and fig.stat().st_size > 10_000

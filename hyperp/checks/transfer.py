@@ -93,6 +93,8 @@ def check_transfer(df: pd.DataFrame, axis: str, *, by: Sequence[str] = (), proxy
                    lr_col: str = "lr", loss_col: str = "val_loss", n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
                    level: float = DEFAULT_LEVEL, source: str = "table") -> list[TransferCheck]:
     """The transfer check of each group of `by` along `axis`; the proxy is the smallest scale unless given."""
+    if axis not in AXES:
+        raise FitInputError(f"axis: expected one of {', '.join(AXES)}, got {axis!r}")
     require_columns(df, [axis, lr_col, loss_col, *by], source=source)
     rng = rng_for(seed)
     out = []

@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
-from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json, warn
-from hyperp.cli.fit import ByOpt, LossColOpt, LrColOpt, MapOpt, SeedOpt, TableArg, WhereOpt, read
+from hyperp import io
+from hyperp.cli.core import SUBAPPS, JsonFlag, command, json_text, new_app, print_json, warn
+from hyperp.cli.fit import ByOpt, LossColOpt, LrColOpt, MapOpt, OutOpt, SeedOpt, TableArg, WhereOpt, read
 from hyperp.errors import EXIT_RUNS_FAILED
 
 app = new_app(SUBAPPS["check"][1])
@@ -22,10 +23,14 @@ ParamOpt = Annotated[str, typer.Option("--param", help="Scheme: hyperp, muonh, m
 CheckBootOpt = Annotated[int, typer.Option("--bootstrap", "-B", min=0, help="Bootstrap replicates for intervals.")]
 
 
-def report(results: list, title: str, lines, as_json: bool) -> None:
-    """Print each result (JSON, or its lines, verdict and warnings) and exit 1 when any verdict is fail."""
+def report(results: list, title: str, lines, as_json: bool, output: Path | None = None) -> None:
+    """Print each result (JSON, or its lines, verdict and warnings), save the JSON to `output` when given,
+    and exit 1 when any verdict is fail."""
+    data = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
+    if output is not None:
+        io.write_bytes(output, (json_text(data) + "\n").encode())  # atomic: never a torn file
     if as_json:
-        print_json(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
+        print_json(data)
     else:
         from rich.console import Console  # noqa: PLC0415
 
@@ -66,15 +71,12 @@ def transfer_cmd(table: TableArg,
                  proxy: Annotated[float | None, typer.Option(help="Proxy scale (default: the smallest).")] = None,
                  lr_col: LrColOpt = "lr", loss_col: LossColOpt = "val_loss", mapping: MapOpt = None,
                  where: WhereOpt = None, n_boot: CheckBootOpt = 1000, seed: SeedOpt = 0,
-                 as_json: JsonFlag = False) -> None:
+                 as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """LR transfer along an axis: eta* per scale, the drift slope with its interval, the regret of the
     transferred LR at each scale against the seed-to-seed noise floor (method.md section 9)."""
-    from hyperp.checks.transfer import AXES, check_transfer  # noqa: PLC0415
+    from hyperp.checks.transfer import check_transfer  # noqa: PLC0415
     from hyperp.fitting.report import readable  # noqa: PLC0415
-    from hyperp.fitting.table import FitInputError  # noqa: PLC0415
 
-    if axis not in AXES:
-        raise FitInputError(f"--axis: expected one of {', '.join(AXES)}, got {axis!r}")
     results = check_transfer(read(table, mapping, where), axis, by=by or [], proxy=proxy, lr_col=lr_col,
                              loss_col=loss_col, n_boot=n_boot, seed=seed, source=str(table))
 
@@ -89,7 +91,7 @@ def transfer_cmd(table: TableArg,
                        f"{p.transferred_lr:.4g}: {p.regret:.4f} nats ({p.regret_rel:.2%}), seed SD {p.noise_sd:.4f}")
         return out
 
-    report(results, f"transfer along {axis}", lines, as_json)
+    report(results, f"transfer along {axis}", lines, as_json, output)
 
 
 @command(app, "sphere")
@@ -113,7 +115,7 @@ def stability_cmd(table: Annotated[Path, typer.Argument(
                   by: ByOpt = None,
                   all_runs: Annotated[bool, typer.Option("--all-runs", help="Every run, not only the best LR of "
                                                                              "each scale.")] = False,
-                  where: WhereOpt = None, as_json: JsonFlag = False) -> None:
+                  where: WhereOpt = None, as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Stability indicators (attention/router Z, branch RMS, outliers) bounded or growing, within runs and
     across scale; by default on the best-LR run of each scale."""
     from hyperp.checks.stability import best_runs, check_stability  # noqa: PLC0415
@@ -136,7 +138,7 @@ def stability_cmd(table: Annotated[Path, typer.Argument(
         results[-1] = _labelled(results[-1], keys)
     report(results, f"stability indicators across {scale}",
            lambda r: [f"{t.name}: growth {t.growth_max:.3f} per e-fold of tokens, slope {t.scale_slope:.3f} across "
-                      f"{r.scale}: {t.verdict}" for t in r.trends], as_json)
+                      f"{r.scale}: {t.verdict}" for t in r.trends], as_json, output)
 
 
 def _labelled(res, keys: dict):
@@ -148,7 +150,8 @@ def _labelled(res, keys: dict):
 
 
 @command(app, "head")
-def head_cmd(table: TableArg, mapping: MapOpt = None, where: WhereOpt = None, as_json: JsonFlag = False) -> None:
+def head_cmd(table: TableArg, mapping: MapOpt = None, where: WhereOpt = None, as_json: JsonFlag = False,
+             output: OutOpt = None) -> None:
     """Head diagnostic (method.md section 10): runs of the sphere schemes whose final norm's gain grew far above 1,
     the sign that the LM head's fixed radius caps the logits."""
     from hyperp.checks.head import check_head  # noqa: PLC0415
@@ -156,4 +159,4 @@ def head_cmd(table: TableArg, mapping: MapOpt = None, where: WhereOpt = None, as
     res = check_head(read(table, mapping, where), source=str(table))
     report([res], "LM head diagnostic (cap = head_init_std * width; gain = the final norm's largest RMS gain)",
            lambda r: [f"{x['param']} width {x['width']} std {x['head_init_std']:g}: cap {x['cap']:.3g}, gain "
-                      f"{x['gain_max']:.3g}{'  <- binds' if x['binds'] else ''}" for x in r.runs], as_json)
+                      f"{x['gain_max']:.3g}{'  <- binds' if x['binds'] else ''}" for x in r.runs], as_json, output)

@@ -140,3 +140,21 @@ def stability_plot(table: Annotated[Path, typer.Argument(
     df = filter_rows(df, parse_mapping(where or []), str(table))  # after the join: --where param=hyperp works
     metrics = metric or indicator_columns(curves, scale, x)  # from the curves, not the joined run settings
     _done(save_figure(plot_stability(df, scale=scale, x=x, metrics=metrics, title=title), output), as_json)
+
+
+@command(app, "transfer")
+def transfer_plot(table: TableArg, output: OutFile,
+                  axis: Annotated[str, typer.Option(help="The scale axis: width, depth, tokens or top_k.")],
+                  by: ByOpt = None,
+                  proxy: Annotated[float | None, typer.Option(help="Proxy scale (default: the smallest).")] = None,
+                  lr_col: LrColOpt = "lr", loss_col: LossColOpt = "val_loss", mapping: MapOpt = None,
+                  where: WhereOpt = None, n_boot: PlotBootOpt = PLOT_N_BOOT, seed: SeedOpt = 0,
+                  title: TitleOpt = None, as_json: JsonFlag = False) -> None:
+    """The LR-transfer figure of `hyperp check transfer`: eta* per scale with the drift line and the allowed
+    cone, and the transfer regret at each scale against the check's allowance."""
+    from hyperp.checks.transfer import check_transfer  # noqa: PLC0415
+    from hyperp.plots import plot_transfer, save_figure  # noqa: PLC0415 (matplotlib)
+
+    checks = check_transfer(read(table, mapping, where), axis, by=by or [], proxy=proxy, lr_col=lr_col,
+                            loss_col=loss_col, n_boot=n_boot, seed=seed, source=str(table))
+    _done(save_figure(plot_transfer(checks, title), output), as_json)

@@ -1,0 +1,89 @@
+"""The LR-transfer figure (method.md section 9): where the optimum sits at each scale, and what trusting the
+proxy's LR costs there.
+
+Left: eta* per scale with its interval (hollow: not bracketed), the fitted drift line, and the cone of slopes
+the check allows (+-SLOPE_TOL) opened from the proxy. Right: the transfer regret at each scale, relative to
+the best loss, against the check's allowance (REGRET_TOL, or NOISE_SIGMAS seed SDs where that is larger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from hyperp.checks.transfer import NOISE_SIGMAS, REGRET_TOL, SLOPE_TOL, TransferCheck
+from hyperp.plots.style import families, group_label, new_figure, paper, readable_axis
+
+CONE_ALPHA = 0.08  # shading of the allowed-drift cone: visible, yet behind every point
+
+
+def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> Figure:
+    """Both panels for every group of the check (scheme by colour)."""
+    styles = families([c.group for c in checks]) if checks else []
+    with paper():
+        fig, (ax_eta, ax_regret) = new_figure(ncols=2, size=(7.0, 2.9 + 0.12 * len(checks)))
+        for check, (c, m) in zip(checks, styles):
+            _optima(ax_eta, check, c, m)
+            _regrets(ax_regret, check, c, m)
+        axis = checks[0].axis if checks else "scale"
+        scales = sorted({p.scale for c in checks for p in c.points})
+        for ax in (ax_eta, ax_regret):
+            ax.set_xscale("log")
+            ax.set_xticks(scales)  # the swept scales themselves, labelled 64, 128k ...
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            readable_axis(ax.xaxis)
+            ax.set_xlabel(axis)
+        ax_eta.set_yscale("log")
+        readable_axis(ax_eta.yaxis, minor=True)
+        ax_eta.set_ylabel(r"optimal base LR $\eta^*$")
+        ax_eta.set_title(rf"drift: slope of ln $\eta^*$ (cone: $\pm${SLOPE_TOL:g} from the proxy)", fontsize=7)
+        ax_regret.axhline(100 * REGRET_TOL, color="0.4", ls="--", lw=0.8)
+        ax_regret.set_ylabel("transfer regret (% of best loss)")
+        ax_regret.set_title(f"regret at the proxy's LR (dashed: {REGRET_TOL:.0%}; bar: {NOISE_SIGMAS:g} seed SDs)",
+                            fontsize=7)
+        if title:
+            fig.suptitle(title, fontsize=8)
+        fig.legend(loc="outside lower center", ncols=min(len(checks), 2) or 1)
+    return fig
+
+
+def _optima(ax, check: TransferCheck, c, m) -> None:
+    pts = check.points
+    x = np.array([p.scale for p in pts])
+    eta = np.array([p.optimum.lr_opt for p in pts])
+    lo = np.array([p.optimum.lr_interval.low for p in pts])
+    hi = np.array([p.optimum.lr_interval.high for p in pts])
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    # a percentile interval may sit beside the point estimate: clip the arms at 0 rather than draw none
+    arms = np.clip([eta[ok] - lo[ok], hi[ok] - eta[ok]], 0, None)
+    ax.errorbar(x[ok], eta[ok], yerr=arms, fmt="none", ecolor=c, lw=0.9)
+    for p, xi, yi in zip(pts, x, eta):
+        ax.plot([xi], [yi], m, color=c, mec="k", mew=0.3, mfc=c if p.optimum.bracketed else "white", zorder=3)
+    proxy_eta = next(p.optimum.lr_opt for p in pts if p.scale == check.proxy)
+    grid = np.geomspace(x.min(), x.max(), 50)
+    ratio = grid / check.proxy
+    ax.fill_between(grid, proxy_eta * ratio ** -SLOPE_TOL, proxy_eta * ratio ** SLOPE_TOL, color=c, alpha=CONE_ALPHA,
+                    lw=0)
+    s, si = check.slope, check.slope_interval
+    label = f"{group_label(check.group)}: {check.verdict}"
+    if np.isfinite(s):
+        good = np.array([p.optimum.bracketed for p in pts])
+        mid = np.exp(np.mean(np.log(eta[good])) + s * (np.log(grid) - np.mean(np.log(x[good]))))
+        ax.plot(grid, mid, "-", color=c, lw=0.9)
+        label += f", s = {s:.2f} [{si.low:.2f}, {si.high:.2f}]"
+    ax.plot([], [], m + "-", color=c, label=label)
+
+
+def _regrets(ax, check: TransferCheck, c, m) -> None:
+    pts = [p for p in check.points if np.isfinite(p.regret_rel)]
+    if not pts:
+        return
+    x = np.array([p.scale for p in pts])
+    ax.plot(x, [100 * p.regret_rel for p in pts], m + "-", color=c, mec="k", mew=0.3, zorder=3)
+    for p in pts:
+        if np.isfinite(p.noise_sd):
+            allowance = 100 * NOISE_SIGMAS * p.noise_sd / p.optimum.loss_opt
+            ax.vlines(p.scale, 0, allowance, color=c, lw=3, alpha=0.3)
