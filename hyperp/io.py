@@ -79,6 +79,27 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def read_parquet_table(path: str | Path):
+    """A Parquet file as a pyarrow Table, read through one open handle.
+
+    pyarrow's path readers (`pq.read_table(path)`, `pd.read_parquet(path)`) may open a file twice, so a
+    concurrent `atomic_write` of it (a live sweep rewriting its ledger) can pair one version's footer with
+    the next version's pages and fail; an open handle keeps reading the version it opened.
+    """
+    import pyarrow.parquet as pq  # noqa: PLC0415 (light modules import io)
+
+    with open(path, "rb") as f:
+        return pq.read_table(f)
+
+
+def read_parquet(path: str | Path):
+    """A Parquet file as a pandas frame, read through one open handle (see `read_parquet_table`)."""
+    import pandas as pd  # noqa: PLC0415
+
+    with open(path, "rb") as f:
+        return pd.read_parquet(f)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda p: p.write_bytes(data))
 

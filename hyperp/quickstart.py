@@ -50,7 +50,7 @@ cpus = 1
 def run_quickstart(out: Path, console: Console, spec_text: str = SPEC) -> dict:
     spec = loads_spec(spec_text, source="hyperp quickstart")
     outcome = run_sweep(spec, out / "sweeps", console=console)
-    runs = pd.read_parquet(outcome.sweep_dir / "runs.parquet")
+    runs = io.read_parquet(outcome.sweep_dir / "runs.parquet")
     optima = fit_optimal_lr(runs, by=["param", "tokens"])
     save_figure(plot_lr(optima, title="quickstart: loss vs base LR"), out / "lr.png")
     summary: dict = {"sweep_dir": str(outcome.sweep_dir), "counts": outcome.counts, "optima": optima.to_dict()}

@@ -12,9 +12,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pandas as pd
 import pytest
 
-from hyperp import identity, schema
+from hyperp import identity, io, schema
 from hyperp.sweeps import ledger
 from hyperp.sweeps.runner import Driver, execute, resolve_run_fn, run_sweep, train_run
 from hyperp.sweeps.spec import loads_spec, make_plan
@@ -312,3 +313,32 @@ def test_a_results_version_bump_carries_over_only_the_configs_it_did_not_change(
     retrained = ledger.read_record(sweep / "runs" / changed.run_id / schema.RUNS_FILE)
     assert retrained["results_version"] == 2
     assert (sweep / "runs" / old_ids[3.0]).is_dir()  # the stale record is left on disk, not deleted
+
+
+def test_readers_never_see_a_torn_ledger_while_a_sweep_rewrites_it(tmp_path):
+    """A live sweep replaces runs.parquet atomically while `fit`, `plot` or `status` read it. pyarrow's path
+    readers may open the file twice and pair one version's footer with the next one's pages; hyperp's
+    readers use one handle, so every read returns a whole version (one of the sizes written)."""
+    import threading
+
+    from hyperp.fitting.table import load_table
+
+    path = tmp_path / "runs.parquet"
+    sizes = [50 + 20 * i for i in range(40)]
+    io.write_parquet(path, pd.DataFrame({"x": range(sizes[0])}))
+    stop = threading.Event()
+
+    def rewrite():
+        i = 0
+        while not stop.is_set():
+            io.write_parquet(path, pd.DataFrame({"x": range(sizes[i % len(sizes)]), "s": ["v"] * sizes[i % len(sizes)]}))
+            i += 1
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        seen = {len(load_table(tmp_path)) for _ in range(200)} | {io.read_parquet_table(path).num_rows for _ in range(100)}
+    finally:
+        stop.set()
+        writer.join()
+    assert seen <= set(sizes)

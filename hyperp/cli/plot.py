@@ -158,3 +158,13 @@ def transfer_plot(table: TableArg, output: OutFile,
     checks = check_transfer(read(table, mapping, where), axis, by=by or [], proxy=proxy, lr_col=lr_col,
                             loss_col=loss_col, n_boot=n_boot, seed=seed, source=str(table))
     _done(save_figure(plot_transfer(checks, title), output), as_json)
+
+
+@command(app, "head")
+def head_plot(table: TableArg, output: OutFile, mapping: MapOpt = None, where: WhereOpt = None,
+              title: TitleOpt = None, as_json: JsonFlag = False) -> None:
+    """The head-radius figure: per scheme, the best loss and its run's final-norm gain against head_init_std
+    (method.md section 10; `hyperp check head` judges the same runs)."""
+    from hyperp.plots import plot_head, save_figure  # noqa: PLC0415 (matplotlib)
+
+    _done(save_figure(plot_head(read(table, mapping, where), title, source=str(table)), output), as_json)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hyperp import io
 from hyperp.errors import InputError, did_you_mean
 from hyperp.schema import COMPLETED, CURVES_FILE, DIVERGED, RUNS_FILE  # noqa: F401 (the ledger's names)
 
@@ -51,7 +52,7 @@ def read_file(file: Path) -> pd.DataFrame:
     suffix = file.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(file)
+            return io.read_parquet(file)  # one handle: safe beside a live sweep's atomic rewrites
         if suffix in (".csv", ".txt"):
             return pd.read_csv(file)
     except Exception as exc:  # a corrupt file: report it as an input problem, not a crash

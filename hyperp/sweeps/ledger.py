@@ -104,7 +104,7 @@ def read_ledger(sweep_dir: str | Path) -> pd.DataFrame:
     path = Path(sweep_dir) / LEDGER_FILE
     if not path.is_file():
         return frame([])
-    table = pq.read_table(path)
+    table = io.read_parquet_table(path)
     return table.to_pandas() if table.schema.equals(schema.arrow_schema()) else frame(schema.read_rows(table))
 
 
@@ -236,7 +236,7 @@ def migrate(sweep_dir: str | Path, tag: str | None = None, legacy_ids: dict[str,
     top = sweep_dir / LEDGER_FILE
     if top.is_file():  # the same runs as before, under their new ids and schema
         with contextlib.suppress(OSError, pa.ArrowException, ValueError, TypeError):
-            old = {r["run_id"] for r in schema.read_rows(pq.read_table(top))}
+            old = {r["run_id"] for r in schema.read_rows(io.read_parquet_table(top))}
             records = load_records(sweep_dir)
             write_ledger(sweep_dir, [records[ids.get(rid, rid)] for rid in old if ids.get(rid, rid) in records])
     return done
@@ -277,7 +277,7 @@ def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: 
 def label_curves(path: Path, rid: str) -> None:
     """Give a run's curves file a first `run_id` column (schema-1 curves have none), atomically."""
     try:
-        table = pq.read_table(path)
+        table = io.read_parquet_table(path)
     except (OSError, pa.ArrowException):
         return  # no curves (a failed run) or unreadable ones: the record is what matters
     if table.column_names[:1] == ["run_id"] and set(table.column("run_id").to_pylist()) == {rid}:
@@ -393,6 +393,6 @@ def load_curves(sweep_dir: str | Path, run_ids: list[str] | None = None) -> pd.D
     ids = run_ids if run_ids is not None else sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
     import pandas as pd  # noqa: PLC0415
 
-    frames = [pd.read_parquet(runs / rid / CURVES_FILE).assign(run_id=rid) for rid in ids
+    frames = [io.read_parquet(runs / rid / CURVES_FILE).assign(run_id=rid) for rid in ids
               if (runs / rid / CURVES_FILE).is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "step"])
