@@ -1,46 +1,58 @@
-"""`hyperp quickstart`: the main job on embedded defaults: a small sweep, the fits, the plots.
+"""`hyperp quickstart`: the main job on embedded defaults: HyperP's central claim as a check, in minutes.
 
-The sweep trains a tiny model on the stdlib corpus under `muonh` (no token scaling) and `hyperp` (LR scaled
-by (T/T0)^-0.32) at three token budgets, with a bracketing LR search per cell (a log grid of five base LRs, extended
-outward while a cell's best LR sits on its edge). The fit locates the optimal LR of each
-(scheme, budget) and fits eta*(T) = a T^b per scheme: under `muonh` b measures the data exponent of the
-optimal LR (the paper reports about -0.32); under `hyperp` the base LR is already token-scaled, so b near 0
-means the transfer holds at this scale. Whatever the runs give is what is reported.
+The claim: a base LR tuned on a small proxy transfers to larger models. The quickstart sweeps a tiny model
+(depth 2) at widths 32, 64 and 128 on the stdlib corpus under `hyperp` and under `adamw` (the standard
+parameterization, whose optimum is expected to move with width), each (scheme, width) cell with a
+bracketing LR search, then runs `hyperp check transfer --axis width`: the optimal LR per width with its
+interval, the drift slope of ln eta* against ln width (the fitted law) and the regret of reusing the proxy's
+(width 32) LR at each width, with a verdict. The LM head's init std is the one `examples/study/head_radius.toml`
+chose so that the head's sphere does not bind (method.md section 10). The runs are short (128 steps): the
+study in results/width_transfer/ runs the same check at 512 steps with seeds. Whatever the runs give is
+what is reported.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from hyperp import io
-from hyperp.fitting import FitInputError, fit_law, fit_optimal_lr
-from hyperp.plots.fits import plot_law, plot_lr
+from hyperp.checks.transfer import check_transfer
+from hyperp.fitting import fit_optimal_lr
+from hyperp.fitting.report import readable
+from hyperp.plots.fits import plot_lr
 from hyperp.plots.style import save_figure
+from hyperp.plots.transfer import plot_transfer
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import loads_spec
 
+AXIS = "width"
 SPEC = """
 name = "quickstart"
-description = "optimal LR versus token budget, muonh and hyperp, tiny model on the stdlib corpus"
+description = "does the base LR tuned at width 32 transfer to widths 64 and 128? hyperp vs adamw, stdlib corpus"
 
 [base]
 depth = 2
-aspect_ratio = 32
 head_dim = 16
-seq_len = 64
+seq_len = 128
 batch_tokens = 1024
-val_tokens = 8192
+tokens = 131072
+val_tokens = 16384
 base_depth = 2
+base_width = 32
 base_tokens = 131072
+head_init_std = 0.3
 
 [axes]
-param = ["muonh", "hyperp"]
-tokens = [65536, 131072, 262144]
-lr = { search = "bracket", grid = [0.01, 0.02, 0.04, 0.08, 0.16], max_extend = 3 }
+param = ["hyperp", "adamw"]
+width = [32, 64, 128]
+lr = { search = "bracket", grid = [0.005, 0.01, 0.02, 0.04, 0.08], max_extend = 3 }
+
+[[override]]
+where = { param = "adamw" }
+set = { lr = { search = "bracket", grid = [0.001, 0.002, 0.004, 0.008, 0.016], max_extend = 3 } }
 
 [resources]
 cpus = 1
@@ -51,31 +63,34 @@ def run_quickstart(out: Path, console: Console, spec_text: str = SPEC) -> dict:
     spec = loads_spec(spec_text, source="hyperp quickstart")
     outcome = run_sweep(spec, out / "sweeps", console=console)
     runs = io.read_parquet(outcome.sweep_dir / "runs.parquet")
-    optima = fit_optimal_lr(runs, by=["param", "tokens"])
-    save_figure(plot_lr(optima, title="quickstart: loss vs base LR"), out / "lr.png")
-    summary: dict = {"sweep_dir": str(outcome.sweep_dir), "counts": outcome.counts, "optima": optima.to_dict()}
-    try:
-        laws = fit_law(runs, x="tokens", y="lr_opt", by=["param"])
-        save_figure(plot_law(laws, title="quickstart: optimal base LR vs tokens"), out / "law.png")
-        summary["laws"] = [law.to_dict() for law in laws]
-    except FitInputError as e:  # e.g. too few bracketed optima: report it, keep the rest
-        summary["laws_error"] = str(e)
-    io.write_json(out / "summary.json", summary)
-    print_summary(summary, optima.to_frame(), out, console)
+    checks = check_transfer(runs, AXIS, by=["param"], source=str(outcome.sweep_dir))
+    save_figure(plot_transfer(checks, title="quickstart: does the width-32 LR transfer?"), out / "transfer.png")
+    optima = fit_optimal_lr(runs, by=["param", AXIS], n_boot=0)
+    save_figure(plot_lr(optima, title="quickstart: loss vs base LR per (scheme, width)"), out / "lr.png")
+    summary = {"sweep_dir": str(outcome.sweep_dir), "counts": outcome.counts,
+               "transfer": [c.to_dict() for c in checks]}
+    io.write_json(out / "summary.json", io.jsonable(summary))
+    print_summary(checks, out, console)
     return summary
 
 
-def print_summary(summary: dict, optima: pd.DataFrame, out: Path, console: Console) -> None:
-    table = Table(title="optimal base LR per (scheme, tokens)")
-    for col in ("param", "tokens", "lr_opt", "loss_opt", "bracketed"):
+def print_summary(checks, out: Path, console: Console) -> None:
+    table = Table(title=f"LR transfer across {AXIS} (proxy: the smallest)")
+    for col in ("param", AXIS, "eta* [95% interval]", "best loss", "regret at proxy's eta*"):
         table.add_column(col, justify="right")
-    for _, r in optima.iterrows():
-        table.add_row(str(r["param"]), f"{r['tokens']:,}", f"{r['lr_opt']:.4g}", f"{r['loss_opt']:.4f}",
-                      str(r["bracketed"]))
+    for c in checks:
+        for p in c.points:
+            o = p.optimum
+            table.add_row(c.group["param"], readable(p.scale),
+                          f"{o.lr_opt:.3g} [{o.lr_interval.low:.3g}, {o.lr_interval.high:.3g}]"
+                          + ("" if o.bracketed else " (not bracketed)"),
+                          f"{o.loss_opt:.4f}", f"{p.regret:.4f} ({p.regret_rel:.2%})")
     console.print(table)
-    for law in summary.get("laws", []):
-        console.print(f"{law['param']}: lr_opt = {law['a']:.3g} * T^{law['b']:.3f}  (r2 {law['r2']:.3f})")
-    if "laws_error" in summary:
-        console.print(f"[yellow]power law not fitted:[/yellow] {summary['laws_error']}")
-    console.print(f"outputs in {out}/ (summary.json, lr.png, law.png, sweeps/)")
-    console.print(", ".join(f"{n} {s}" for s, n in summary["counts"].items()))
+    for c in checks:
+        s = c.slope_interval
+        colour = {"pass": "green", "fail": "red"}.get(c.verdict, "yellow")
+        console.print(f"{c.group['param']}: ln eta* = const + s ln {AXIS}, s = {c.slope:.3f} [{s.low:.3f}, {s.high:.3f}]; "
+                      f"verdict [{colour}]{c.verdict}[/{colour}]: {c.why}", highlight=False)
+        for w in c.warnings:
+            console.print(f"  [yellow]warning:[/yellow] {w}", highlight=False)
+    console.print(f"outputs in {out}/ (summary.json, transfer.png, lr.png, sweeps/)")

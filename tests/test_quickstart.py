@@ -1,4 +1,4 @@
-"""The quickstart pipeline (sweep -> fit -> plots -> summary) on a shrunken copy of its embedded spec."""
+"""The quickstart pipeline (sweep -> transfer check -> plots -> summary) on a shrunken copy of its embedded spec."""
 
 import json
 
@@ -10,25 +10,30 @@ from hyperp.sweeps.spec import loads_spec
 
 
 def small_spec() -> str:
-    spec = SPEC.replace("seq_len = 64", "seq_len = 32").replace("batch_tokens = 1024", "batch_tokens = 512")
-    spec = spec.replace("val_tokens = 8192", "val_tokens = 1024").replace("depth = 2", "depth = 1")
-    return spec.replace("tokens = [65536, 131072, 262144]", "tokens = [4096, 8192, 16384]")
+    spec = SPEC.replace("seq_len = 128", "seq_len = 32").replace("batch_tokens = 1024", "batch_tokens = 512")
+    spec = spec.replace("val_tokens = 16384", "val_tokens = 1024").replace("depth = 2", "depth = 1")
+    spec = spec.replace("width = [32, 64, 128]", "width = [16, 32]").replace("base_width = 32", "base_width = 16")
+    return spec.replace("tokens = 131072", "tokens = 4096")
 
 
 def test_embedded_spec_is_valid():
     spec = loads_spec(SPEC)
-    assert spec.name == "quickstart"
+    assert spec.name == "quickstart" and spec.base["head_init_std"] >= 0.1  # a head whose sphere does not bind
 
 
 def test_quickstart_pipeline(tmp_path):
     summary = run_quickstart(tmp_path, Console(quiet=True), spec_text=small_spec())
     runs = pd.read_parquet(tmp_path / "sweeps" / "quickstart" / "runs.parquet")
-    assert set(runs["param"]) == {"muonh", "hyperp"} and set(runs["tokens"]) == {4096, 8192, 16384}
+    assert set(runs["param"]) == {"adamw", "hyperp"} and set(runs["width"]) == {16, 32}
     assert summary["counts"]["completed"] == len(runs)
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    # one optimum per (scheme, budget), each at or inside the LRs the sweep actually ran
-    assert len(on_disk["optima"]["groups"]) == 6
-    for g in on_disk["optima"]["groups"]:
-        cell = runs[(runs["param"] == g["param"]) & (runs["tokens"] == g["tokens"])]
-        assert cell["lr"].min() <= g["lr_opt"] <= cell["lr"].max()
-    assert (tmp_path / "lr.png").stat().st_size > 10_000
+    # one transfer check per scheme, each with one optimum per width inside the LRs its cell ran, and the
+    # regret at the proxy (the smallest width) zero by definition
+    assert sorted(c["param"] for c in on_disk["transfer"]) == ["adamw", "hyperp"]
+    for check in on_disk["transfer"]:
+        assert check["verdict"] in ("pass", "fail", "inconclusive") and check["proxy"] == 16
+        for point in check["scales"]:
+            cell = runs[(runs["param"] == check["param"]) & (runs["width"] == point["scale"])]
+            assert cell["lr"].min() <= point["lr_opt"] <= cell["lr"].max()
+        assert check["scales"][0]["regret"] == 0.0
+    assert (tmp_path / "transfer.png").stat().st_size > 10_000 and (tmp_path / "lr.png").stat().st_size > 10_000

@@ -258,7 +258,7 @@ def test_plan_cli_json_lists_runs_flops_and_cost(tmp_path: Path):
     assert not (tmp_path / "t").exists()  # planning runs nothing and writes nothing
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].joinpath("examples").glob("*.toml")),
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].joinpath("examples").rglob("*.toml")),
                          ids=lambda p: p.name)
 def test_example_specs_are_valid(path: Path):
     plan = make_plan(loads_spec(path.read_text(), source=str(path)))
