@@ -71,3 +71,14 @@ def test_groups_and_bad_input():
         check_transfer(df, "width", by=["param"], proxy=100)
     with pytest.raises(FitInputError, match="needs >= 2 scales"):
         check_transfer(df[df.width == 64], "width")
+
+
+def test_local_slopes_follow_a_drift_that_changes_along_the_axis():
+    """eta* flat from 64 to 128, then falling like 1/w: the local slopes are 0 then -1 (exactly, on noiseless
+    parabolas), while the overall slope averages them."""
+    (res,) = check_transfer(sweep(lambda w: 0.02 * min(1.0, 128 / w)), "width", n_boot=200)
+    local = [(s.low_scale, s.high_scale, s.slope) for s in res.local_slopes]
+    assert [(a, b) for a, b, _ in local] == [(64, 128), (128, 256), (256, 512)]
+    assert [s for _, _, s in local] == pytest.approx([0.0, -1.0, -1.0], abs=1e-6)
+    assert all(s.interval.low <= s.slope <= s.interval.high for s in res.local_slopes)
+    assert -1.0 < res.slope < 0.0

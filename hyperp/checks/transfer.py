@@ -11,7 +11,10 @@ optionally several seeds:
   every group's LR at that scale, so transferring means reusing the number) minus the best loss there, in
   nats and relative, read off that scale's parabola (or, outside its window, interpolated between the
   measured LRs in ln(lr));
-- the noise floor: the seed-to-seed standard deviation of the loss at a repeated LR, when seeds are present.
+- the noise floor: the seed-to-seed standard deviation of the loss at a repeated LR, when seeds are present;
+- local slopes: the drift between each pair of adjacent scales (both bracketed), with a normal interval from
+  the two optima's own intervals, so a drift that changes along the axis (a token exponent that moves as runs
+  get longer) shows where the overall slope averages it away.
 
 Verdict, with its thresholds stated in the result. A scale's allowance is max(REGRET_TOL x its best loss,
 NOISE_SIGMAS x its noise floor):
@@ -41,7 +44,6 @@ AXES = ("width", "depth", "tokens", "top_k")
 SLOPE_TOL = 0.1  # |d ln eta* / d ln scale| a transfer may show: over a 4x range it moves eta* by 15%
 REGRET_TOL = 0.01  # relative loss a user may pay for transferring instead of tuning (1%)
 NOISE_SIGMAS = 2.0  # a regret within this many seed-to-seed standard deviations is noise
-Z95 = 1.959964  # normal quantile for turning a 95% interval into a standard error
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
 
@@ -67,6 +69,20 @@ class ScalePoint:
 
 
 @dataclass(frozen=True)
+class LocalSlope:
+    """d ln eta* / d ln scale between two adjacent scales."""
+
+    low_scale: float
+    high_scale: float
+    slope: float
+    interval: Interval
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.low_scale, "to": self.high_scale, "slope": self.slope, "low": self.interval.low,
+                "high": self.interval.high}
+
+
+@dataclass(frozen=True)
 class TransferCheck:
     """The transfer check of one group (e.g. one scheme) along one axis."""
 
@@ -81,12 +97,14 @@ class TransferCheck:
     thresholds: dict[str, float] = field(default_factory=lambda: {
         "slope_tol": SLOPE_TOL, "regret_tol": REGRET_TOL, "noise_sigmas": NOISE_SIGMAS})
     warnings: tuple[str, ...] = ()
+    local_slopes: tuple[LocalSlope, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.group, "axis": self.axis, "proxy": self.proxy, "verdict": self.verdict, "why": self.why,
                 "slope": self.slope, "slope_low": self.slope_interval.low, "slope_high": self.slope_interval.high,
                 "level": self.slope_interval.level, "thresholds": dict(self.thresholds),
-                "scales": [p.to_dict() for p in self.points], "warnings": list(self.warnings)}
+                "scales": [p.to_dict() for p in self.points], "local_slopes": [s.to_dict() for s in self.local_slopes],
+                "warnings": list(self.warnings)}
 
 
 def check_transfer(df: pd.DataFrame, axis: str, *, by: Sequence[str] = (), proxy: float | None = None,
@@ -122,7 +140,7 @@ def _check_group(df, axis, keys, proxy, lr_col, loss_col, n_boot, rng, level, so
                  for p in points if not math.isfinite(p.regret)]
     verdict, why = _verdict(points, slope, interval)
     return TransferCheck(axis=axis, group=keys, proxy=proxy, points=points, slope=slope, slope_interval=interval,
-                         verdict=verdict, why=why, warnings=tuple(warnings))
+                         verdict=verdict, why=why, warnings=tuple(warnings), local_slopes=_local_slopes(points, level))
 
 
 def _optimum(df, lr_col, loss_col, n_boot, rng, level, group, source) -> LrOptimum:
@@ -184,10 +202,35 @@ def _slope(points: Sequence[ScalePoint], n_boot: int, rng, level) -> tuple[float
     return slope, percentile_interval(slopes, level)
 
 
+def _local_slopes(points: Sequence[ScalePoint], level: float) -> tuple[LocalSlope, ...]:
+    """The slope between each pair of adjacent scales whose optima are both bracketed; its interval treats
+    the two ln eta* as independent normals with the SEs of their own intervals."""
+    z = _z(level)
+    out = []
+    for a, b in zip(points, points[1:]):
+        if not (a.optimum.bracketed and b.optimum.bracketed):
+            continue
+        run = math.log(b.scale / a.scale)
+        slope = math.log(b.optimum.lr_opt / a.optimum.lr_opt) / run
+        se = math.hypot(_log_se(a.optimum.lr_interval), _log_se(b.optimum.lr_interval)) / run
+        interval = Interval(slope - z * se, slope + z * se, level) if math.isfinite(se) else \
+            Interval(math.nan, math.nan, level)
+        out.append(LocalSlope(a.scale, b.scale, slope, interval))
+    return tuple(out)
+
+
+def _z(level: float) -> float:
+    """The normal quantile of a two-sided interval at `level` (1.96 at 95%)."""
+    from statistics import NormalDist  # noqa: PLC0415
+
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
 def _log_se(interval: Interval) -> float:
+    """The standard error of ln(x) implied by x's interval, read as a normal one in ln(x) at its own level."""
     if not (interval.low > 0 and interval.high > 0):
         return math.nan
-    return (math.log(interval.high) - math.log(interval.low)) / (2 * Z95)
+    return (math.log(interval.high) - math.log(interval.low)) / (2 * _z(interval.level))
 
 
 def _verdict(points: Sequence[ScalePoint], slope: float, interval: Interval) -> tuple[str, str]:

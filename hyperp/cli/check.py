@@ -89,6 +89,8 @@ def transfer_cmd(table: TableArg,
             out.append(f"  {axis}={readable(p.scale)}: eta*={o.lr_opt:.4g} [{o.lr_interval.low:.3g}, {o.lr_interval.high:.3g}]"
                        f"{'' if o.bracketed else ' (not bracketed)'}, loss*={o.loss_opt:.4f}, regret at "
                        f"{p.transferred_lr:.4g}: {p.regret:.4f} nats ({p.regret_rel:.2%}), seed SD {p.noise_sd:.4f}")
+        out += [f"  local slope {readable(s.low_scale)} -> {readable(s.high_scale)}: {s.slope:.3f} "
+                f"[{s.interval.low:.3f}, {s.interval.high:.3f}]" for s in r.local_slopes]
         return out
 
     report(results, f"transfer along {axis}", lines, as_json, output)
