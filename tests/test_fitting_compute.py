@@ -105,3 +105,39 @@ def test_cli_compute(tmp_path):
     assert abs(out["cel_at"][0]["cel"] - 1.58) < 0.1
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0 and "CEL fit-to-fit" in table.output
+
+
+def test_the_papers_protocol_pays_the_transfer_regret_that_per_size_tuning_hides(tmp_path):
+    """Two methods with the same best loss at every depth; one's optimum stays put, the other's falls like
+    1/depth. Per-size tuning (--best-of) sees equal laws; transferring the depth-2 LR (the paper's protocol)
+    charges the drifting method CURV * ln(d/2)^2 nats at depth d, exactly, and its CEL over the other falls
+    below 1."""
+    from hyperp.checks.transfer import transferred_runs
+
+    curv, depths = 0.04, (2, 4, 8, 16)
+    rows = []
+    for param, eta in (("stays", lambda d: 0.02), ("drifts", lambda d: 0.02 * 2 / d)):
+        for d in depths:
+            flops = 1e12 * d ** 2
+            best = 1.5 + 20 * flops ** -0.1
+            for lr in 0.02 * np.geomspace(1 / 16, 4, 13):
+                rows.append({"param": param, "depth": d, "flops": flops, "lr": lr, "status": "completed",
+                             "val_loss": best + curv * np.log(lr / eta(d)) ** 2})
+    df = pd.DataFrame(rows)
+    table = transferred_runs(df, "depth", by=["param"], keep=["flops"])
+    for r in table.itertuples():
+        expected = 0.0 if r.param == "stays" else curv * np.log(r.depth / 2) ** 2
+        assert r.val_loss - r.loss_opt == pytest.approx(expected, abs=1e-9) and r.lr == pytest.approx(0.02)
+    per_size = compare_methods(df, "stays", best_of=["depth"], n_boot=0)
+    transferred = compare_methods(table, "stays", n_boot=0)
+    assert all(p.cel == pytest.approx(1.0, rel=1e-3) for p in per_size.cel_points)
+    assert all(p.cel < 1.0 for p in transferred.cel_points[1:])  # the proxy itself pays nothing
+    path = tmp_path / "runs.parquet"
+    df.to_parquet(path)
+    res = CliRunner().invoke(app, ["compute", str(path), "--baseline", "stays", "--transfer-along", "depth", "-B", "0",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    assert all(p["cel"] < 1.0 for p in json.loads(res.stdout)["cel_points"][1:])
+    res = CliRunner().invoke(app, ["compute", str(path), "--baseline", "stays", "--transfer-along", "depth",
+                                   "--best-of", "depth"])
+    assert res.exit_code == 2

@@ -253,3 +253,26 @@ def _verdict(points: Sequence[ScalePoint], slope: float, interval: Interval) -> 
     if abs(slope) <= SLOPE_TOL or interval.low <= 0 <= interval.high:
         return PASS, f"every regret within its allowance and no drift beyond +-{SLOPE_TOL} ({span})"
     return INCONCLUSIVE, f"regrets within their allowance but {span} leaves the drift undecided"
+
+
+def transferred_runs(df: pd.DataFrame, axis: str, *, by: Sequence[str] = (), keep: Sequence[str] = (),
+                     proxy: float | None = None, lr_col: str = "lr", loss_col: str = "val_loss",
+                     source: str = "table") -> pd.DataFrame:
+    """One row per (group, scale) at the proxy's eta*: the paper's protocol (tune the base LR once at the proxy,
+    transfer it) as a table that `compare_methods` fits like any runs table.
+
+    Columns: the `by` keys, `axis`, `lr_col` (the transferred LR), `loss_col` (its loss at that scale, read off
+    the scale's parabola as the regret is; NaN where the LR lies outside the scale's sweep), the scale's best
+    loss (`loss_opt`) and every `keep` column (e.g. flops, n_params: the mean over the scale's runs, which
+    share it)."""
+    require_columns(df, [axis, *by, *keep], source=source)
+    rows = []
+    for keys, idx in group_indices(df, by, source=source):
+        sub = df.iloc[idx]
+        (check,) = check_transfer(sub, axis, proxy=proxy, lr_col=lr_col, loss_col=loss_col, n_boot=0, source=source)
+        for p in check.points:
+            at_scale = sub[sub[axis] == p.scale]
+            kept = {k: float(pd.to_numeric(at_scale[k], errors="coerce").mean()) for k in keep}
+            rows.append({**keys, axis: p.scale, lr_col: p.transferred_lr, loss_col: p.loss_at_transferred,
+                         "loss_opt": p.optimum.loss_opt, **kept, "status": "completed"})
+    return pd.DataFrame(rows)

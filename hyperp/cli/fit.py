@@ -144,11 +144,22 @@ def compute_cmd(table: TableArg,
                 at: Annotated[list[float] | None, typer.Option("--at", help="Fit-to-fit CEL at this compute. Repeatable.")] = None,
                 best_of: Annotated[list[str] | None, typer.Option(
                     "--best-of", help="Keep the lowest-loss run per method and value of this column. Repeatable.")] = None,
+                transfer_along: Annotated[str | None, typer.Option(
+                    "--transfer-along", help="The paper's protocol: tune the base LR at the smallest value of "
+                                             "this axis (width, depth, tokens, top_k) and use the loss at that "
+                                             "LR at every scale (read off each scale's LR parabola), instead of "
+                                             "each scale's best run.")] = None,
                 mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                 n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                 as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Loss versus compute per method (L = A C^-b + E) and CEL over the baseline, with a hold-out check."""
     df = read(table, mapping, where)
+    if transfer_along is not None:
+        from hyperp.checks.transfer import transferred_runs  # noqa: PLC0415
+
+        if best_of:
+            raise FitInputError("--transfer-along: keeps one run per scale already; drop --best-of")
+        df = transferred_runs(df, transfer_along, by=[method_col], keep=[x], loss_col=y, source=str(table))
     res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, at=at or [], best_of=best_of or [],
                           all_status=all_status, n_boot=n_boot, seed=seed, level=level, source=str(table))
     if as_json or output is not None:
