@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, check_transfer
+from conftest import TINY
 from hyperp.fitting.table import FitInputError
 
 WIDTHS = (64, 128, 256, 512)
@@ -71,3 +72,96 @@ def test_groups_and_bad_input():
         check_transfer(df, "width", by=["param"], proxy=100)
     with pytest.raises(FitInputError, match="needs >= 2 scales"):
         check_transfer(df[df.width == 64], "width")
+
+
+# ---------------------------------------------------------------- on real tiny runs
+# The MoE-granularity axis top_k of a dense model (moe_every = 0) changes nothing in training: the MLP's
+# width, the parameters and the data ignore top_k there (RunConfig.mlp_hidden, model.make_mlp). So under a
+# scheme without a top_k rule (hyperp) the optimum transfers exactly, and under a rule that multiplies every
+# group's LR by (k / k0)^2 it must drift with slope exactly -2: a run at k = 2 and base LR eta is the proxy's
+# run at 4 eta, bit for bit. Both facts hold by construction; the runs only make the check read real sweeps.
+
+RUN_SHAPE = dict(TINY, width=16, seq_len=32, batch_tokens=256, tokens=256 * 30, val_tokens=1024, eval_every=30,
+                 threads=1, peak_tflops=1.0)  # peak_tflops given: skip the MFU probe, nothing here reads MFU
+# Factor-2 grid around the tiny proxy's optimum (measured about 0.26: 2.7 nats there, 2.9-3.3 at 4x off).
+RUN_LRS = 0.05 * 2.0 ** np.arange(6)
+BROKEN_POWER = 2  # the broken rule: every group's LR times (top_k / 1)^2
+
+
+def lr_sweep(lrs, top_k: int) -> list[dict]:
+    from hyperp.trainer.config import RunConfig
+    from hyperp.trainer.loop import train
+
+    return [train(RunConfig(param="hyperp", lr=float(lr), top_k=top_k, **RUN_SHAPE)).row for lr in lrs]
+
+
+def scaled_lr_rule(monkeypatch, power: int) -> None:
+    """Patch the scheme so every group's LR is multiplied by top_k^power (the trainer builds through
+    hyperp.trainer.loop.resolve_hparams)."""
+    import dataclasses
+
+    import hyperp.trainer.loop as loop
+
+    real = loop.resolve_hparams
+
+    def broken(cfg):
+        hp = real(cfg)
+        groups = {g: dataclasses.replace(hp.group(g), lr=hp.group(g).lr * cfg.top_k ** power)
+                  for g in ("hidden", "head", "embed", "vector")}
+        return dataclasses.replace(hp, **groups)
+
+    monkeypatch.setattr(loop, "resolve_hparams", broken)
+
+
+@pytest.fixture(scope="module")
+def proxy_runs() -> list[dict]:
+    """The proxy's LR sweep at top_k = 1, where the broken rule's factor 1^2 leaves every LR as hyperp's."""
+    return lr_sweep(RUN_LRS, top_k=1)
+
+
+def test_real_runs_transfer_exactly_along_an_axis_training_ignores(proxy_runs):
+    """hyperp along top_k of a dense model: the k = 2 runs are the k = 1 runs, so the optimum cannot move
+    (slope 0) and the transferred LR is each scale's own optimum (regret 0): a pass by construction."""
+    other = lr_sweep(RUN_LRS, top_k=2)
+    assert [r["val_loss"] for r in other] == [r["val_loss"] for r in proxy_runs]  # premise: identical training
+    df = pd.DataFrame(proxy_runs + other)
+    (res,) = check_transfer(df, "top_k", n_boot=200)
+    assert res.verdict == PASS, res.why
+    assert all(p.optimum.bracketed for p in res.points)
+    assert res.slope == pytest.approx(0.0, abs=1e-12)  # np.polyfit's rounding on equal optima
+    assert all(p.regret == pytest.approx(0.0, abs=1e-12) for p in res.points)
+    assert res.slope_interval.low <= 0 <= res.slope_interval.high
+
+
+def test_real_runs_under_a_rule_scaling_lr_with_the_axis_fail(proxy_runs, monkeypatch, tmp_path):
+    """Every LR times k^2: at k = 2 the optimum in base LR is the proxy's / 4, so ln eta* falls by ln 4 over
+    ln 2 (slope -2, exact up to rounding: the k = 2 sweep, run on the proxy's grid / 4, is the proxy's sweep).
+    Reusing the proxy's eta* at k = 2 trains at 4x its optimum, so the regret there is the proxy's own loss
+    at 4 eta* minus its best: read off the proxy's curve, it must equal what the check reports."""
+    scaled_lr_rule(monkeypatch, BROKEN_POWER)
+    shift = 2.0 ** BROKEN_POWER
+    scaled = lr_sweep(RUN_LRS / shift, top_k=2)
+    assert [r["val_loss"] for r in scaled] == [r["val_loss"] for r in proxy_runs]  # premise: the same runs
+    df = pd.DataFrame(proxy_runs + scaled)
+    (res,) = check_transfer(df, "top_k", n_boot=200)
+    proxy, far = res.points
+    assert res.verdict == FAIL, res.why
+    assert proxy.optimum.bracketed and far.optimum.bracketed
+    # identical windows shifted by ln 4 in ln(lr): the vertex moves by exactly that (float rounding only)
+    assert res.slope == pytest.approx(-BROKEN_POWER, abs=1e-9)
+    assert res.slope_interval.high < -0.1
+    from hyperp.checks.transfer import _loss_at
+
+    cost = _loss_at(proxy.optimum, shift * proxy.optimum.lr_opt) - proxy.optimum.loss_opt
+    assert far.regret == pytest.approx(cost, rel=1e-9) and far.regret_rel > REGRET_TOL
+
+    table = tmp_path / "runs.parquet"
+    from hyperp.schema import write_records
+
+    write_records(table, proxy_runs + scaled)
+    from typer.testing import CliRunner
+
+    from hyperp.cli import app
+
+    out = CliRunner().invoke(app, ["check", "transfer", str(table), "--axis", "top_k", "-B", "50"])
+    assert out.exit_code == 1 and "verdict: fail" in out.stdout
