@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY
 from hyperp.checks.stability import FAIL, GROWTH_TOL, PASS, check_stability, growth_rate
 
 
@@ -56,8 +55,9 @@ def test_best_runs_picks_the_lowest_loss_run_per_scale():
 
 # ---------------------------------------------------------------- on real tiny runs
 
-FROZEN = dict(TINY, width=16, tokens=1024 * 30, eval_every=30, stats_every=1, threads=1, peak_tflops=1.0,
-              lr=1e-6)  # 30 steps of 1024 tokens, every step logged: 16 points in the second half
+# 30 steps of 1024 tokens, every step logged (16 points in the second half), at an LR that moves nothing
+FROZEN = dict(depth=1, width=16, head_dim=16, seq_len=64, batch_tokens=1024, tokens=1024 * 30, val_tokens=2048,
+              eval_every=30, stats_every=1, threads=1, peak_tflops=1.0, lr=1e-6)
 RADIUS_GROWTH = 1.05  # 1.05^60 = 19x over the run for rms_attn; g of 1.05^(2t) over steps 15-30 is 2.07
 
 

@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, SLOPE_TOL, check_transfer
-from conftest import TINY
 from hyperp.fitting.table import FitInputError
 
 WIDTHS = (64, 128, 256, 512)
@@ -76,8 +75,9 @@ def test_groups_and_bad_input():
 
 # ---------------------------------------------------------------- on real tiny runs
 
-RUN_SHAPE = dict(TINY, width=16, seq_len=32, batch_tokens=256, tokens=256 * 30, val_tokens=1024, eval_every=30,
-                 threads=1, peak_tflops=1.0)  # peak_tflops given: skip the MFU probe, nothing here reads MFU
+# 30 steps of 256 tokens, validated once at the end; peak_tflops given: no MFU probe, nothing here reads MFU
+RUN_SHAPE = dict(depth=1, width=16, head_dim=16, seq_len=32, batch_tokens=256, tokens=256 * 30, val_tokens=1024,
+                 eval_every=30, threads=1, peak_tflops=1.0)
 # Factor-2 grid around the tiny proxy's optimum (measured about 0.26: 2.7 nats there, 2.9-3.3 at 4x off).
 RUN_LRS = 0.05 * 2.0 ** np.arange(6)
 BROKEN_POWER = 2  # the broken rule: every group's LR times (top_k / 1)^2
