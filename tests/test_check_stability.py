@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+import hyperp.trainer.optim as optim
 from hyperp.checks.stability import FAIL, GROWTH_TOL, PASS, check_stability, growth_rate
+from hyperp.cli import app
+from hyperp.schema import RUNS_DIR, write_records
+from hyperp.trainer.config import RunConfig
+from hyperp.trainer.loop import train
 
 
 def curves(attn_z, sizes=(1e6, 4e6, 16e6), steps=40):
@@ -63,18 +69,12 @@ RADIUS_GROWTH = 1.05  # 1.05^60 = 19x over the run for rms_attn; g of 1.05^(2t) 
 
 def frozen_run(sweep_dir, name: str):
     """One run under the current rule, written as a sweep of one run (`hyperp check stability` reads it)."""
-    from hyperp.schema import RUNS_DIR, write_records
-    from hyperp.trainer.config import RunConfig
-    from hyperp.trainer.loop import train
-
     res = train(RunConfig(param="hyperp", **FROZEN), sweep_dir / RUNS_DIR / name, run_id=name)
     write_records(sweep_dir / "runs.parquet", [res.row])
     return res
 
 
 def inflating_sphere(monkeypatch) -> None:
-    import hyperp.trainer.optim as optim
-
     real = optim.sphere_step
 
     def inflating(p, direction, radius, lr, weight_decay=0.0):
@@ -101,10 +101,6 @@ def test_real_runs_on_a_fixed_sphere_pass_and_on_an_inflating_one_fail(tmp_path,
     matrices align with their inputs and the norm gains double, g = 0.75), and the check reads that as
     growing, at most LRs and seeds tried (reported to the lead with the numbers). A frozen run isolates the
     rule the check is meant to judge."""
-    from typer.testing import CliRunner
-
-    from hyperp.cli import app
-
     ok = frozen_run(tmp_path / "fixed", "fixed")
     inflating_sphere(monkeypatch)
     bad = frozen_run(tmp_path / "inflating", "inflating")
@@ -126,7 +122,7 @@ def test_real_runs_on_a_fixed_sphere_pass_and_on_an_inflating_one_fail(tmp_path,
     late = a["tokens"] >= a["tokens"].median()
     built = growth_rate(a["tokens"][late].to_numpy(float),
                         (a["rms_attn"] * RADIUS_GROWTH ** (2 * (a["step"] - 1)))[late].to_numpy())
-    assert trend["rms_attn"].growth_max == pytest.approx(built, abs=0.01)
+    assert trend["rms_attn"].growth_max == pytest.approx(built, abs=0.01)  # the ratio's 1e-3 moves g < 0.01
     pure = growth_rate(a["tokens"][late].to_numpy(float), RADIUS_GROWTH ** (2 * (a["step"][late] - 1)).to_numpy())
     assert abs(trend["rms_attn"].growth_max - pure) < GROWTH_TOL
 
