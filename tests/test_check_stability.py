@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+from typer.testing import CliRunner
 
+import hyperp.trainer.optim as optim
 from hyperp.checks.stability import FAIL, GROWTH_TOL, PASS, check_stability, growth_rate
+from hyperp.cli import app
+from hyperp.schema import RUNS_DIR, write_records
+from hyperp.trainer.config import RunConfig
+from hyperp.trainer.loop import train
 
 
 def curves(attn_z, sizes=(1e6, 4e6, 16e6), steps=40):
@@ -40,7 +47,7 @@ def test_attention_logits_growing_with_training_fail():
 def test_an_indicator_growing_with_model_size_fails():
     res = check_stability(curves(lambda t, n: 5.0 * (n / 1e6) ** 0.5))  # flat in T, ~sqrt(N) across sizes
     attn = next(t for t in res.trends if t.name == "attn_z")
-    assert attn.scale_slope == __import__("pytest").approx(0.5, abs=1e-9) and res.verdict == FAIL
+    assert attn.scale_slope == pytest.approx(0.5, abs=1e-9) and res.verdict == FAIL
 
 
 def test_best_runs_picks_the_lowest_loss_run_per_scale():
@@ -50,3 +57,76 @@ def test_best_runs_picks_the_lowest_loss_run_per_scale():
                          "val_loss": [3.0, 2.5, 2.9, 2.0, 2.2, np.nan],
                          "status": ["completed"] * 5 + ["diverged"]})
     assert sorted(best_runs(runs)) == ["b", "d"]
+
+
+# ---------------------------------------------------------------- on real tiny runs
+
+# 30 steps of 1024 tokens, every step logged (16 points in the second half), at an LR that moves nothing
+FROZEN = dict(depth=1, width=16, head_dim=16, seq_len=64, batch_tokens=1024, tokens=1024 * 30, val_tokens=2048,
+              eval_every=30, stats_every=1, threads=1, peak_tflops=1.0, lr=1e-6)
+RADIUS_GROWTH = 1.05  # 1.05^60 = 19x over the run for rms_attn; g of 1.05^(2t) over steps 15-30 is 2.07
+
+
+def frozen_run(sweep_dir, name: str):
+    """One run under the current rule, written as a sweep of one run (`hyperp check stability` reads it)."""
+    res = train(RunConfig(param="hyperp", **FROZEN), sweep_dir / RUNS_DIR / name, run_id=name)
+    write_records(sweep_dir / "runs.parquet", [res.row])
+    return res
+
+
+def inflating_sphere(monkeypatch) -> None:
+    real = optim.sphere_step
+
+    def inflating(p, direction, radius, lr, weight_decay=0.0):
+        radius.mul_(RADIUS_GROWTH)  # the optimizer's stored radius: each retraction lands on a bigger sphere
+        real(p, direction, radius, lr, weight_decay)
+
+    monkeypatch.setattr(optim, "sphere_step", inflating)
+
+
+def test_real_runs_on_a_fixed_sphere_pass_and_on_an_inflating_one_fail(tmp_path, monkeypatch):
+    """Two runs whose weights cannot move, one per rule. At base LR 1e-6 a sphere step has norm 1e-6 r (30
+    steps move a matrix by < 1e-4 of its radius) and AdamW moves a parameter by about 1e-6 per step, so every
+    indicator is a function of the init and of the batch.
+
+    - hyperp keeps each matrix on its sphere: the indicators are flat by construction, up to batch-to-batch
+      noise (over seeds 0-9 the largest |g| measured was 0.14, against GROWTH_TOL 0.3): pass.
+    - the broken rule retracts each step onto a sphere RADIUS_GROWTH times the last, so every sphere matrix
+      (hidden and head) has norm r * RADIUS_GROWTH^t exactly, and the attention branch (o . v: two such
+      matrices on normalised inputs; QK-norm keeps the attention weights) is the frozen run's times
+      RADIUS_GROWTH^(2t): fail, with the growth rate of that product.
+
+    Why not hyperp at a useful LR: a tiny run of 30 steps is still in its transient from init in the second
+    half (measured at LR 0.26 on this shape with unit LR factors: rms_mlp 0.08 -> 10 over the run as the
+    matrices align with their inputs and the norm gains double, g = 0.75), and the check reads that as
+    growing, at most LRs and seeds tried (reported to the lead with the numbers). A frozen run isolates the
+    rule the check is meant to judge."""
+    ok = frozen_run(tmp_path / "fixed", "fixed")
+    inflating_sphere(monkeypatch)
+    bad = frozen_run(tmp_path / "inflating", "inflating")
+    assert ok.status == bad.status == "completed"
+
+    good = check_stability(ok.curves.assign(width=16), scale="width")
+    assert good.verdict == PASS, good.why
+    assert all(abs(t.growth_max) < GROWTH_TOL for t in good.trends)
+
+    res = check_stability(bad.curves.assign(width=16), scale="width")
+    trend = {t.name: t for t in res.trends}
+    assert res.verdict == FAIL and trend["rms_attn"].verdict == trend["rms_mlp"].verdict == "growing"
+    # the construction, step by step: the stats of logged step s come from the forward after s - 1 updates
+    a, b = ok.curves, bad.curves
+    ratio = b["rms_attn"] / a["rms_attn"] / RADIUS_GROWTH ** (2 * (a["step"] - 1))
+    assert np.allclose(ratio, 1.0, atol=1e-3)  # measured 7e-5: what 30 steps of LR 1e-6 move
+    # so the growth rate the check reports is the frozen run's series times 1.05^(2(s-1)), and near the pure
+    # exponential's 2.07, off by the frozen run's own g (batch noise, below GROWTH_TOL)
+    late = a["tokens"] >= a["tokens"].median()
+    built = growth_rate(a["tokens"][late].to_numpy(float),
+                        (a["rms_attn"] * RADIUS_GROWTH ** (2 * (a["step"] - 1)))[late].to_numpy())
+    assert trend["rms_attn"].growth_max == pytest.approx(built, abs=0.01)  # the ratio's 1e-3 moves g < 0.01
+    pure = growth_rate(a["tokens"][late].to_numpy(float), RADIUS_GROWTH ** (2 * (a["step"][late] - 1)).to_numpy())
+    assert abs(trend["rms_attn"].growth_max - pure) < GROWTH_TOL
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["check", "stability", str(tmp_path / "fixed")]).exit_code == 0
+    out = runner.invoke(app, ["check", "stability", str(tmp_path / "inflating")])
+    assert out.exit_code == 1 and "rms_attn" in out.stdout and "growing" in out.stdout

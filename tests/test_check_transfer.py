@@ -1,15 +1,23 @@
-"""The transfer check on LR sweeps whose optimum is known: a rule that transfers passes, a broken one fails."""
+"""The transfer check on LR sweeps whose optimum is known (synthetic tables, then real tiny runs along an axis
+whose effect on training is known exactly): a rule that transfers passes, a broken one fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
-from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, check_transfer
+import hyperp.trainer.loop as loop
+from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, SLOPE_TOL, _loss_at, check_transfer
+from hyperp.cli import app
 from hyperp.fitting.table import FitInputError
+from hyperp.schema import write_records
+from hyperp.trainer.config import RunConfig
+from hyperp.trainer.loop import train
 
 WIDTHS = (64, 128, 256, 512)
 LRS = 0.02 * np.geomspace(1 / 8, 8, 9)
@@ -82,3 +90,90 @@ def test_local_slopes_follow_a_drift_that_changes_along_the_axis():
     assert [s for _, _, s in local] == pytest.approx([0.0, -1.0, -1.0], abs=1e-6)
     assert all(s.interval.low <= s.slope <= s.interval.high for s in res.local_slopes)
     assert -1.0 < res.slope < 0.0
+
+
+# ---------------------------------------------------------------- on real tiny runs
+
+# 30 steps of 256 tokens, validated once at the end; peak_tflops given: no MFU probe, nothing here reads MFU
+RUN_SHAPE = dict(depth=1, width=16, head_dim=16, seq_len=32, batch_tokens=256, tokens=256 * 30, val_tokens=1024,
+                 eval_every=30, threads=1, peak_tflops=1.0)
+# Factor-2 grid around the tiny proxy's optimum (measured: vertex 0.26 at 2.65 nats; 3.29 at 0.05, 2.90 at 0.8,
+# diverged at 1.6).
+RUN_LRS = 0.05 * 2.0 ** np.arange(6)
+BROKEN_POWER = 2  # the broken rule: every group's LR times (top_k / 1)^2
+
+
+def lr_sweep(lrs, top_k: int) -> list[dict]:
+    return [train(RunConfig(param="hyperp", lr=float(lr), top_k=top_k, **RUN_SHAPE)).row for lr in lrs]
+
+
+def same_losses(a: list[dict], b: list[dict]) -> bool:
+    """Bit-identical final losses and statuses (a diverged run's NaN equals NaN)."""
+    return [r["status"] for r in a] == [r["status"] for r in b] and np.array_equal(
+        [r["val_loss"] for r in a], [r["val_loss"] for r in b], equal_nan=True)
+
+
+def scaled_lr_rule(monkeypatch, power: int) -> None:
+    """Patch the scheme so every group's LR is multiplied by top_k^power (the trainer builds through
+    hyperp.trainer.loop.resolve_hparams)."""
+    real = loop.resolve_hparams
+
+    def broken(cfg):
+        hp = real(cfg)
+        groups = {g: dataclasses.replace(hp.group(g), lr=hp.group(g).lr * cfg.top_k ** power)
+                  for g in ("hidden", "head", "embed", "vector")}
+        return dataclasses.replace(hp, **groups)
+
+    monkeypatch.setattr(loop, "resolve_hparams", broken)
+
+
+@pytest.fixture(scope="module")
+def proxy_runs() -> list[dict]:
+    """The proxy's LR sweep at top_k = 1, where the broken rule's factor 1^2 leaves every LR as hyperp's."""
+    return lr_sweep(RUN_LRS, top_k=1)
+
+
+def test_real_runs_transfer_exactly_along_an_axis_training_ignores(proxy_runs):
+    """hyperp along top_k of a dense model. The MoE-granularity axis changes nothing in a dense model's
+    training (moe_every = 0: the MLP's width, the parameters and the data ignore top_k, RunConfig.mlp_hidden,
+    model.make_mlp) and hyperp has no top_k rule, so the k = 2 runs are the k = 1 runs bit for bit: the
+    optimum cannot move (slope 0) and the transferred LR is each scale's own optimum (regret 0). A pass by
+    construction, where hyperp's width or depth rule at this scale would be an empirical claim."""
+    other = lr_sweep(RUN_LRS, top_k=2)
+    assert same_losses(other, proxy_runs)  # premise: identical training
+    df = pd.DataFrame(proxy_runs + other)
+    (res,) = check_transfer(df, "top_k", n_boot=200)
+    assert res.verdict == PASS, res.why
+    assert all(p.optimum.bracketed for p in res.points)
+    assert res.slope == pytest.approx(0.0, abs=1e-12)  # np.polyfit's rounding on equal optima
+    assert all(p.regret == pytest.approx(0.0, abs=1e-12) for p in res.points)
+    assert res.slope_interval.low <= 0 <= res.slope_interval.high
+
+
+def test_real_runs_under_a_rule_scaling_lr_with_the_axis_fail(proxy_runs, monkeypatch, tmp_path):
+    """A broken rule along the same axis: every group's LR times k^2. A run at k = 2 and base LR eta is then
+    the proxy's run at 4 eta, so the optimum in base LR at k = 2 is the proxy's / 4: ln eta* falls by ln 4
+    over ln 2 (slope -2, exact up to rounding: the k = 2 sweep, run on the proxy's grid / 4, is the proxy's
+    sweep). Reusing the proxy's eta* at k = 2 trains at 4x its optimum, so the regret there is the proxy's own
+    loss at 4 eta* minus its best: read off the proxy's curve, it must equal what the check reports."""
+    scaled_lr_rule(monkeypatch, BROKEN_POWER)
+    shift = 2.0 ** BROKEN_POWER
+    scaled = lr_sweep(RUN_LRS / shift, top_k=2)
+    assert same_losses(scaled, proxy_runs)  # premise: the same runs
+    df = pd.DataFrame(proxy_runs + scaled)
+    (res,) = check_transfer(df, "top_k", n_boot=200)
+    proxy, far = res.points
+    assert res.verdict == FAIL, res.why
+    assert proxy.optimum.bracketed and far.optimum.bracketed
+    # identical windows shifted by ln 4 in ln(lr): the vertex moves by exactly that (float rounding only)
+    assert res.slope == pytest.approx(-BROKEN_POWER, abs=1e-9)
+    # the interval comes from the two optima's own intervals (the proxy's spans 1.75x: about +-0.6 on the
+    # slope); it would reach -SLOPE_TOL only if that span were about 40x
+    assert res.slope_interval.high < -SLOPE_TOL
+    cost = _loss_at(proxy.optimum, shift * proxy.optimum.lr_opt) - proxy.optimum.loss_opt
+    assert far.regret == pytest.approx(cost, rel=1e-9) and far.regret_rel > REGRET_TOL
+
+    table = tmp_path / "runs.parquet"
+    write_records(table, proxy_runs + scaled)
+    out = CliRunner().invoke(app, ["check", "transfer", str(table), "--axis", "top_k", "-B", "50"])
+    assert out.exit_code == 1 and "verdict: fail" in out.stdout
