@@ -163,7 +163,7 @@ def _scale_point(scale, opt: LrOptimum, eta: float, df, lr_col, loss_col) -> Sca
 def _loss_at(opt: LrOptimum, lr: float) -> float:
     """The loss at `lr`: the parabola inside its window (where it was fitted and is trusted), else linear
     interpolation in ln(lr) between the mean measured losses; NaN outside the measured LRs."""
-    lo, hi = opt.lr_range
+    lo, hi = opt.window  # not lr_range: a diverged run may widen that past the last run the parabola saw
     if opt.bracketed and lo <= lr <= hi:
         return float(opt.curve(np.array([lr]))[0])
     pts = pd.DataFrame(opt.points, columns=["lr", "loss"]).groupby("lr")["loss"].mean()

@@ -73,6 +73,7 @@ class LrOptimum:
     diverged_lr: tuple[float, ...] = field(repr=False, default=())
     n_fitted: int = 0  # runs inside the window, the ones the parabola is fitted to
     warnings: tuple[str, ...] = ()
+    window: tuple[float, float] = (float("nan"), float("nan"))  # lowest and highest LR of the fitted window
 
     def curve(self, lr: np.ndarray) -> np.ndarray:
         """The fitted parabola at the given learning rates."""
@@ -85,7 +86,7 @@ class LrOptimum:
                 "n_points": self.n_points, "n_diverged": self.n_diverged, "bracketed": self.bracketed,
                 "reason": self.reason, "lr_low": self.lr_interval.low, "lr_high": self.lr_interval.high,
                 "level": self.lr_interval.level, "coef": list(self.coef), "lr_range": list(self.lr_range),
-                "n_fitted": self.n_fitted, "warnings": list(self.warnings)}
+                "window": list(self.window), "n_fitted": self.n_fitted, "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,8 @@ def fit_lr_curve(lr: np.ndarray, loss: np.ndarray, *, diverged_lr: Sequence[floa
                      bracketed=bracketed, reason=reason, lr_interval=interval,
                      coef=_uncentered(d_coef, center), lr_range=(float(lo), float(hi)),
                      points=tuple(zip(lr_all.tolist(), loss_all.tolist())), diverged_lr=tuple(diverged.tolist()),
-                     n_fitted=int(lr.size), warnings=tuple(_lr_warnings(reason, lr_opt, lr, lr_all)))
+                     n_fitted=int(lr.size), warnings=tuple(_lr_warnings(reason, lr_opt, lr, lr_all)),
+                     window=(float(lr.min()), float(lr.max())))
 
 
 def bracket_verdict(lr: np.ndarray, loss: np.ndarray, diverged_lr: Sequence[float] = (),
