@@ -255,6 +255,35 @@ def test_optuna_search_per_cell_resumes_from_its_study(tmp_path: Path):
     assert extended.submitted == 2 and len(ledger_df(root, "opt")) == 6
 
 
+def test_seeds_repeat_each_cells_best_lr_without_moving_it(tmp_path: Path):
+    """seeds = 3: once a cell's bracket is done, its best lr runs again with seeds 1 and 2. The repeats are
+    rows of the same cell, never change the search (a re-run submits nothing), and give `check transfer` its
+    noise floor; `fit lr` keeps one group per cell (seed is not a grouping column)."""
+    from hyperp.checks.transfer import check_transfer
+    from hyperp.fitting import fit_optimal_lr
+
+    body = (TINY + "[axes]\n"
+            'tags = [{lr_opt = "0.01", seed_noise = "0.05"}]\n'
+            "top_k = [1, 2]\n"  # a dense model ignores top_k: two cells with the same optimum
+            'lr = { search = "bracket", grid = [0.003, 0.01, 0.03], max_extend = 2, seeds = 3 }\n')
+    spec = write(tmp_path, "seeds", body)
+    root = tmp_path / "sweeps"
+    out = run_sweep(spec, root, run_fn=STUB, progress=False)
+    df = ledger_df(root, "seeds")
+    for k, cell in df.groupby("top_k"):
+        search = next(s for s in out.searches if s["cell_id"] == cell.cell_id.iloc[0])
+        seeded = cell[cell.seed > 0]
+        assert sorted(seeded.seed) == [1, 2] and (seeded.lr == search["best_lr"]).all()
+        assert search["seed_runs_done"] == 2 and cell.cell_id.nunique() == 1
+        own = cell[cell.seed == 0]
+        assert search["best_lr"] == own.loc[own.val_loss.idxmin(), "lr"]  # decided by the search's own runs
+    assert run_sweep(spec, root, run_fn=STUB, progress=False).submitted == 0
+    optima = fit_optimal_lr(df, by=["top_k"], n_boot=0)
+    assert len(optima.optima) == 2
+    checks = check_transfer(df, "top_k", n_boot=0)
+    assert all(math.isfinite(p.noise_sd) and p.noise_sd > 0 for p in checks[0].points)
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 

@@ -79,6 +79,8 @@ def test_unknown_scheme_lists_allowed_values():
     assert e.field == "axes.lr.search" and "bracket, optuna" in str(e)
     e = error(BASE + '[axes]\nlr = { search = "bracket", grid = [0.01, 0.02], max_extnd = 2 }\n')
     assert e.field == "axes.lr.max_extnd" and "max_extend" in str(e)
+    e = error(BASE + '[axes]\nlr = { search = "bracket", grid = [0.01, 0.02], seeds = 0 }\n')
+    assert e.field == "axes.lr.seeds" and "must be > 0" in str(e)
 
 
 def test_invalid_resolved_run_names_field():

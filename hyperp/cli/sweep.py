@@ -134,6 +134,10 @@ def plan_summary(plan, root: Path, throughput: float = 0.0, mfu: float = DEFAULT
             assert isinstance(c.search, OptunaSearch)
             extra = c.search.trials
             desc = f"optuna {c.search.trials} trials, lr in [{c.search.low:g}, {c.search.high:g}]"
+        repeats = c.search.seeds - 1  # the best lr again with other seeds, once the search is done
+        if repeats:
+            extra += repeats
+            desc += f", then the best lr with {repeats} more seed{'s' if repeats > 1 else ''}"
         extra_flops += extra * per_run
         searches.append({"cell_id": c.cell_id, **plan.varying_values(c.config, c.info, lr=False),
                          "search": c.search.to_dict(), "description": desc, "flops_per_run": per_run,

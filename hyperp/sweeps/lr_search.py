@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperp.sweeps.ledger import COMPLETED, DIVERGED, OPTUNA_DB
-from hyperp.sweeps.spec import BracketSearch, OptunaSearch, Plan, PlannedCell, nice
+from hyperp.sweeps.spec import BracketSearch, OptunaSearch, Plan, PlannedCell, PlannedRun, nice
 
 Results = dict[str, dict[str, Any]]  # run_id -> finished ledger row
 
@@ -89,7 +89,7 @@ def bracket_state(search: BracketSearch, lookup: Callable[[float], dict[str, Any
 
 
 class CellSearch:
-    """Base: a search over the lr of one cell."""
+    """Base: a search over the lr of one cell, then its best lr repeated with more seeds (`seeds`)."""
 
     def __init__(self, plan: Plan, cell: PlannedCell):
         self.plan, self.cell = plan, cell
@@ -102,8 +102,27 @@ class CellSearch:
     def wanted(self, results: Results) -> list[float]:
         raise NotImplementedError
 
+    def best(self, results: Results) -> float | None:
+        """The best lr once the search is done and found a finite loss; None before (or without one)."""
+        raise NotImplementedError
+
     def summary(self, results: Results) -> dict[str, Any]:
         raise NotImplementedError
+
+    def seed_runs(self, results: Results) -> list[PlannedRun]:
+        """The repeats of the best lr with seeds seed+1 .. seed+n-1, once the search is done. The best comes
+        from the search's own runs (the cell's seed), so the repeats can never move it."""
+        n = self.cell.search.seeds  # type: ignore[union-attr]
+        best = self.best(results) if n > 1 else None
+        if best is None:
+            return []
+        seed = self.cell.config.seed
+        return [self.plan.run_for(self.cell, best, self.kind, seed=seed + i) for i in range(1, n)]
+
+    def seed_summary(self, results: Results) -> dict[str, Any]:
+        runs = self.seed_runs(results)
+        return {"seeds": self.cell.search.seeds, "seed_run_ids": [r.run_id for r in runs],  # type: ignore[union-attr]
+                "seed_runs_done": sum(r.run_id in results for r in runs)}
 
 
 class Bracket(CellSearch):
@@ -125,12 +144,16 @@ class Bracket(CellSearch):
     def wanted(self, results: Results) -> list[float]:
         return self.state(results).pending
 
+    def best(self, results: Results) -> float | None:
+        s = self.state(results)
+        return s.best_lr if s.done else None
+
     def summary(self, results: Results) -> dict[str, Any]:
         s = self.state(results)
         return {"cell_id": self.cell.cell_id, "search": "bracket", "grid": s.grid,
                 "run_ids": [self._id(lr) for lr in s.grid], "extensions": s.extensions, "done": s.done,
                 "bracketed": s.bracketed, "best_lr": s.best_lr, "best": s.best, "reason": s.reason,
-                "metric": self.search.metric}
+                "metric": self.search.metric} | self.seed_summary(results)
 
 
 @dataclass
@@ -199,16 +222,25 @@ class OptunaCell(CellSearch):
                 finished += 1
         return [t.lr for t in self.running.values()]
 
-    def summary(self, results: Results) -> dict[str, Any]:
+    def _best_trial(self):
         done = [t for t in self.study.get_trials(deepcopy=False)
-                if t.state == self.optuna.trial.TrialState.COMPLETE]
-        best = min(done, key=lambda t: t.value) if done else None
+                if t.state == self.optuna.trial.TrialState.COMPLETE and t.value < self.diverged_value]
+        return min(done, key=lambda t: t.value) if done else None
+
+    def _done(self) -> bool:
+        return not self.running and self._finished() >= self.search.trials
+
+    def best(self, results: Results) -> float | None:
+        best = self._best_trial()
+        return best.params["lr"] if best is not None and self._done() else None
+
+    def summary(self, results: Results) -> dict[str, Any]:
+        best = self._best_trial()
         return {"cell_id": self.cell.cell_id, "search": "optuna", "trials": self.search.trials,
-                "finished": self._finished(), "running": len(self.running), "done": not self.running
-                and self._finished() >= self.search.trials,
+                "finished": self._finished(), "running": len(self.running), "done": self._done(),
                 "best_lr": best.params["lr"] if best else None, "best": best.value if best else None,
                 "run_ids": [t.user_attrs.get("run_id") for t in self.study.get_trials(deepcopy=False)],
-                "metric": self.search.metric}
+                "metric": self.search.metric} | self.seed_summary(results)
 
 
 def make_search(plan: Plan, cell: PlannedCell, sweep_dir: Path) -> CellSearch:

@@ -269,6 +269,8 @@ class Driver:
         for s in self.searches:
             for lr in s.wanted(self.final):
                 self.enqueue(self.plan.run_for(s.cell, lr, s.kind))
+            for run in s.seed_runs(self.final):
+                self.enqueue(run)
 
     def has_work(self) -> bool:
         return bool(self.queue or self.in_flight)

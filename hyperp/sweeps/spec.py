@@ -39,6 +39,7 @@ LR search per cell (a cell is a run config minus `lr`); in `[axes]`, `[base]` or
     lr = { search = "bracket", grid = [0.005, 0.01, 0.02], max_extend = 3 }
     lr = { search = "bracket", low = 0.005, high = 0.08, points = 5 }     # log-spaced grid
     lr = { search = "optuna", trials = 12, low = 1e-3, high = 0.1, parallel = 2, seed = 0 }
+    lr = { search = "bracket", grid = [0.005, 0.01, 0.02], seeds = 3 }    # + the best LR with 2 more seeds
 
 Bracket: run the coarse log grid; while the cell's best LR (lowest `metric`, default `val_loss`; a diverged
 run counts as +inf, a failed one is ignored) is the lowest or highest grid point, add one point beyond that
@@ -46,6 +47,9 @@ edge at the grid's edge spacing, at most `max_extend` times; stop when the best 
 ("bracketed"). Optuna: a study per cell (TPE by default, `sampler = "random"` also allowed) over log-uniform
 [low, high], asked and told by the driver, `parallel` trials of a cell in flight at once, stored in
 `<sweep>/optuna.db` so an interrupted search resumes. Diverged and failed trials are told as FAIL.
+`seeds = n` (either search): once the cell's search is done with a finite best, that LR runs again with
+the seeds seed + 1 ... seed + n - 1 (the noise floor of `hyperp check transfer`); the best is decided by the
+search's own runs only, so the repeats never move it or re-open the search.
 
 Precedence when building a run: RunConfig defaults < [base] < [axes] < [[zip]] < [[override]] (in file
 order). `tokens` and `tokens_per_param` replace each other: whichever is set later wins. Every field is
@@ -106,10 +110,12 @@ class BracketSearch:
     grid: tuple[float, ...]
     max_extend: int = 3
     metric: str = "val_loss"
+    seeds: int = 1  # runs at the best LR in all, once the search is done: the cell's seed, seed + 1, ...
     kind: str = "bracket"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"search": "bracket", "grid": list(self.grid), "max_extend": self.max_extend, "metric": self.metric}
+        return {"search": "bracket", "grid": list(self.grid), "max_extend": self.max_extend, "metric": self.metric,
+                "seeds": self.seeds}
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class OptunaSearch:
     seed: int = 0
     sampler: str = "tpe"
     metric: str = "val_loss"
+    seeds: int = 1  # as for BracketSearch, at the best finished trial's LR
     kind: str = "optuna"
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,13 +175,14 @@ def parse_search(table: dict[str, Any], where: str) -> Search:
         raise SpecError(f"{where}.search", f"an LR table needs `search`, one of {', '.join(SEARCHES)} "
                                            "(or give lr as a list of values)")
     kind = _choice(f"{where}.search", table["search"], SEARCHES, "search")
-    allowed = {"bracket": ("search", "grid", "low", "high", "points", "max_extend", "metric"),
-               "optuna": ("search", "trials", "low", "high", "parallel", "seed", "sampler", "metric")}[kind]
+    allowed = {"bracket": ("search", "grid", "low", "high", "points", "max_extend", "metric", "seeds"),
+               "optuna": ("search", "trials", "low", "high", "parallel", "seed", "sampler", "metric", "seeds")}[kind]
     for key in table:
         if key not in allowed:
             raise SpecError(f"{where}.{key}", f"unknown key for search = {kind!r}{_did_you_mean(key, allowed)}; "
                                               f"expected one of {', '.join(allowed)}")
     metric = _choice(f"{where}.metric", table.get("metric", "val_loss"), METRICS, "metric")
+    seeds = _number(f"{where}.seeds", table.get("seeds", 1), integer=True, minimum=1)
     if kind == "bracket":
         max_extend = _number(f"{where}.max_extend", table.get("max_extend", 3), integer=True, positive=False, minimum=0)
         if "grid" in table:
@@ -195,7 +203,7 @@ def parse_search(table: dict[str, Any], where: str) -> Search:
             if not low < high:
                 raise SpecError(f"{where}.high", f"must be greater than low ({low}), got {high}")
             values = log_grid(low, high, points)
-        return BracketSearch(grid=values, max_extend=max_extend, metric=metric)
+        return BracketSearch(grid=values, max_extend=max_extend, metric=metric, seeds=seeds)
     for key in ("trials", "low", "high"):
         if key not in table:
             raise SpecError(f"{where}.{key}", "an optuna search needs trials, low and high")
@@ -207,7 +215,7 @@ def parse_search(table: dict[str, Any], where: str) -> Search:
                         parallel=_number(f"{where}.parallel", table.get("parallel", 2), integer=True),
                         seed=_number(f"{where}.seed", table.get("seed", 0), integer=True, positive=False),
                         sampler=_choice(f"{where}.sampler", table.get("sampler", "tpe"), SAMPLERS, "sampler"),
-                        metric=metric)
+                        metric=metric, seeds=seeds)
 
 
 # ---------------------------------------------------------------- the spec
@@ -545,8 +553,10 @@ class Plan:
     def searches(self) -> list[PlannedCell]:
         return [c for c in self.cells.values() if c.search is not None]
 
-    def run_for(self, cell: PlannedCell, lr: float, search: str) -> PlannedRun:
-        cfg = cell.config.replace(lr=lr)
+    def run_for(self, cell: PlannedCell, lr: float, search: str, seed: int | None = None) -> PlannedRun:
+        """The cell's run at `lr` (and, for the repeats at a search's best LR, another `seed`): it keeps the
+        cell's id, so the repeats are part of the cell in the ledger and the fits."""
+        cfg = cell.config.replace(lr=lr) if seed is None else cell.config.replace(lr=lr, seed=seed)
         return PlannedRun(identity.run_id(cfg, self.spec.version_tag), cell.cell_id, cfg, search, dict(cell.info))
 
     def varying_values(self, cfg: RunConfig, info: dict[str, Any] | None = None, lr: bool = True) -> dict[str, Any]:

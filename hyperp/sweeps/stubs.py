@@ -12,7 +12,8 @@ importable module so that Ray workers can unpickle it by reference, which is why
 - `diverge = "1"`: return status "diverged";
 - `crash_once = "1"`: on the first attempt SIGKILL its own worker process (an infra failure), then succeed;
 - `lr_opt = "<lr>"`: val_loss = 1 + (ln lr - ln lr_opt)^2, a known optimum for LR-search tests;
-  with `diverge_above = "<lr>"` runs with a larger lr diverge.
+  with `diverge_above = "<lr>"` runs with a larger lr diverge;
+- `seed_noise = "<sd>"`: adds a normal draw of that SD to val_loss, fixed by (seed, lr): a seed-to-seed spread.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -59,6 +61,8 @@ def stub_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     lr = cfg.base_lr
     loss = 1.0 + (math.log(lr) - math.log(float(tags.get("lr_opt", 0.01)))) ** 2
+    if "seed_noise" in tags:
+        loss += float(tags["seed_noise"]) * random.Random(f"{cfg.seed}:{lr!r}").gauss(0.0, 1.0)
     diverged = tags.get("diverge") == "1" or ("diverge_above" in tags and lr > float(tags["diverge_above"]))
     trained = cfg.total_steps * cfg.batch_tokens
     return {"status": "diverged" if diverged else "completed", "val_loss": math.nan if diverged else loss,
