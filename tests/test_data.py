@@ -93,3 +93,14 @@ def test_truncated_shard_is_named(tmp_path):
 def test_missing_shard_glob(tmp_path):
     with pytest.raises(DataError, match="no shard"):
         load_corpus(str(tmp_path / "*.bin"), 2.0)
+
+
+def test_stdlib_listing_prunes_excluded_trees_and_keeps_every_other_py_file():
+    """The fast walk lists exactly what a full rglob filtered by EXCLUDED_DIRS lists (the corpus, and so every
+    stdlib run's data, is unchanged)."""
+    from hyperp.trainer.data import EXCLUDED_DIRS, stdlib_files
+
+    root, files = stdlib_files()
+    reference = sorted(p for p in root.rglob("*.py")
+                       if p.is_file() and not EXCLUDED_DIRS & set(p.relative_to(root).parts))
+    assert files == reference and len(files) > 100

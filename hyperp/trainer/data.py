@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import os
 import platform
 import sysconfig
 import zlib
@@ -75,9 +76,14 @@ def read_files(root: Path, files: list[Path], val_percent: float, corpus_id: str
 
 
 def stdlib_files() -> tuple[Path, list[Path]]:
+    """The stdlib's .py files outside EXCLUDED_DIRS, sorted. os.walk prunes the excluded trees instead of
+    listing them (Path.rglob took 3.4 s of a tiny run's start on the 2-core CPU; this about a tenth)."""
     root = Path(sysconfig.get_path("stdlib"))
-    files = sorted(p for p in root.rglob("*.py") if p.is_file() and not EXCLUDED_DIRS & set(p.relative_to(root).parts))
-    return root, files
+    files = []
+    for here, dirs, names in os.walk(root):  # like rglob: symlinked directories are not followed
+        dirs[:] = [d for d in dirs if d not in EXCLUDED_DIRS]
+        files += [Path(here, n) for n in names if n.endswith(".py") and n not in EXCLUDED_DIRS]
+    return root, sorted(f for f in files if f.is_file())
 
 
 def read_shard(path: Path) -> np.ndarray:
