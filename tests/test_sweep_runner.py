@@ -284,6 +284,19 @@ def test_seeds_repeat_each_cells_best_lr_without_moving_it(tmp_path: Path):
     assert all(math.isfinite(p.noise_sd) and p.noise_sd > 0 for p in checks[0].points)
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_workers_stay_warm_across_runs_unless_told_not_to(tmp_path: Path, reuse: bool):
+    """One run at a time: with reuse_workers (the default) Ray runs them all in one warm worker process (its
+    imports and corpus paid once); with reuse_workers = false each run gets a fresh process."""
+    body = (f"max_concurrent = 1\n" + TINY + "[axes]\nseed = [0, 1, 2, 3]\n"
+            f"[resources]\ncpus = 1\nreuse_workers = {str(reuse).lower()}\n")
+    spec = write(tmp_path, f"warm{int(reuse)}", body)
+    out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+    assert out.counts["completed"] == 4
+    pids = [json.loads(p.read_text())["pid"] for p in (out.sweep_dir / "runs").glob("*/attempt.json")]
+    assert len(pids) == 4 and len(set(pids)) == (1 if reuse else 4)
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 

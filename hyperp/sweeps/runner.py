@@ -610,7 +610,10 @@ def schedule(ray, d: Driver, limit: int, fn: RunFn, state: dict[str, Any], stop:
     is also how SIGTERM arrives, or an UnavailableError of the driver's own writes) after cancelling the runs
     in flight."""
     spec, sweep_dir = d.spec, d.sweep_dir
-    remote = ray.remote(execute)
+    # Ray keeps a CPU task's worker process for the next task (torch, the corpus and torch.optim's dynamo
+    # import paid once per worker); GPU tasks get a fresh process by Ray's default, which releases the device.
+    # max_calls is fixed per remote function (`.options()` refuses it).
+    remote = ray.remote(execute) if spec.resources.reuse_workers else ray.remote(max_calls=1)(execute)
     threads = spec.resources.threads
     last_ledger, last_state, ledger_every, changed = 0.0, 0.0, 2.0, True
     try:

@@ -33,6 +33,7 @@ Format (every key but `name` and `[base]` is optional; see examples/*.toml)::
     [resources]                     # per run
     cpus = 1                        # torch threads of the run follow this (at least 1)
     gpus = 0.25                     # fractional GPUs let small runs share a device
+    reuse_workers = true            # warm worker processes across runs; false: a fresh process per run
 
 LR search per cell (a cell is a run config minus `lr`); in `[axes]`, `[base]` or an override's `set`::
 
@@ -231,6 +232,10 @@ class Override:
 class Resources:
     cpus: float = 1.0
     gpus: float = 0.0
+    # True: Ray's worker processes stay warm across CPU runs (torch, the corpus and the optimizer's imports
+    # paid once per worker); False: a fresh process per run (for run functions that leak global state).
+    # GPU runs always get a fresh process (Ray's default for GPU tasks: the device's memory is released).
+    reuse_workers: bool = True
 
     @property
     def threads(self) -> int:
@@ -375,13 +380,18 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> Sw
         overrides.append(Override(where=w, set=s))
 
     res = _table(data, "resources")
+    resource_keys = ("cpus", "gpus", "reuse_workers")
     for key in res:
-        if key not in ("cpus", "gpus"):
+        if key not in resource_keys:
             hint = (f"; {key} is a top-level key (write it before the first [table])" if key in TOP_KEYS
-                    else _did_you_mean(key, ("cpus", "gpus")))
-            raise SpecError(f"resources.{key}", f"unknown key{hint}; expected cpus, gpus")
+                    else _did_you_mean(key, resource_keys))
+            raise SpecError(f"resources.{key}", f"unknown key{hint}; expected {', '.join(resource_keys)}")
+    reuse = res.get("reuse_workers", True)
+    if not isinstance(reuse, bool):
+        raise SpecError("resources.reuse_workers", f"expected true or false, got {reuse!r}")
     resources = Resources(cpus=_number("resources.cpus", res.get("cpus", 1)),
-                          gpus=_number("resources.gpus", res.get("gpus", 0), positive=False, minimum=0))
+                          gpus=_number("resources.gpus", res.get("gpus", 0), positive=False, minimum=0),
+                          reuse_workers=reuse)
 
     basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), TOKENS_BASES)
     return SweepSpec(
