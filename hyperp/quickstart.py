@@ -39,7 +39,8 @@ head_dim = 16
 seq_len = 128
 batch_tokens = 1024
 tokens = 131072
-val_tokens = 16384
+val_tokens = 32768
+eval_every = 128         # validate once, at the end, on 32k tokens: the LR curves' noise is the runs', not the eval's
 base_depth = 2
 base_width = 32
 base_tokens = 131072
@@ -48,7 +49,7 @@ head_init_std = 0.3
 [axes]
 param = ["hyperp", "adamw"]
 width = [32, 64, 128]
-lr = { search = "bracket", grid = [0.005, 0.01, 0.02, 0.04, 0.08], max_extend = 3 }
+lr = { search = "bracket", grid = [0.01, 0.02, 0.04, 0.08, 0.16], max_extend = 3 }
 
 [[override]]
 where = { param = "adamw" }

@@ -11,7 +11,7 @@ from hyperp.sweeps.spec import loads_spec
 
 def small_spec() -> str:
     spec = SPEC.replace("seq_len = 128", "seq_len = 32").replace("batch_tokens = 1024", "batch_tokens = 512")
-    spec = spec.replace("val_tokens = 16384", "val_tokens = 1024").replace("depth = 2", "depth = 1")
+    spec = spec.replace("val_tokens = 32768", "val_tokens = 1024").replace("eval_every = 128", "eval_every = 8").replace("depth = 2", "depth = 1")
     spec = spec.replace("width = [32, 64, 128]", "width = [16, 32]").replace("base_width = 32", "base_width = 16")
     return spec.replace("tokens = 131072", "tokens = 4096")
 

@@ -28,8 +28,8 @@ TokenScaling = Literal["all", "hidden"]
 
 # Base learning rates for each scheme when `lr` is not given. For the sphere schemes eta is a relative step
 # (the step's Frobenius norm is eta * radius); for Muon it is the spectral-scaled step; for AdamW the usual LR.
-# They are starting points, not tuned optima: sweep `lr` on your proxy (results/lr_transfer/ shows how far
-# the optimum of a tiny CPU proxy sits from them).
+# They are starting points, not tuned optima: sweep `lr` on your proxy (results/README.md, study 1: at depth
+# 2 and width 32 the optima sit near 0.025 for the sphere schemes and muon and 0.008 for adamw).
 DEFAULT_LR: dict[str, float] = {"hyperp": 0.02, "muonh": 0.02, "muon": 0.02, "adamw": 3e-3}
 
 
