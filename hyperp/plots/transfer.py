@@ -12,9 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from hyperp.checks.transfer import NOISE_SIGMAS, REGRET_TOL, SLOPE_TOL, TransferCheck
+from hyperp.fitting.report import readable
 from hyperp.plots.style import families, group_label, new_figure, paper, readable_axis
 
 CONE_ALPHA = 0.08  # shading of the allowed-drift cone: visible, yet behind every point
@@ -37,7 +38,8 @@ def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> 
             readable_axis(ax.xaxis)
             ax.set_xlabel(axis)
         ax_eta.set_yscale("log")
-        readable_axis(ax_eta.yaxis, minor=True)
+        readable_axis(ax_eta.yaxis)
+        ax_eta.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
         ax_eta.set_ylabel(r"optimal base LR $\eta^*$")
         ax_eta.set_title(rf"drift: slope of ln $\eta^*$ (cone: $\pm${SLOPE_TOL:g} from the proxy)", fontsize=7)
         ax_regret.axhline(100 * REGRET_TOL, color="0.4", ls="--", lw=0.8)
@@ -56,7 +58,8 @@ def _optima(ax, check: TransferCheck, c, m) -> None:
     eta = np.array([p.optimum.lr_opt for p in pts])
     lo = np.array([p.optimum.lr_interval.low for p in pts])
     hi = np.array([p.optimum.lr_interval.high for p in pts])
-    ok = np.isfinite(lo) & np.isfinite(hi)
+    bracketed = np.array([p.optimum.bracketed for p in pts])
+    ok = np.isfinite(lo) & np.isfinite(hi) & bracketed  # an unbracketed optimum's interval means nothing
     # a percentile interval may sit beside the point estimate: clip the arms at 0 rather than draw none
     arms = np.clip([eta[ok] - lo[ok], hi[ok] - eta[ok]], 0, None)
     ax.errorbar(x[ok], eta[ok], yerr=arms, fmt="none", ecolor=c, lw=0.9)
@@ -87,3 +90,9 @@ def _regrets(ax, check: TransferCheck, c, m) -> None:
         if np.isfinite(p.noise_sd):
             allowance = 100 * NOISE_SIGMAS * p.noise_sd / p.optimum.loss_opt
             ax.vlines(p.scale, 0, allowance, color=c, lw=3, alpha=0.3)
+
+
+def _two_and_five(value: float, _pos) -> str:
+    """Minor log ticks labelled at 2 and 5 times a power of ten only (every minor label collides)."""
+    mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
+    return readable(value) if np.isclose(mantissa, 2) or np.isclose(mantissa, 5) else ""
