@@ -74,3 +74,14 @@ def test_cli_reports_bad_table_with_exit_code_2_and_no_traceback(tmp_path):
     assert res.exit_code == 2 and "no such file" in res.output
     res = runner.invoke(app, ["lr", str(tmp_path / "t.csv"), "--map", "no-equals-sign"])
     assert res.exit_code == 2 and "SOURCE=TARGET" in res.output
+
+
+def test_where_on_one_column_twice_keeps_either_value_and_a_mapping_twice_is_refused():
+    from hyperp.fitting.table import filter_rows, parse_where
+
+    df = pd.DataFrame({"param": ["hyperp", "muonh", "adamw"], "depth": [2, 4, 2]})
+    kept = filter_rows(df, parse_where(["param=hyperp", "param=muonh", "depth=2"]))
+    assert kept["param"].tolist() == ["hyperp"]
+    assert filter_rows(df, parse_where(["param=hyperp", "param=muonh"]))["param"].tolist() == ["hyperp", "muonh"]
+    with pytest.raises(FitInputError, match="renamed twice"):
+        parse_mapping(["loss=val_loss", "loss=train_loss"])

@@ -121,13 +121,13 @@ def stability_cmd(table: Annotated[Path, typer.Argument(
     """Stability indicators (attention/router Z, branch RMS, outliers) bounded or growing, within runs and
     across scale; by default on the best-LR run of each scale."""
     from hyperp.checks.stability import best_runs, check_stability  # noqa: PLC0415
-    from hyperp.fitting.table import FitInputError, filter_rows, parse_mapping  # noqa: PLC0415
+    from hyperp.fitting.table import FitInputError, filter_rows, parse_where  # noqa: PLC0415
     from hyperp.plots.stability import read_curves, stability_frame, varying_scale  # noqa: PLC0415
 
     curves, runs = read_curves(table)
     if runs is None:
         raise FitInputError(f"{table}: no runs.parquet beside the curves")
-    runs = filter_rows(runs, parse_mapping(where or []), str(table))
+    runs = filter_rows(runs, parse_where(where or []), str(table))
     scale = scale or varying_scale(runs.rename(columns={"tokens": "tokens_run"}))
     df = stability_frame(curves, runs, scale=scale, source=str(table))
     groups = [({}, runs)] if not by else [(dict(zip(by, k if isinstance(k, tuple) else (k,))), g)

@@ -25,7 +25,7 @@ from hyperp.fitting.compute import compare_methods
 from hyperp.fitting.lr import R2_MIN, fit_optimal_lr
 from hyperp.fitting.powerlaw import fit_law
 from hyperp.fitting.report import fmt, fmt_interval, make_table
-from hyperp.fitting.table import FitInputError, load_table, parse_mapping
+from hyperp.fitting.table import FitInputError, load_table, parse_mapping, parse_where
 
 app = new_app(SUBAPPS["fit"][1])
 
@@ -34,7 +34,8 @@ TableArg = Annotated[Path, typer.Argument(help="Parquet/CSV table or a sweep dir
 MapOpt = Annotated[list[str] | None, typer.Option(
     "--map", "-m", help="Rename a column: 'SOURCE=TARGET', e.g. --map 'Model Size=n_params'. Repeatable.")]
 WhereOpt = Annotated[list[str] | None, typer.Option(
-    "--where", "-w", help="Keep rows with COL=VALUE (compared as text). Repeatable.")]
+    "--where", "-w", help="Keep rows with COL=VALUE (compared as text). Repeatable: filters on different columns "
+                          "all apply; values given for one column are alternatives.")]
 AllStatusOpt = Annotated[bool, typer.Option(
     "--all-status", help="Fit every non-diverged row, not only status=completed. Diverged rows never enter a fit.")]
 BootOpt = Annotated[int, typer.Option("--bootstrap", "-B", min=0, help="Bootstrap replicates (0: no intervals).")]
@@ -51,7 +52,7 @@ WorkersOpt = Annotated[int, typer.Option(min=1, help="Threads for the batched L-
 
 def read(table: Path, mapping: list[str] | None, where: list[str] | None):
     """Load TABLE with --map and --where applied."""
-    return load_table(table, parse_mapping(mapping or []), parse_mapping(where or []))
+    return load_table(table, parse_mapping(mapping or []), parse_where(where or []))
 
 
 def emit(result: Any, rich_table, as_json: bool, output: Path | None) -> None:

@@ -19,7 +19,8 @@ from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla
 from hyperp.fitting.compute import compare_methods
 from hyperp.fitting.lr import fit_optimal_lr
 from hyperp.fitting.powerlaw import fit_law
-from hyperp.fitting.table import CURVES_FILE, RUNS_FILE, apply_mapping, filter_rows, load_table, parse_mapping
+from hyperp.fitting.table import (CURVES_FILE, RUNS_FILE, apply_mapping, filter_rows, load_table, parse_mapping,
+                                  parse_where)
 
 app = new_app(SUBAPPS["plot"][1])
 
@@ -137,7 +138,7 @@ def stability_plot(table: Annotated[Path, typer.Argument(
     if runs is not None:
         runs_df = load_table(runs)
     df = stability_frame(curves, runs_df, scale=scale, source=str(table))
-    df = filter_rows(df, parse_mapping(where or []), str(table))  # after the join: --where param=hyperp works
+    df = filter_rows(df, parse_where(where or []), str(table))  # after the join: --where param=hyperp works
     metrics = metric or indicator_columns(curves, scale, x)  # from the curves, not the joined run settings
     _done(save_figure(plot_stability(df, scale=scale, x=x, metrics=metrics, title=title), output), as_json)
 

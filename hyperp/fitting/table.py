@@ -27,7 +27,7 @@ class FitInputError(InputError):
 
 
 def load_table(path: str | Path, mapping: Mapping[str, str] | None = None,
-               where: Mapping[str, str] | None = None, default_file: str = RUNS_FILE) -> pd.DataFrame:
+               where: Mapping[str, str | Sequence[str]] | None = None, default_file: str = RUNS_FILE) -> pd.DataFrame:
     """Read a Parquet/CSV table or a sweep directory's `default_file`, rename columns, filter rows.
 
     mapping renames source columns to ledger names; where keeps rows whose column equals the given value
@@ -60,15 +60,32 @@ def read_file(file: Path) -> pd.DataFrame:
     raise FitInputError(f"{file}: expected a .parquet or .csv file or a sweep directory")
 
 
-def parse_mapping(items: Iterable[str]) -> dict[str, str]:
-    """Parse CLI mapping items "SOURCE=TARGET" into {SOURCE: TARGET}."""
-    mapping: dict[str, str] = {}
+def _pairs(items: Iterable[str], what: str, example: str) -> list[tuple[str, str]]:
+    out = []
     for item in items:
-        src, sep, dst = item.rpartition("=")
-        if not sep or not src.strip() or not dst.strip():
-            raise FitInputError(f"mapping {item!r}: expected SOURCE=TARGET, e.g. 'Model Size=n_params'")
-        mapping[src.strip()] = dst.strip()
+        key, sep, value = item.rpartition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise FitInputError(f"{what} {item!r}: expected {example}")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def parse_mapping(items: Iterable[str]) -> dict[str, str]:
+    """Parse CLI mapping items "SOURCE=TARGET" into {SOURCE: TARGET} (a source given twice is an error)."""
+    mapping: dict[str, str] = {}
+    for src, dst in _pairs(items, "mapping", "SOURCE=TARGET, e.g. 'Model Size=n_params'"):
+        if src in mapping:
+            raise FitInputError(f"mapping: column {src!r} is renamed twice ({mapping[src]!r} and {dst!r})")
+        mapping[src] = dst
     return mapping
+
+
+def parse_where(items: Iterable[str]) -> dict[str, list[str]]:
+    """Parse CLI filters "COL=VALUE" into {COL: [values]}: a column given twice keeps rows matching either."""
+    where: dict[str, list[str]] = {}
+    for col, value in _pairs(items, "filter", "COL=VALUE, e.g. param=hyperp"):
+        where.setdefault(col, []).append(value)
+    return where
 
 
 def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], source: str = "table") -> pd.DataFrame:
@@ -80,23 +97,28 @@ def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], source: str = "t
     return df.drop(columns=clash).rename(columns=dict(mapping))
 
 
-def filter_rows(df: pd.DataFrame, where: Mapping[str, str], source: str = "table") -> pd.DataFrame:
-    """Keep rows whose column equals the value, compared as text."""
-    for col, value in where.items():
+def filter_rows(df: pd.DataFrame, where: Mapping[str, str | Sequence[str]], source: str = "table") -> pd.DataFrame:
+    """Keep rows whose column equals the value (or one of the values), compared as text."""
+    for col, values in where.items():
         require_columns(df, [col], source=source)
-        text = df[col].astype(str)
-        keep = text == str(value)
-        if not keep.any():  # tolerate "4" matching 4.0
-            num = pd.to_numeric(df[col], errors="coerce")
-            try:
-                keep = num == float(value)
-            except ValueError:
-                pass
-        if not keep.any():
-            present = df[col].astype(str).unique()
-            raise FitInputError(f"{source}: no rows with {col} == {value!r}; {did_you_mean(value, present)}")
+        keep = pd.Series(False, index=df.index)
+        for value in [values] if isinstance(values, str) else values:
+            keep |= _equals(df, col, str(value), source)
         df = df[keep]
     return df
+
+
+def _equals(df: pd.DataFrame, col: str, value: str, source: str) -> pd.Series:
+    keep = df[col].astype(str) == value
+    if not keep.any():  # tolerate "4" matching 4.0
+        try:
+            keep = pd.to_numeric(df[col], errors="coerce") == float(value)
+        except ValueError:
+            pass
+    if not keep.any():
+        present = df[col].astype(str).unique()
+        raise FitInputError(f"{source}: no rows with {col} == {value!r}; {did_you_mean(value, present)}")
+    return keep
 
 
 def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str = "table") -> None:
