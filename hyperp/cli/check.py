@@ -16,6 +16,7 @@ from hyperp import io
 from hyperp.cli.core import SUBAPPS, JsonFlag, command, json_text, new_app, print_json, warn
 from hyperp.cli.fit import ByOpt, LossColOpt, LrColOpt, MapOpt, OutOpt, SeedOpt, TableArg, WhereOpt, read
 from hyperp.errors import EXIT_RUNS_FAILED
+from hyperp.fitting.bootstrap import DEFAULT_N_BOOT
 
 app = new_app(SUBAPPS["check"][1])
 
@@ -70,7 +71,7 @@ def transfer_cmd(table: TableArg,
                  by: ByOpt = None,
                  proxy: Annotated[float | None, typer.Option(help="Proxy scale (default: the smallest).")] = None,
                  lr_col: LrColOpt = "lr", loss_col: LossColOpt = "val_loss", mapping: MapOpt = None,
-                 where: WhereOpt = None, n_boot: CheckBootOpt = 1000, seed: SeedOpt = 0,
+                 where: WhereOpt = None, n_boot: CheckBootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0,
                  as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """LR transfer along an axis: eta* per scale, the drift slope with its interval, the regret of the
     transferred LR at each scale against the seed-to-seed noise floor (method.md section 9)."""

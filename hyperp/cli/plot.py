@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json
-from hyperp.cli.fit import (AllStatusOpt, ByOpt, LevelOpt, LossColOpt, LrColOpt, MapOpt, SeedOpt, SkipSparseOpt,
+from hyperp.cli.fit import (AllStatusOpt, BootOpt, ByOpt, LevelOpt, LossColOpt, LrColOpt, MapOpt, SeedOpt, SkipSparseOpt,
                             TableArg, WhereOpt, WorkersOpt, XOpt, read)
-from hyperp.fitting.bootstrap import DEFAULT_LEVEL
+from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
 from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla
 from hyperp.fitting.compute import compare_methods
 from hyperp.fitting.lr import fit_optimal_lr
@@ -149,10 +149,11 @@ def transfer_plot(table: TableArg, output: OutFile,
                   by: ByOpt = None,
                   proxy: Annotated[float | None, typer.Option(help="Proxy scale (default: the smallest).")] = None,
                   lr_col: LrColOpt = "lr", loss_col: LossColOpt = "val_loss", mapping: MapOpt = None,
-                  where: WhereOpt = None, n_boot: PlotBootOpt = PLOT_N_BOOT, seed: SeedOpt = 0,
+                  where: WhereOpt = None, n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0,
                   title: TitleOpt = None, as_json: JsonFlag = False) -> None:
     """The LR-transfer figure of `hyperp check transfer`: eta* per scale with the drift line and the allowed
-    cone, and the transfer regret at each scale against the check's allowance."""
+    cone, and the transfer regret at each scale against the check's allowance. The bootstrap defaults to the
+    check's (same replicates, same seed), so the verdicts in the legend are the check's."""
     from hyperp.checks.transfer import check_transfer  # noqa: PLC0415
     from hyperp.plots import plot_transfer, save_figure  # noqa: PLC0415 (matplotlib)
 

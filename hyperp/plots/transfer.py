@@ -19,6 +19,7 @@ from hyperp.fitting.report import readable
 from hyperp.plots.style import families, group_label, new_figure, paper, readable_axis
 
 CONE_ALPHA = 0.08  # shading of the allowed-drift cone: visible, yet behind every point
+DODGE = 1.04  # factor between neighbouring groups' noise bars on the log axis, so they do not overlap
 
 
 def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> Figure:
@@ -26,9 +27,9 @@ def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> 
     styles = families([c.group for c in checks]) if checks else []
     with paper():
         fig, (ax_eta, ax_regret) = new_figure(ncols=2, size=(7.0, 2.9 + 0.12 * len(checks)))
-        for check, (c, m) in zip(checks, styles):
+        for i, (check, (c, m)) in enumerate(zip(checks, styles)):
             _optima(ax_eta, check, c, m)
-            _regrets(ax_regret, check, c, m)
+            _regrets(ax_regret, check, c, m, dodge=DODGE ** (i - (len(checks) - 1) / 2))
         axis = checks[0].axis if checks else "scale"
         scales = sorted({p.scale for c in checks for p in c.points})
         for ax in (ax_eta, ax_regret):
@@ -80,7 +81,7 @@ def _optima(ax, check: TransferCheck, c, m) -> None:
     ax.plot([], [], m + "-", color=c, label=label)
 
 
-def _regrets(ax, check: TransferCheck, c, m) -> None:
+def _regrets(ax, check: TransferCheck, c, m, dodge: float = 1.0) -> None:
     pts = [p for p in check.points if np.isfinite(p.regret_rel)]
     if not pts:
         return
@@ -89,7 +90,7 @@ def _regrets(ax, check: TransferCheck, c, m) -> None:
     for p in pts:
         if np.isfinite(p.noise_sd):
             allowance = 100 * NOISE_SIGMAS * p.noise_sd / p.optimum.loss_opt
-            ax.vlines(p.scale, 0, allowance, color=c, lw=3, alpha=0.3)
+            ax.vlines(p.scale * dodge, 0, allowance, color=c, lw=2, alpha=0.35)  # side by side per group
 
 
 def _two_and_five(value: float, _pos) -> str:
