@@ -19,6 +19,7 @@ from hyperp.fitting.report import readable
 from hyperp.plots.style import families, group_label, new_figure, paper, readable_axis
 
 CONE_ALPHA = 0.08  # shading of the allowed-drift cone: visible, yet behind every point
+SHORT_RANGE = 4.0  # a log axis spanning less than this ratio labels every minor tick
 DODGE = 1.04  # factor between neighbouring groups' noise bars on the log axis, so they do not overlap
 
 
@@ -40,7 +41,10 @@ def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> 
             ax.set_xlabel(axis)
         ax_eta.set_yscale("log")
         readable_axis(ax_eta.yaxis)
-        ax_eta.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
+        lo, hi = ax_eta.get_ylim()
+        # within a decade every minor tick can carry its label; across decades only 2x and 5x fit
+        ax_eta.yaxis.set_minor_formatter(FuncFormatter(lambda v, _p: readable(v)) if hi / lo < SHORT_RANGE
+                                         else FuncFormatter(_two_and_five))
         ax_eta.set_ylabel(r"optimal base LR $\eta^*$")
         ax_eta.set_title(rf"drift: slope of ln $\eta^*$ (cone: $\pm${SLOPE_TOL:g} from the proxy)", fontsize=7)
         ax_regret.axhline(100 * REGRET_TOL, color="0.4", ls="--", lw=0.8)
