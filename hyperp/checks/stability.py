@@ -3,7 +3,8 @@
 For each indicator (attention and router Z-values, branch output RMS, outlier shares) and each run, the
 growth rate over the second half of training: g = (d v / d ln T) / mean(v), the relative change of the
 indicator per e-fold of tokens (a value growing like T^p has g close to p; a bounded one has g near 0; it
-needs no positivity, so an outlier share of 0 is fine). Across scales: the slope of ln(final value)
+needs no positivity, so an outlier share of 0 is fine; an outlier share's growth is relative to at least
+SHARE_FLOOR_PCT, so a share that stays negligible never counts as growing). Across scales: the slope of ln(final value)
 against ln(scale) over the runs' final values.
 
 Verdict per indicator, thresholds stated in the result: "growing" when the largest within-run g exceeds
@@ -27,6 +28,10 @@ INDICATORS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outl
 GROWTH_TOL = 0.3  # relative growth per e-fold of tokens in the second half of training (v ~ T^0.3)
 SCALE_TOL = 0.3  # final value growing faster than scale^0.3 across model sizes
 MIN_POINTS = 3  # logged points in the second half a growth rate needs
+# Outlier shares are percentages that sit at 0 for most of a healthy run: relative to their own tiny mean, a
+# share going from 0 to 0.01% grows "4x per e-fold" (measured on a width-transfer run). Their growth is taken
+# relative to at least this share (in %), so only a share that matters can count as growing.
+SHARE_FLOOR_PCT = 0.1
 PASS, FAIL = "pass", "fail"
 
 
@@ -67,13 +72,13 @@ def best_runs(runs: pd.DataFrame, scale: str = "n_params", by: Sequence[str] = (
     return best_rows(runs, [*by, scale], loss, source="runs")["run_id"].astype(str).tolist()
 
 
-def growth_rate(x: np.ndarray, v: np.ndarray) -> float:
-    """(d v / d ln x) / mean(v) by least squares over the points; NaN with too few points."""
+def growth_rate(x: np.ndarray, v: np.ndarray, floor: float = 0.0) -> float:
+    """(d v / d ln x) / max(mean |v|, floor) by least squares over the points; NaN with too few points."""
     ok = np.isfinite(x) & np.isfinite(v) & (x > 0)
     x, v = x[ok], v[ok]
     if x.size < MIN_POINTS or np.ptp(np.log(x)) == 0:
         return math.nan
-    mean = float(np.mean(np.abs(v)))
+    mean = max(float(np.mean(np.abs(v))), floor)
     return 0.0 if mean == 0 else float(np.polyfit(np.log(x), v, 1)[0]) / mean
 
 
@@ -103,7 +108,8 @@ def _trend(curves: pd.DataFrame, name: str, scale: str, x: str) -> tuple[Indicat
     for rid, run in curves[curves[name].notna()].sort_values(x).groupby("run_id"):
         xs = run[x].to_numpy(dtype=float)
         late = xs >= np.median(xs)  # the second half of training: past the transient of the first steps
-        rates[rid] = growth_rate(xs[late], run[name].to_numpy(dtype=float)[late])
+        floor = SHARE_FLOOR_PCT if name.startswith("outlier_") else 0.0
+        rates[rid] = growth_rate(xs[late], run[name].to_numpy(dtype=float)[late], floor)
         finals.append((float(run[scale].iloc[0]), float(run[name].iloc[-1])))
     finite = {k: v for k, v in rates.items() if math.isfinite(v)}
     run, g = max(finite.items(), key=lambda kv: kv[1]) if finite else ("", math.nan)
