@@ -144,3 +144,13 @@ def test_a_negligible_outlier_share_does_not_count_as_growing_but_a_real_one_doe
     assert growth_rate(tokens, tiny, SHARE_FLOOR_PCT) < GROWTH_TOL
     real = np.array([0, 1, 2, 3.5, 5.0])
     assert growth_rate(tokens, real, SHARE_FLOOR_PCT) > GROWTH_TOL
+
+
+def test_best_runs_averages_seeds_and_returns_every_seed_of_the_best_lr():
+    from hyperp.checks.stability import best_runs
+
+    # lr 0.1 has the single luckiest run (2.0) but a mean of 2.3 over its seeds; lr 0.2's mean is 2.1
+    runs = pd.DataFrame({"run_id": list("abcde"), "n_params": [1] * 5, "lr": [0.1, 0.1, 0.1, 0.2, 0.2],
+                         "seed": [0, 1, 2, 0, 1], "val_loss": [2.0, 2.45, 2.45, 2.1, 2.1],
+                         "status": ["completed"] * 5})
+    assert sorted(best_runs(runs)) == ["d", "e"]

@@ -141,3 +141,22 @@ def test_the_papers_protocol_pays_the_transfer_regret_that_per_size_tuning_hides
     res = CliRunner().invoke(app, ["compute", str(path), "--baseline", "stays", "--transfer-along", "depth",
                                    "--best-of", "depth"])
     assert res.exit_code == 2
+
+
+def test_best_of_reads_the_best_lrs_mean_over_seeds_not_its_luckiest_seed():
+    """Two methods with the same loss law; one's seeds at its best LR scatter +-0.1 about the law (mean on it),
+    the other's sit on it. The luckiest seed would credit the scattered method with compute it did not save;
+    the mean over seeds gives CEL 1. A neighbouring LR run once, 0.01 above the law, never wins."""
+    rows = []
+    for c in C:
+        loss = law(c)
+        for m, scatter in (("steady", (0.0, 0.0, 0.0)), ("scattered", (-0.1, 0.05, 0.05))):
+            rows += [{"param": m, "flops": c, "lr": 0.02, "seed": s, "val_loss": loss + e, "status": "completed"}
+                     for s, e in enumerate(scatter)]
+            rows.append({"param": m, "flops": c, "lr": 0.04, "seed": 0, "val_loss": loss + 0.01,
+                         "status": "completed"})
+    df = pd.DataFrame(rows)
+    res = compare_methods(df, "steady", best_of=["flops"], n_boot=0)
+    assert [p.cel for p in res.cel_points] == pytest.approx([1.0] * C.size, rel=1e-4)
+    luckiest = compare_methods(df.drop(columns="seed"), "steady", best_of=["flops"], n_boot=0)
+    assert all(p.cel > 1.05 for p in luckiest.cel_points)  # what picking the luckiest run gives

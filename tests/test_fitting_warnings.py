@@ -90,3 +90,13 @@ def test_cli_prints_warnings_and_puts_them_in_strict_json(tmp_path):
     assert any("not separable" in w for w in doc["warnings"])
     screen = CliRunner().invoke(app, ["chinchilla", str(tmp_path / "r.parquet"), "-B", "0"])
     assert screen.exit_code == 0 and "warning: log N and log D are not separable" in screen.output
+
+
+def test_chinchilla_best_of_lr_averages_the_seeds_of_each_lr():
+    n, d, loss = grid_runs(ratio_fixed=False)
+    rows = [{"n_params": ni, "tokens": di, "lr": lr, "seed": s, "val_loss": li * f, "status": "completed"}
+            for ni, di, li in zip(n, d, loss)
+            for lr, s, f in ((0.01, 0, 0.95), (0.01, 1, 1.05), (0.02, 0, 1.02))]
+    got = chinchilla_inputs(pd.DataFrame(rows), best_of="lr")
+    order = np.lexsort((d, n))
+    assert np.allclose(got[2], loss[order])  # lr 0.01's mean over its two seeds, not its lucky 0.95

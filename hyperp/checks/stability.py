@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hyperp.fitting.table import FitInputError, best_rows, require_columns
+from hyperp.fitting.table import FitInputError, best_rows, fit_rows, require_columns
 
 INDICATORS = ("attn_z", "router_z", "rms_attn", "rms_mlp", "outlier_attn", "outlier_mlp")
 GROWTH_TOL = 0.3  # relative growth per e-fold of tokens in the second half of training (v ~ T^0.3)
@@ -66,10 +66,13 @@ class StabilityCheck:
 
 
 def best_runs(runs: pd.DataFrame, scale: str = "n_params", by: Sequence[str] = (), loss: str = "val_loss") -> list[str]:
-    """The run id of the lowest-loss completed run at each scale (and group of `by`): an LR sweep's far-off
+    """The run ids at the best LR of each scale (and group of `by`), every seed of it: an LR sweep's far-off
     LRs grow their indicators by design, so the check reads the runs a user would keep."""
     require_columns(runs, ["run_id"], source="runs")
-    return best_rows(runs, [*by, scale], loss, source="runs")["run_id"].astype(str).tolist()
+    keys = [*by, scale, *(["lr"] if "lr" in runs.columns else [])]
+    best = best_rows(runs, [*by, scale], loss, source="runs")[keys]
+    done = fit_rows(runs, source="runs")
+    return done.merge(best, on=keys)["run_id"].astype(str).tolist()
 
 
 def growth_rate(x: np.ndarray, v: np.ndarray, floor: float = 0.0) -> float:

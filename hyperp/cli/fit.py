@@ -144,7 +144,8 @@ def compute_cmd(table: TableArg,
                 y: Annotated[str, typer.Option("--y", help="Loss column.")] = "val_loss",
                 at: Annotated[list[float] | None, typer.Option("--at", help="Fit-to-fit CEL at this compute. Repeatable.")] = None,
                 best_of: Annotated[list[str] | None, typer.Option(
-                    "--best-of", help="Keep the lowest-loss run per method and value of this column. Repeatable.")] = None,
+                    "--best-of", help="Keep the best LR per method and value of this column, its loss the mean over "
+                                      "its seeds (where the table has lr and seed). Repeatable.")] = None,
                 transfer_along: Annotated[str | None, typer.Option(
                     "--transfer-along", help="The paper's protocol: tune the base LR at the smallest value of "
                                              "this axis (width, depth, tokens, top_k) and use the loss at that "
@@ -197,8 +198,8 @@ def chinchilla_cmd(table: TableArg,
                    boot_starts: Annotated[int, typer.Option(min=1, help="Starts per bootstrap refit.")] = BOOT_STARTS,
                    workers: WorkersOpt = 1,
                    best_of: Annotated[str | None, typer.Option(
-                       "--best-of", help="A column swept at each (N, D), e.g. lr: keep only the lowest-loss run of "
-                                         "each (N, D).")] = None,
+                       "--best-of", help="A column swept at each (N, D), e.g. lr: keep only the lowest-loss value of "
+                                         "each (N, D), seeds averaged at each value.")] = None,
                    mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                    n_boot: BootOpt = CHINCHILLA_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                    as_json: JsonFlag = False, output: OutOpt = None) -> None:

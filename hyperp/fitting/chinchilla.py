@@ -24,7 +24,7 @@ import numpy as np
 from hyperp.fitting.bootstrap import Interval, case_weights, percentile_interval, rng_for
 from hyperp.fitting.diagnostics import interval_crosses, not_separable, too_few_points
 from hyperp.fitting.lbfgs import CONVERGED_F, CONVERGED_G, LbfgsResult, minimize_lbfgs_batch
-from hyperp.fitting.table import FitInputError, fit_rows, numeric_column, require_columns
+from hyperp.fitting.table import FitInputError, fit_rows, lowest, numeric_column, require_columns
 
 HUBER_DELTA = 1e-3  # Hoffmann et al.'s delta: residuals in log-loss beyond 1e-3 count linearly
 # The initialization grid of Hoffmann et al. / Epoch, in parameter order (a, b, e, alpha, beta).
@@ -110,7 +110,8 @@ def chinchilla_inputs(df, *, n_col: str = "n_params", tokens_col: str = "tokens"
     """(n, d, loss) arrays from a runs table; tokens come from flops / (6 N) when the table has no tokens.
 
     best_of: a column swept at each (N, D), such as `lr`: only the lowest-loss run of each (N, D) is kept, so
-    that an LR sweep contributes its best run instead of every LR (a loss at a bad LR is not L(N, D)).
+    that an LR sweep contributes its best run instead of every LR (a loss at a bad LR is not L(N, D)); the
+    seeds at each value (a `seed` column) are averaged first.
     """
     require_columns(df, [n_col, loss_col, *([best_of] if best_of else [])], source=source)
     df = fit_rows(df, all_status, source=source)
@@ -125,15 +126,16 @@ def chinchilla_inputs(df, *, n_col: str = "n_params", tokens_col: str = "tokens"
     loss = numeric_column(df, loss_col, source=source)
     if not np.isfinite(loss).any():
         raise FitInputError(f"{source}: column {loss_col!r} has no finite values (all NaN?)")
-    return _best_per_point(n, d, loss) if best_of else (n, d, loss)
+    return _best_per_point(df, best_of, n, d, loss) if best_of else (n, d, loss)
 
 
-def _best_per_point(n: np.ndarray, d: np.ndarray, loss: np.ndarray):
-    """The lowest finite loss at each distinct (N, D)."""
+def _best_per_point(df, best_of: str, n: np.ndarray, d: np.ndarray, loss: np.ndarray):
+    """The lowest finite loss over `best_of` at each distinct (N, D), seeds averaged at each value first."""
     import pandas as pd  # noqa: PLC0415
 
-    frame = pd.DataFrame({"n": n, "d": d, "loss": np.where(np.isfinite(loss), loss, np.nan)})
-    best = frame.groupby(["n", "d"], sort=True)["loss"].min().reset_index()
+    frame = pd.DataFrame({"n": n, "d": d, "loss": loss, best_of: df[best_of].to_numpy(),
+                          **({"seed": df["seed"].to_numpy()} if "seed" in df.columns else {})})
+    best = lowest(frame[np.isfinite(loss)], ["n", "d"], "loss", lr_col=best_of).sort_values(["n", "d"])
     return best["n"].to_numpy(), best["d"].to_numpy(), best["loss"].to_numpy()
 
 

@@ -25,7 +25,7 @@ from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, p
                                       percentile_intervals, residual_draws, rng_for)
 from hyperp.fitting.diagnostics import at_bound, interval_crosses, too_few_points
 from hyperp.fitting.profile import RowData, exp_outer, ls_line, minimize_profile
-from hyperp.fitting.table import FitInputError, finite_pairs, fit_rows, numeric_column, require_columns
+from hyperp.fitting.table import FitInputError, finite_pairs, fit_rows, lowest, numeric_column, require_columns
 
 B_MAX = 2.0  # upper end of the exponent search; loss-compute exponents are ~0.05-0.5
 B_GRID_POINTS = 81  # spacing 0.025
@@ -211,18 +211,20 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
     """Fit every method's compute law; CEL of each other method over `baseline` at its runs and at `at`.
 
     best_of: columns within a method (e.g. n_params, tokens) over which only the lowest-loss run is kept,
-    so that an LR sweep contributes its best run per model rather than every LR.
+    so that an LR sweep contributes its best run per model rather than every LR; where the table has `lr`
+    and `seed`, the seeds of each LR are averaged first (the best LR's mean, not its luckiest seed).
     """
     require_columns(df, [method_col, x, y, *best_of], source=source)
     df = fit_rows(df, all_status, source=source)
     work = pd.DataFrame({"_m": df[method_col].astype(str), "_c": numeric_column(df, x, source, positive=True),
                          "_l": numeric_column(df, y, source)}, index=df.index)
-    work = pd.concat([df[list(best_of)], work], axis=1)
+    seeds = [c for c in ("lr", "seed") if c in df.columns and c not in best_of]
+    work = pd.concat([df[list(best_of) + seeds], work], axis=1)
     work = work[np.isfinite(work["_c"]) & np.isfinite(work["_l"])]
     if work.empty:
         raise FitInputError(f"{source}: no rows with finite {x!r} and {y!r}")
     if best_of:
-        work = work.loc[work.groupby(["_m", *best_of], dropna=False)["_l"].idxmin()]
+        work = lowest(work, ["_m", *best_of], "_l")
     methods = sorted(work["_m"].unique())
     if baseline not in methods:
         raise FitInputError(f"{source}: baseline {baseline!r} not found in column {method_col!r}; "

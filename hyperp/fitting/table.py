@@ -214,10 +214,33 @@ def finite_pairs(a, b, names: tuple[str, str] = ("x", "y")) -> tuple[np.ndarray,
     return a[keep], b[keep]
 
 
-def best_rows(df: pd.DataFrame, by: Sequence[str], loss: str = "val_loss", source: str = "table") -> pd.DataFrame:
-    """The lowest-loss completed row of each group of `by` (rows without a finite loss never win): the best LR
-    of each model size, say."""
+def best_rows(df: pd.DataFrame, by: Sequence[str], loss: str = "val_loss", source: str = "table",
+              lr_col: str = "lr", seed_col: str = "seed") -> pd.DataFrame:
+    """The best LR of each group of `by` (the best LR of each model size, say): one completed row per group,
+    rows without a finite loss never winning. Where the table has `lr_col` and `seed_col`, the loss of each
+    (group, LR) is first the mean over its seeds (`n_seeds` says how many), so that a group's best loss is its
+    best LR's mean and not its luckiest seed's."""
     require_columns(df, [loss, *by], source=source)
     done = fit_rows(df, source=source)
     done = done[np.isfinite(pd.to_numeric(done[loss], errors="coerce"))]
-    return done.loc[done.groupby(list(by))[loss].idxmin()]
+    return lowest(done, by, loss, lr_col, seed_col)
+
+
+def lowest(df: pd.DataFrame, by: Sequence[str], loss: str, lr_col: str | None = "lr",
+           seed_col: str = "seed") -> pd.DataFrame:
+    """The lowest-`loss` row of each group of `by`, averaging seeds at each (group, `lr_col`) first when both
+    columns are present; `df` holds only rows with a finite loss."""
+    by = list(by)
+    if lr_col and lr_col in df.columns and seed_col in df.columns and lr_col not in by:
+        df = seed_mean(df, [*by, lr_col], loss)
+    return df.loc[df.groupby(by, dropna=False)[loss].idxmin()]
+
+
+def seed_mean(df: pd.DataFrame, keys: Sequence[str], loss: str) -> pd.DataFrame:
+    """One row per distinct `keys` (the other columns from its first row): `loss` the mean over the rows that
+    share the keys, the seeds of one cell, and `n_seeds` their number."""
+    grouped = df.groupby(list(keys), dropna=False, sort=False)
+    first = df.loc[grouped.head(1).index].set_index(list(keys))
+    first[loss] = grouped[loss].mean()
+    first["n_seeds"] = grouped[loss].size()
+    return first.reset_index()[df.columns.tolist() + (["n_seeds"] if "n_seeds" not in df.columns else [])]
