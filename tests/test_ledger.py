@@ -172,20 +172,23 @@ MIGRATE_BODY = ('[axes]\ntags = [{lr_opt = "0.01"}]\nseed = [0, 1]\n'
                 'lr = { search = "bracket", grid = [0.005, 0.01, 0.02] }\n')
 
 
-def write_legacy_sweep(spec: Path, root: Path) -> tuple[Path, dict[str, str]]:
+def write_legacy_sweep(spec: Path, root: Path, seeds: tuple[int, ...] = ()) -> tuple[Path, dict[str, str]]:
     """A sweep as hyperp 0.1.0 wrote it: old ids, records without schema_version or resumed_step, float64 steps
-    in a failed-run-like record, plan.json and searches.json under the old ids. Returns (dir, old -> new ids)."""
+    in a failed-run-like record, plan.json and searches.json under the old ids. Returns (dir, old -> new ids).
+    `seeds`: repeats of the first run with these seeds, in its cell (a search's seed runs)."""
     spec_obj = loads_spec(spec.read_text())
     plan = make_plan(spec_obj)
     sweep = root / spec_obj.name
     fn = resolve_run_fn("hyperp.sweeps.stubs:stub_run")
     ids, rows = {}, []
-    for run in plan.runs:
-        old, old_cell = identity.legacy_run_id(run.config.to_json(), TAG), legacy_cell_id(run.config, TAG)
-        ids[old] = run.run_id
-        row = schema.config_columns(run.config) | fn(run.config, "") | {
+    first = plan.runs[0].config
+    configs = [(r.config, r.config) for r in plan.runs] + [(first.replace(seed=s), first) for s in seeds]
+    for config, cell_config in configs:
+        old, old_cell = identity.legacy_run_id(config.to_json(), TAG), legacy_cell_id(cell_config, TAG)
+        ids[old] = identity.run_id(config, TAG)
+        row = schema.config_columns(config) | fn(config, "") | {
             "run_id": old, "sweep": spec_obj.name, "cell_id": old_cell, "lr_search": "bracket", "attempts": 1,
-            "code_version": "0.1.0", "steps": float(run.config.total_steps), "host": "old-host"}
+            "code_version": "0.1.0", "steps": float(config.total_steps), "host": "old-host"}
         row = {k: v for k, v in row.items() if k not in ("schema_version", "git_commit", "results_version",
                                                          "resumed_step", "extra_json")}
         out = sweep / "runs" / old
@@ -264,6 +267,39 @@ def test_standalone_migrate_maps_ids_in_the_json_files(tmp_path):
     new_cells = {r["cell_id"] for r in ledger.load_records(sweep).values()}
     assert {c["cell_id"] for c in plan["cells"]} == new_cells
     assert {s["cell_id"] for s in json.loads((sweep / schema.SEARCH_FILE).read_text())} == new_cells
+
+
+def test_migrate_keeps_a_searchs_seed_runs_in_its_cell(tmp_path):
+    """A seed run's config has another seed than its cell's, so its own config names another cell: migration
+    must give it the cell its search's runs move to, and map the old cell id to that one alone."""
+    spec = one_run_spec(tmp_path, "seeded", '[axes]\nlr = { search = "bracket", grid = [0.005, 0.01, 0.02], seeds = 3 }\n')
+    sweep, ids = write_legacy_sweep(spec, tmp_path / "sweeps", seeds=(1, 2))
+    (cell,) = make_plan(loads_spec(spec.read_text())).cells
+    done = ledger.migrate(sweep)
+    assert done.rewritten == len(ids) == 5 and not done.left
+    records = ledger.load_records(sweep)
+    assert set(records) == set(ids.values()) and {r["seed"] for r in records.values()} == {0, 1, 2}
+    assert {r["cell_id"] for r in records.values()} == {cell}
+    assert {s["cell_id"] for s in json.loads((sweep / schema.SEARCH_FILE).read_text())} == {cell}
+
+
+def test_an_unstamped_seed_run_is_adopted_into_its_searchs_cell(tmp_path):
+    """The driver died after a seed run trained but before it stamped the record (the trainer names the cell
+    of the run's own config): the next sweep run adopts it into the search's cell and trains nothing."""
+    spec = one_run_spec(tmp_path, "adopt", '[axes]\ntags = [{lr_opt = "0.01"}]\n'
+                        'lr = { search = "bracket", grid = [0.005, 0.01, 0.02], seeds = 2 }\n')
+    root = tmp_path / "sweeps"
+    run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run", progress=False)
+    sweep = root / "adopt"
+    (cell,) = make_plan(loads_spec(spec.read_text())).cells
+    seeded = next(r for r in ledger.load_records(sweep).values() if r["seed"] == 1)
+    cfg = RunConfig.from_dict(json.loads(seeded["config_json"]))
+    assert identity.cell_id(cfg, TAG) != cell  # its own config names another cell
+    ledger.write_record(sweep, seeded | {"sweep": None, "cell_id": identity.cell_id(cfg, TAG)})
+    again = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run", progress=False)
+    assert again.submitted == 0
+    rec = ledger.read_record(sweep / "runs" / seeded["run_id"] / schema.RUNS_FILE)
+    assert rec["sweep"] == "adopt" and rec["cell_id"] == cell
 
 
 def test_migrate_renames_optuna_studies_and_trial_run_ids(tmp_path):

@@ -26,6 +26,7 @@ read correctly in memory and rewritten on disk only by `migrate` (which `run_swe
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import json
@@ -48,7 +49,7 @@ from hyperp import identity, io, schema
 from hyperp.schema import (ATTEMPT_FILE, COMPLETED, CURVES_FILE, DIVERGED, ERROR_FILE, FAILED,  # noqa: F401
                            INFRA_FAILED, LOCK_FILE, OPTUNA_DB, PLAN_FILE, RUNS_DIR, SCHEMA_VERSION, SEARCH_FILE,
                            SPEC_FILE, STATE_FILE, STATUSES)
-from hyperp.trainer.config import RunConfig
+from hyperp.trainer.config import ConfigError, RunConfig
 
 LEDGER_FILE = schema.RUNS_FILE  # <sweep>/runs.parquet
 RECORD_FILE = schema.RUNS_FILE  # <sweep>/runs/<run_id>/runs.parquet
@@ -227,8 +228,10 @@ def migrate(sweep_dir: str | Path, tag: str | None = None, legacy_ids: dict[str,
         tag = (read_json(sweep_dir / PLAN_FILE, {}) or {}).get("version_tag", "")
     runs, done = sweep_dir / RUNS_DIR, Migration()
     ids = dict(legacy_ids or {})  # old id -> new id, for runs and cells
-    for d in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
-        why = _migrate_run(sweep_dir, d, tag, ids, done)
+    dirs = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    cells = _cell_map(dirs, tag)
+    for d in dirs:
+        why = _migrate_run(sweep_dir, d, tag, ids, done, cells)
         if why:
             done.left[str(d)] = why
             log.warning("migrate: left %s as it is: %s", d, why)
@@ -242,7 +245,25 @@ def migrate(sweep_dir: str | Path, tag: str | None = None, legacy_ids: dict[str,
     return done
 
 
-def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: Migration) -> str:
+def _cell_map(dirs: list[Path], tag: str) -> dict[str, str]:
+    """Old cell id -> new: the new cell id that most of its records' configs give. A search's seed runs
+    (`seeds = n`) carry the search cell's id while their configs' seeds differ, so that each alone would name
+    a cell of its own; the search's own runs, at its seed, outnumber them."""
+    votes: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for d in dirs:
+        row = read_record(d / RECORD_FILE)
+        if row is None or not row.get("cell_id"):
+            continue
+        try:
+            cfg = RunConfig.from_dict(json.loads(row["config_json"]))
+        except (TypeError, ValueError, ConfigError):
+            continue  # _migrate_run reports it
+        votes[row["cell_id"]][identity.cell_id(cfg, tag)] += 1
+    return {old: count.most_common(1)[0][0] for old, count in votes.items()}
+
+
+def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: Migration,
+                 cells: dict[str, str]) -> str:
     """Migrate one run directory; returns why it was left as it is ("" when migrated or already current)."""
     row = read_record(d / RECORD_FILE)
     if row is None:
@@ -264,7 +285,7 @@ def _migrate_run(sweep_dir: Path, d: Path, tag: str, ids: dict[str, str], done: 
         if why:
             return why
     cfg = RunConfig.from_dict(json.loads(row["config_json"]))
-    new_cell = identity.cell_id(cfg, tag)
+    new_cell = cells.get(row["cell_id"]) or identity.cell_id(cfg, tag)
     if row["cell_id"] and row["cell_id"] != new_cell:
         ids[row["cell_id"]] = new_cell
     ids[d.name] = new

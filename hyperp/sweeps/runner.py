@@ -212,8 +212,7 @@ class Driver:
     def adopt(self, rid: str, row: dict[str, Any]) -> dict[str, Any]:
         """Complete a record the trainer wrote but the driver never stamped (it stopped in between)."""
         cfg = RunConfig.from_dict(json.loads(row["config_json"]))
-        run = self.planned.get(rid) or PlannedRun(rid, identity.cell_id(cfg, self.spec.version_tag), cfg,
-                                                  "adopted", {})
+        run = self.planned.get(rid) or PlannedRun(rid, self.cell_of(cfg), cfg, "adopted", {})
         attempt = read_json(run_dir(self.sweep_dir, rid) / ATTEMPT_FILE, {}) or {}
         trained = {k: v for k, v in row.items() if not schema.is_null(v)}  # the trainer's values over the plan's
         row = config_row(run) | trained | {"run_id": rid, "sweep": self.spec.name, "cell_id": run.cell_id,
@@ -221,6 +220,18 @@ class Driver:
                                            "host": attempt.get("host", ""), "error": row.get("error") or ""}
         write_record(self.sweep_dir, row)
         return row
+
+    def cell_of(self, cfg: RunConfig) -> str:
+        """The cell of a run the plan does not list: a search's seed run (its config's seed differs from the
+        cell's) belongs to that search's cell, as when the driver itself submits it; others to their own."""
+        tag = self.spec.version_tag
+        own = identity.cell_id(cfg, tag)
+        if own in self.plan.cells:
+            return own
+        for cell in self.plan.searches:
+            if identity.cell_id(cfg.replace(seed=cell.config.seed), tag) == cell.cell_id:
+                return cell.cell_id
+        return own
 
     def load(self) -> None:
         records = load_records(self.sweep_dir)
