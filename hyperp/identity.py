@@ -64,7 +64,11 @@ RESULT_NEUTRAL_FIELDS = (
     #            keeps its runs. CUDA trains in bf16 autocast, so CPU and GPU losses differ at that precision
     "ns_backend",  # the Triton and torch Newton-Schulz compute the same iteration (CUDA only)
     "compile",  # torch.compile fuses the same operations (CUDA only)
+    "workers",  # data-parallel ranks split the same global batch and average their gradients: the same run up
+    #             to the all-reduce's float rounding (so not bit-exact: tests/test_distributed.py bounds it),
+    #             and a run resumes on another number of workers
 )
+ROUNDING_NEUTRAL_FIELDS = ("workers",)  # in RESULT_NEUTRAL_FIELDS, but equal only up to float rounding
 # Not in the list: `tags` changes no trainer result but is the channel through which a custom run function
 # gets its settings (hyperp.sweeps.stubs behaves by tag), so two tag sets are two runs.
 CELL_EXCLUDED = ("lr",)  # a cell is a run minus its learning rate

@@ -1,7 +1,7 @@
 """Checkpoints: model and optimizer state plus the loop state, written atomically, loaded weights-only.
 
-A checkpoint is only resumed by the config that wrote it (compared as canonical JSON): a changed config
-starts afresh rather than silently continuing a different run.
+A checkpoint is only resumed by the config that wrote it (compared as canonical JSON, but for the number of
+workers and threads): a changed config starts afresh rather than silently continuing a different run.
 
 A checkpoint that does not load (truncated, empty, random bytes, a pickle that `weights_only` refuses, keys
 missing, tensors of the wrong shape for the model or optimizer) is never loaded, not even in part: it is
@@ -13,6 +13,7 @@ succeeds instead of failing on the same file again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -109,11 +110,22 @@ def load(out: Path, cfg: RunConfig, model: torch.nn.Module, opt):
     if reason is not None:
         set_aside(path, reason)
         return None
-    if payload["config"] != cfg.to_json():
+    if not same_run(payload["config"], cfg):
         return None
     opt.load_state_dict(payload["optim"])
     model.load_state_dict(payload["model"])
     return LoopState(**payload["loop"])
+
+
+RESUMES_ACROSS = ("workers", "threads")  # a checkpoint resumes on another number of workers or threads
+
+
+def same_run(config_json: str, cfg: RunConfig) -> bool:
+    """The checkpoint's config is `cfg` but for RESUMES_ACROSS fields."""
+    def key(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if k not in RESUMES_ACROSS}
+
+    return key(json.loads(config_json)) == key(json.loads(cfg.to_json()))
 
 
 def remove(out: Path) -> None:

@@ -118,6 +118,8 @@ class RunConfig:
     # --- hardware ---
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")
     threads: int = opt(0, "torch CPU threads; 0: leave torch's default")
+    workers: int = opt(1, "data-parallel workers (Ray Train; gloo on CPU, NCCL on GPUs), each training on "
+                          "1/workers of every global batch; threads and resources are per worker")
     compile: bool = opt(False, "torch.compile the model (CUDA, and CPU where it pays: +16% tokens/s measured on the default block)")
     peak_tflops: float = opt(0.0, "device peak TFLOP/s for MFU; 0: measure with a matmul probe")
     # --- bookkeeping ---
@@ -229,6 +231,9 @@ class RunConfig:
             raise ConfigError("val_percent", f"must be in (0, 100), got {self.val_percent}")
         if self.diverge_ratio <= 1:
             raise ConfigError("diverge_ratio", f"must be > 1, got {self.diverge_ratio}")
+        if self.workers < 1 or self.batch_size % self.workers:
+            raise ConfigError("workers", f"must be >= 1 and divide the {self.batch_size} sequences of a batch "
+                                         f"(batch_tokens / seq_len), got {self.workers}")
         if self.moe_every:
             self._validate_moe()
 

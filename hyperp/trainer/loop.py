@@ -22,7 +22,7 @@ import torch
 
 from hyperp import identity, io, schema
 from hyperp.signals import StopSignals
-from hyperp.trainer import checkpoint
+from hyperp.trainer import checkpoint, distributed
 from hyperp.trainer.config import ConfigError, RunConfig
 from hyperp.trainer.data import check_corpus, load_corpus, train_batch, val_batches
 from hyperp.trainer.hparams import ResolvedHParams, resolve_hparams
@@ -102,14 +102,16 @@ def compile_model(model: Transformer, cfg: RunConfig):
 
 @torch.no_grad()
 def evaluate(model: Transformer, batches, autocast) -> float:
+    """Mean validation loss per token; under data parallelism each rank takes its share of the batches."""
     model.eval()
     total, count = 0.0, 0
-    for x, y in batches:
+    for x, y in distributed.my_part(batches):
         with autocast():
             _, loss = model(x, y)
         total += loss.item() * x.numel()
         count += x.numel()
     model.train()
+    total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
     return total / count
 
 
@@ -125,9 +127,17 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     sweep passes the id under its spec's version_tag). SIGTERM between updates (in the main thread) is handled
     like Ctrl-C: a checkpoint is written, then `Terminated` is raised. Temp files left in `out_dir` by a killed
     writer are removed at the start; a full disk raises UnavailableError naming the file.
+
+    With `cfg.workers` > 1 every rank of a process group of that size calls `train` (hyperp.trainer.distributed:
+    each trains on its share of every batch); only rank 0 writes to `out_dir` and calls `on_step`.
     """
     started = time.time()
     cfg.validate()
+    rank, world = distributed.rank_and_world()
+    if world != cfg.workers:
+        raise ConfigError("workers", f"{cfg.workers} workers need a process group of as many ranks, found {world}: "
+                                     "`hyperp train` and `hyperp sweep run` start them with Ray Train")
+    main = rank == 0
     device = resolve_device(cfg.device)
     if cfg.ns_backend == "triton" and not device.startswith("cuda"):
         raise ConfigError("ns_backend", f"'triton' needs a CUDA device, got {device!r}; use auto or torch")
@@ -136,8 +146,11 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     if cfg.threads and device == "cpu":
         torch.set_num_threads(cfg.threads)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    writes = out is not None and main
+    if writes:
         io.remove_stale_tmp(out, older_than=started)
+    if not main:
+        on_step = None
 
     model, opt, hp = build(cfg, device)
     run_model = compile_model(model, cfg)
@@ -160,7 +173,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
                 step = state.step
                 mult = lr_mult(cfg, step)
                 opt.set_lr_mult(mult)
-                x, y = train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device)
+                x, y = map(distributed.shard, train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device))
                 stats: dict[str, Any] | None = {} if step % stats_every == 0 or step == cfg.total_steps - 1 else None
                 loss_val, grad_norm, before = train_step(model, run_model, opt, x, y, stats, cfg, state, autocast,
                                                          on_cuda, steady)
@@ -180,17 +193,17 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
                 if diverged:
                     state.diverged_step = state.step
                     break
-                if out is not None and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                if writes and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     checkpoint.save(out, cfg, model, opt, state)
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or Ray's cancel between updates: keep what was trained so a rerun resumes here.
-            if out is not None and steady[0]:
+            if writes and steady[0]:
                 checkpoint.save(out, cfg, model, opt, state)
             raise
 
     result = finish(cfg, hp, counts, state, device, run_id)
     result.row["resumed_step"] = resumed_step  # -1: trained from scratch in this call
-    if out is not None:
+    if writes:
         write_outputs(out, result)
         checkpoint.remove(out)
     result.out_dir = out
@@ -207,6 +220,7 @@ def train_step(model: Transformer, run_model, opt: Optimizers, x: torch.Tensor, 
         _, loss = run_model(x, y, stats)
         total_loss = loss + model.aux_loss()
     total_loss.backward()
+    loss_val = distributed.average_gradients(model.parameters(), loss)  # the global batch's, on every rank
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
     before = [p.detach().clone() for p in hidden_matrices(opt)] if stats is not None else None
     t1 = time.perf_counter()
@@ -219,7 +233,6 @@ def train_step(model: Transformer, run_model, opt: Optimizers, x: torch.Tensor, 
     state.opt_time += t2 - t1
     state.train_time += t2 - t0
     state.step += 1
-    loss_val = loss.item()
     if state.step == 1:
         state.first_loss = loss_val
     return loss_val, grad_norm, before
@@ -251,7 +264,9 @@ def moe_layer_columns(stats: dict[str, list[Any]], model: Transformer) -> dict[s
 def hardware_name(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    cpu = f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    world = distributed.rank_and_world()[1]
+    return cpu if world == 1 else f"{world} workers of {cpu}"
 
 
 def finish(cfg: RunConfig, hp: ResolvedHParams, counts: ParamCounts, state: LoopState, device: str,

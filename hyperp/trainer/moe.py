@@ -53,13 +53,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from torch.profiler import record_function
 
 from hyperp.trainer.config import RunConfig
+from hyperp.trainer.distributed import active, all_reduce_sum, rank_and_world
 from hyperp.trainer.model import SwiGLU, mlp_hidden, z_value
 
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
@@ -178,7 +178,7 @@ class MoE(nn.Module):
                 shared = self.shared(x)
                 y = SHARED_MIX * (y + shared) if self.sqrt_gate else y + shared
         with record_function("moe.balance"):
-            counts = all_reduce_sum(counts) if distributed() else counts
+            counts = all_reduce_sum(counts)  # the global batch's counts under data parallelism
             self.balance_loss = self.switch_loss(logits, counts) if self.gamma > 0 else None
             self._logits, self._counts = logits.detach(), counts.detach()
         return y.reshape(shape[:-1] + (y.shape[-1],))
@@ -197,8 +197,8 @@ class MoE(nn.Module):
     def switch_loss(self, logits: Tensor, counts: Tensor) -> Tensor:
         """gamma * E * sum_i f_i P_i over the (global) batch; equals gamma under perfectly uniform routing."""
         probs = logits.softmax(dim=-1).mean(0)
-        if distributed():  # global P's value, local P's gradient (DDP averages the gradients over ranks)
-            global_probs = all_reduce_sum(probs.detach()) / dist.get_world_size()
+        if active():  # global P's value, local P's gradient (DDP averages the gradients over ranks)
+            global_probs = all_reduce_sum(probs.detach()) / rank_and_world()[1]
             probs = probs + (global_probs - probs.detach())
         f = counts.float() / counts.sum()
         return self.gamma * self.n_routed * (f * probs).sum()
@@ -234,13 +234,3 @@ def autocast_input(xs: Tensor) -> Tensor:
     """Cast the gathered expert inputs to the autocast dtype, as autocast would for a matmul."""
     device = xs.device.type
     return xs.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else xs
-
-
-def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def all_reduce_sum(t: Tensor) -> Tensor:
-    t = t.clone()
-    dist.all_reduce(t)
-    return t

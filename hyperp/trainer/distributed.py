@@ -1,0 +1,72 @@
+"""Data parallelism inside one run (`RunConfig.workers`).
+
+The workers are the ranks of a torch.distributed process group (Ray Train starts them: gloo on CPU, NCCL on
+GPUs; `hyperp.sweeps.data_parallel`). Each rank draws the same global batch (a pure function of seed and step,
+hyperp.trainer.data) and trains on its contiguous 1/world of the sequences; gradients are averaged over the
+ranks before clipping and the optimizer, so every rank computes the same Newton-Schulz iterations and sphere
+steps on the same averaged gradient and holds the same weights and radii. With equal shards the average of the
+ranks' mean-token gradients is the global batch's, so the run trains the model of one process up to the float
+rounding of the all-reduce. MoE balance statistics are all-reduced inside the layer (hyperp.trainer.moe).
+
+Without a process group every function here is the identity: one process is a world of one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def active() -> bool:
+    """True inside a process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank_and_world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if active() else (0, 1)
+
+
+def is_main() -> bool:
+    """Rank 0 (or no process group): the one rank that writes checkpoints, records and progress."""
+    return rank_and_world()[0] == 0
+
+
+def shard(batch: Tensor) -> Tensor:
+    """This rank's contiguous 1/world of the sequences (dim 0) of a global batch."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return batch
+    per = batch.shape[0] // world
+    return batch[rank * per:(rank + 1) * per]
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    """The sum of `t` over the ranks, in a new tensor (`t` itself, unmodified, without a process group)."""
+    if not active():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def average_gradients(params, loss: Tensor) -> float:
+    """Average every gradient over the ranks in place, with the loss in the same all-reduce (one collective
+    per step); returns the mean loss, the same number on every rank (divergence is decided on it)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not active():
+        return loss.item()
+    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).to(grads[0].dtype)])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+    return flat[-1].item()
+
+
+def my_part(items: list) -> list:
+    """This rank's share of a list (items rank, rank + world, ...): the validation batches."""
+    rank, world = rank_and_world()
+    return items[rank::world]
