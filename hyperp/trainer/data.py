@@ -185,16 +185,25 @@ def load_shards(paths: list[Path], val_percent: float, spec: str) -> Corpus:
     return Corpus(train, val, f"shards:{spec}:{sum(len(s) for s in shards)}", top + 1, source)
 
 
-def read_meta(root: Path) -> dict:
-    """The meta.json of a prepared directory, or a DataError naming it when it is not one."""
+def prepared_meta(root: Path, field: str = "data") -> dict:
+    """The meta.json of a prepared directory (finished or not), or a DataError naming `field` and the file."""
     path = root / PREPARED_META
     try:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"data: {path} is not a readable meta.json of `hyperp data prepare` ({e})") from None
+        raise DataError(f"{field}: {path} is not a readable meta.json of `hyperp data prepare` ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != PREPARED_FORMAT:
-        raise DataError(f"data: {path} is not a meta.json of `hyperp data prepare` "
+        raise DataError(f"{field}: {path} is not a meta.json of `hyperp data prepare` "
                         f"(expected \"format\": \"{PREPARED_FORMAT}\")")
+    return meta
+
+
+def read_meta(root: Path) -> dict:
+    """The meta.json of a finished prepared directory, or a DataError naming it."""
+    meta = prepared_meta(root)
+    path = root / PREPARED_META
+    if not meta.get("complete"):
+        raise DataError(f"data: {path} marks an unfinished `hyperp data prepare` (interrupted?); run it again")
     missing = [k for k in META_KEYS if k not in meta]
     if missing:
         raise DataError(f"data: {path} lacks {', '.join(missing)}; prepare the directory again")
