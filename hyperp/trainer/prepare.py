@@ -89,8 +89,9 @@ def check_out(out: Path, source: Source) -> None:
     names = sorted(os.listdir(out))
     foreign = [n for n in names if not (OUTPUT_NAME_RE.match(n) or io.STALE_TMP_RE.search(n))]
     if foreign:
-        raise InputError(f"--out: {out} holds {foreign[0]!r} ({len(foreign)} foreign entries), so it is not an "
-                         "output of `hyperp data prepare`; choose a new or empty directory")
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise InputError(f"--out: {out} holds {foreign[0]!r}{more}, so it is not an output of `hyperp data "
+                         "prepare`; choose a new or empty directory")
     if any(OUTPUT_NAME_RE.match(n) for n in names):  # temp files alone: a run killed before its first write
         prepared_meta(out, "--out")
 
@@ -124,6 +125,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     return tokenizer
 
 
+def vocab_size_of(tokenizer) -> int:
+    """Largest token id + 1 (the rows a model's embedding needs; ids of a given tokenizer may have gaps)."""
+    return max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+
+
 def load_tokenizer(path: Path):
     """A tokenizer.json, with EOT added as a special token when it lacks one; InputError naming --tokenizer."""
     tk = tokenizers_module()
@@ -135,9 +141,9 @@ def load_tokenizer(path: Path):
         raise InputError(f"--tokenizer: {path} is not a readable tokenizer.json ({e})") from None
     if tokenizer.token_to_id(EOT) is None:
         tokenizer.add_special_tokens([EOT])
-    size = tokenizer.get_vocab_size(with_added_tokens=True)
-    if size > MAX_VOCAB:
-        raise InputError(f"--tokenizer: {path} has {size} tokens; uint16 shards hold ids below {MAX_VOCAB}")
+    if vocab_size_of(tokenizer) > MAX_VOCAB:
+        raise InputError(f"--tokenizer: {path} has token id {vocab_size_of(tokenizer) - 1}; uint16 shards hold "
+                         f"ids below {MAX_VOCAB}")
     return tokenizer
 
 
@@ -276,7 +282,7 @@ def full_meta(source: Source, tokenizer, tokenizer_file: Path | None, tokenizer_
         "tokenizer": TOKENIZER_FILE,
         "tokenizer_sha256": hashlib.sha256(tokenizer_bytes).hexdigest(),
         "tokenizer_from": "trained" if tokenizer_file is None else str(tokenizer_file),
-        "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
+        "vocab_size": vocab_size_of(tokenizer),
         "eot": {"token": EOT, "id": tokenizer.token_to_id(EOT)},
         "dtype": "uint16",
         "shard_tokens": writers["train"].shard_tokens,
