@@ -20,6 +20,10 @@ def data() -> None:
     """Corpora for the trainer (a group even with one command: `data prepare`)."""
 
 
+def count(items: list, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
 def progress_line(phase: str, done: int, total: int) -> str:
     return f"{phase}: {done / MIB:.1f}/{total / MIB:.1f} MiB"
 
@@ -74,8 +78,8 @@ def prepare_command(
         return
     tokens, shards = meta["tokens"], meta["shards"]
     console.print(f"[bold]prepared[/bold] {out}/: vocab_size {meta['vocab_size']}, "
-                  f"{tokens['train']:,} train tokens in {len(shards['train'])} shards, "
-                  f"{tokens['val']:,} validation tokens in {len(shards['val'])}", soft_wrap=True)
+                  f"{tokens['train']:,} train tokens in {count(shards['train'], 'shard')}, "
+                  f"{tokens['val']:,} validation tokens in {count(shards['val'], 'shard')}", soft_wrap=True)
     if meta["lossy_files"]:
         console.print(f"{len(meta['lossy_files'])} files were not UTF-8 (bad bytes read as U+FFFD): "
                       "meta.json lists them under lossy_files", soft_wrap=True)
