@@ -1,8 +1,10 @@
-"""The `hyperp` command line: subcommands by noun (train, quickstart, sweep, fit, plot, bench).
+"""The `hyperp` command line: subcommands by noun (train, quickstart, sweep, fit, plot, bench, check, predict,
+data).
 
 The CLI is one layer on top of the library: hyperp.cli.core holds the shared error style, JSON printer and
-exit-code mapping; each noun's Typer app lives in its own module (train, sweep, fit, plot, bench, quickstart)
-and imports torch, Ray, scipy, matplotlib, optuna or pandas inside the command that needs them. The nouns
+exit-code mapping; each noun's Typer app lives in its own module (train, sweep, fit, plot, bench, quickstart,
+check, predict, data) and imports torch, Ray, scipy, matplotlib, optuna, pandas or tokenizers inside the command
+that needs them. The nouns
 are loaded lazily (`LazyGroup`), so `hyperp --help` and `hyperp sweep ls` start in well under a second.
 """
 

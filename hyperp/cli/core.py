@@ -132,6 +132,8 @@ SUBAPPS: dict[str, tuple[str, str]] = {
     "check": ("hyperp.cli.check", "HyperP's claims as checks (coord, transfer, sphere, stability, head), each with a "
                                   "verdict and its thresholds."),
     "predict": ("hyperp.cli.predict", "Optimal LRs and loss at a target shape and budget from a sweep's laws."),
+    "data": ("hyperp.cli.data", "Corpora for the trainer: `data prepare` trains a BPE tokenizer and writes token "
+                                "shards."),
 }
 
 PLAIN_PROGRESS_S = 30.0  # seconds between plain progress lines when stderr is not a terminal (batch logs)

@@ -7,6 +7,9 @@ Three sources, chosen by `RunConfig.data`:
   relative path falls in the first `val_percent` of the hash range: deterministic, and no file is split.
   The corpus differs between Python versions; `corpus_id` (stored with results) says which one was used.
 - a directory: every regular file below it (bytes, sorted paths), split by file the same way.
+- a prepared directory (one holding the `meta.json` of `hyperp data prepare`): its `train_*.bin` shards are
+  training, its `val_*.bin` shards validation; `corpus_id` comes from the source and tokenizer hashes of
+  meta.json, and the vocabulary from meta.json (at least; the shards are scanned as below).
 - a `.bin` file or glob of them: uint16 tokens, raw or with the 256-int32 header of nanoGPT-style speedrun
   shards (magic 20240520), memory-mapped. With several shards the last is validation; with one, its tail.
   Every shard is scanned once for its largest token id (vectorised over the memory map, in chunks), so a
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import json
 import os
 import platform
 import sysconfig
@@ -34,15 +38,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hyperp import io
 from hyperp.errors import InputError
 from hyperp.trainer.config import ConfigError, RunConfig
 
 STDLIB = "stdlib"
 BYTE_VOCAB = 256  # text corpora are read as bytes
 SHARD_MAGIC = 20240520
+SHARD_VERSION = 1  # header[1] of a speedrun shard of uint16 tokens
 SHARD_HEADER_INTS = 256
 SCAN_CHUNK_TOKENS = 1 << 24  # tokens per step of the vocab scan of a shard (32 MiB of uint16)
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+DATA_SOURCES = "expected 'stdlib', a directory of text files, a prepared directory, or .bin token shards"
+# A prepared directory (written by `hyperp data prepare`, hyperp.trainer.prepare): meta.json marks it.
+PREPARED_META = "meta.json"
+PREPARED_FORMAT = "hyperp-prepared-1"  # meta.json's "format"
+SPLITS = ("train", "val")
+META_KEYS = ("vocab_size", "source_sha256", "tokenizer_sha256")  # what the trainer reads of meta.json
 
 
 class DataError(InputError):
@@ -62,12 +74,18 @@ def is_val_file(rel_path: str, val_percent: float) -> bool:
     return zlib.crc32(rel_path.encode()) % 10_000 < val_percent * 100
 
 
-def read_files(root: Path, files: list[Path], val_percent: float, corpus_id: str) -> Corpus:
-    train_parts, val_parts = [], []
+def split_files(root: Path, files: list[Path], val_percent: float) -> tuple[list[Path], list[Path]]:
+    """(train, validation) files, each in the order given: a file is validation by `is_val_file`."""
+    train, val = [], []
     for f in files:
-        rel = f.relative_to(root).as_posix()
-        (val_parts if is_val_file(rel, val_percent) else train_parts).append(f.read_bytes())
-    train, val = b"".join(train_parts), b"".join(val_parts)
+        (val if is_val_file(f.relative_to(root).as_posix(), val_percent) else train).append(f)
+    return train, val
+
+
+def read_files(root: Path, files: list[Path], val_percent: float, corpus_id: str) -> Corpus:
+    train_files, val_files = split_files(root, files, val_percent)
+    train = b"".join(f.read_bytes() for f in train_files)
+    val = b"".join(f.read_bytes() for f in val_files)
     if not train or not val:
         raise DataError(f"data: corpus at {root} is empty or too small to split "
                         f"({len(train)} train bytes, {len(val)} validation bytes from {len(files)} files)")
@@ -84,6 +102,40 @@ def stdlib_files() -> tuple[Path, list[Path]]:
         dirs[:] = [d for d in dirs if d not in EXCLUDED_DIRS]
         files += [Path(here, n) for n in names if n.endswith(".py") and n not in EXCLUDED_DIRS]
     return root, sorted(f for f in files if f.is_file())
+
+
+def existing_dir(spec: str, field: str, expected: str) -> Path:
+    """`spec` as a directory, or an InputError naming `field` when it is missing or a file."""
+    root = Path(spec)
+    if not root.exists():
+        raise DataError(f"{field}: path {spec!r} does not exist ({expected})")
+    if not root.is_dir():
+        raise DataError(f"{field}: {spec!r} is not a directory ({expected})")
+    return root
+
+
+def dir_files(root: Path) -> list[Path]:
+    """Every regular file below `root`, sorted."""
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def text_files(spec: str, field: str = "data", expected: str = DATA_SOURCES) -> tuple[Path, list[Path]]:
+    """The root and sorted files of a text corpus: 'stdlib' or a directory."""
+    if spec == STDLIB:
+        return stdlib_files()
+    root = existing_dir(spec, field, expected)
+    return root, dir_files(root)
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.bin"
+
+
+def write_shard(path: Path, tokens: np.ndarray) -> Path:
+    """Write uint16 `tokens` as a speedrun shard (256-int32 header: magic, version, token count), atomically."""
+    header = np.zeros(SHARD_HEADER_INTS, dtype=np.int32)
+    header[:3] = SHARD_MAGIC, SHARD_VERSION, len(tokens)
+    return io.write_bytes(path, header.tobytes() + np.asarray(tokens, dtype=np.uint16).tobytes())
 
 
 def read_shard(path: Path) -> np.ndarray:
@@ -112,15 +164,70 @@ def max_token(tokens: np.ndarray) -> int:
     return max(int(tokens[i: i + SCAN_CHUNK_TOKENS].max()) for i in range(0, len(tokens), SCAN_CHUNK_TOKENS))
 
 
+def largest_token(shards: list[np.ndarray], paths: list[Path]) -> tuple[int, str]:
+    """The largest token id of the shards and the shard holding it."""
+    return max((max_token(s), str(p)) for s, p in zip(shards, paths))
+
+
+def joined(shards: list[np.ndarray]) -> np.ndarray:
+    """One token stream: a single shard stays memory-mapped, several are concatenated."""
+    return shards[0] if len(shards) == 1 else np.concatenate(shards)
+
+
 def load_shards(paths: list[Path], val_percent: float, spec: str) -> Corpus:
     shards = [read_shard(p) for p in paths]
-    top, source = max((max_token(s), str(p)) for s, p in zip(shards, paths))
+    top, source = largest_token(shards, paths)
     if len(shards) > 1:
-        train, val = np.concatenate(shards[:-1]), shards[-1]
+        train, val = joined(shards[:-1]), shards[-1]
     else:
         cut = int(len(shards[0]) * (1 - val_percent / 100))
         train, val = shards[0][:cut], shards[0][cut:]
     return Corpus(train, val, f"shards:{spec}:{sum(len(s) for s in shards)}", top + 1, source)
+
+
+def prepared_meta(root: Path, field: str = "data") -> dict:
+    """The meta.json of a prepared directory (finished or not), or a DataError naming `field` and the file."""
+    path = root / PREPARED_META
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{field}: {path} is not a readable meta.json of `hyperp data prepare` ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != PREPARED_FORMAT:
+        raise DataError(f"{field}: {path} is not a meta.json of `hyperp data prepare` "
+                        f"(expected \"format\": \"{PREPARED_FORMAT}\")")
+    return meta
+
+
+def read_meta(root: Path) -> dict:
+    """The meta.json of a finished prepared directory, or a DataError naming it."""
+    meta = prepared_meta(root)
+    path = root / PREPARED_META
+    if not meta.get("complete"):
+        raise DataError(f"data: {path} marks an unfinished `hyperp data prepare` (interrupted?); run it again")
+    missing = [k for k in META_KEYS if k not in meta]
+    if missing:
+        raise DataError(f"data: {path} lacks {', '.join(missing)}; prepare the directory again")
+    return meta
+
+
+def split_shards(root: Path, split: str) -> list[Path]:
+    paths = sorted(root.glob(f"{split}_*.bin"))
+    if not paths:
+        raise DataError(f"data: prepared directory {root} has no {split} shard ({shard_name(split, 0)}, ...)")
+    return paths
+
+
+def load_prepared(root: Path) -> Corpus:
+    """A prepared directory: train_*.bin for training, val_*.bin for validation, vocabulary from meta.json."""
+    meta = read_meta(root)
+    paths = {split: split_shards(root, split) for split in SPLITS}
+    shards = {split: [read_shard(p) for p in ps] for split, ps in paths.items()}
+    top, source = largest_token(shards["train"] + shards["val"], paths["train"] + paths["val"])
+    vocab = top + 1
+    if meta["vocab_size"] > vocab:  # the model needs every id of the tokenizer, not only those in the shards
+        vocab, source = meta["vocab_size"], f"the tokenizer of {root / PREPARED_META}"
+    corpus_id = f"prepared:{meta['source_sha256'][:16]}:{meta['tokenizer_sha256'][:16]}"
+    return Corpus(joined(shards["train"]), joined(shards["val"]), corpus_id, vocab, source)
 
 
 @functools.lru_cache(maxsize=4)
@@ -134,14 +241,10 @@ def load_corpus(spec: str, val_percent: float) -> Corpus:
         if not paths:
             raise DataError(f"data: no shard matches {spec!r} (expected a .bin file or a glob of them)")
         return load_shards(paths, val_percent, spec)
-    root = Path(spec)
-    if not root.exists():
-        raise DataError(f"data: path {spec!r} does not exist (expected 'stdlib', a directory of text files, "
-                        "or .bin token shards)")
-    if root.is_file():
-        raise DataError(f"data: {spec!r} is a file; expected a directory of text files or a .bin shard")
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    return read_files(root, files, val_percent, f"dir:{root.resolve()}")
+    root = existing_dir(spec, "data", DATA_SOURCES)
+    if (root / PREPARED_META).exists():
+        return load_prepared(root)
+    return read_files(root, dir_files(root), val_percent, f"dir:{root.resolve()}")
 
 
 def check_corpus(corpus: Corpus, cfg: RunConfig) -> None:
