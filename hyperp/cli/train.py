@@ -94,15 +94,45 @@ def train_command(config: Annotated[Optional[Path], typer.Option("--config", "-c
     console = Console(stderr=True)
     cfg = config_from_cli(config, fields)
     check_corpus(load_corpus(cfg.data, cfg.val_percent), cfg)  # fail on bad data before the progress bar
-    result = run_with_progress(cfg, out, console, progress_every)
-    row = result.row
+    if cfg.workers > 1:
+        row = run_data_parallel(cfg, out, console)
+    else:
+        row = run_with_progress(cfg, out, console, progress_every).row
     if as_json:
         print_json(row)
         return
     console.print(f"[bold]{row['status']}[/bold]  val_loss {row['val_loss']:.4f}  params {row['n_params']:,}  "
                   f"flops {row['flops']:.3g}  {row['tokens_per_s']:,.0f} tok/s  MFU {100 * row['mfu']:.1f}%")
-    if result.out_dir is not None:
-        console.print(f"results in {result.out_dir}/ (runs.parquet, curves.parquet, config.json)")
+    console.print(f"results in {out}/ (runs.parquet, curves.parquet, config.json)")
+
+
+def train_row(cfg: RunConfig, out_dir: str) -> dict:
+    """The run function of `train --workers N` (module level: Ray Train's workers import it by name)."""
+    from hyperp.trainer.loop import train  # noqa: PLC0415
+
+    return train(cfg, out_dir).row
+
+
+def run_data_parallel(cfg: RunConfig, out: Path, console) -> dict:
+    """`cfg.workers` Ray Train workers on a local Ray (one GPU each when the run trains on CUDA); rank 0's row."""
+    import functools  # noqa: PLC0415
+
+    from hyperp.sweeps import data_parallel  # noqa: PLC0415
+    from hyperp.sweeps.runner import check_cluster, connect_ray, setup_process  # noqa: PLC0415
+    from hyperp.sweeps.spec import Resources, SweepSpec  # noqa: PLC0415
+    from hyperp.trainer.loop import resolve_device  # noqa: PLC0415
+
+    threads, gpus = max(1, cfg.threads), 1.0 if resolve_device(cfg.device).startswith("cuda") else 0.0
+    check_cluster(SweepSpec(name="train", base={}, resources=Resources(cpus=threads, gpus=gpus)), None, None,
+                  cfg.workers)
+    console.print(f"training on {cfg.workers} Ray Train workers of {threads} CPUs{' and 1 GPU' if gpus else ''}")
+    ray, started = connect_ray(None, None)
+    try:
+        return data_parallel.fit(train_row, cfg, out, cpus=threads, gpus=gpus,
+                                 setup=functools.partial(setup_process, threads=threads, gpus=gpus))
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # Typer reads the signature: splice one option per config field in place of **fields.

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -123,9 +124,19 @@ def run_error(e: BaseException, out: Path) -> tuple[str, str]:
     return FAILED, error
 
 
-def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: float = 0.0) -> dict[str, Any]:
+def setup_process(cfg: RunConfig, threads: int, gpus: float) -> None:
+    """A run's process (a Ray task, or each Ray Train worker of a data-parallel run): its thread count, and no
+    GPU visible when it asked for none."""
+    if not gpus and cfg.device == "auto":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    _set_threads(cfg.threads or threads)
+
+
+def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: float = 0.0, cpus: float = 1.0,
+            max_retries: int = 0) -> dict[str, Any]:
     """Body of the Ray task of one run: never raises for errors of the run itself (those become `failed`,
-    or `infra_failed` for a full disk).
+    or `infra_failed` for a full disk). A run of several workers is handed to Ray Train
+    (hyperp.sweeps.data_parallel; `cpus` and `gpus` per worker, `max_retries` restarts of the group).
 
     With no GPU requested, GPUs are hidden from the run (CUDA_VISIBLE_DEVICES="", effective before CUDA is
     first initialised in the worker) so `device = "auto"` trains on CPU instead of sharing a GPU unaccounted.
@@ -140,10 +151,14 @@ def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: floa
         out.mkdir(parents=True, exist_ok=True)
         attempt = _bump_attempt(out, start)
         cfg = RunConfig.from_dict(json.loads(cfg_json))
-        if not gpus and cfg.device == "auto":
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        _set_threads(cfg.threads or threads)
-        row = dict(run_fn(cfg, str(out)))
+        if cfg.workers > 1:
+            from hyperp.sweeps import data_parallel  # noqa: PLC0415
+
+            setup = functools.partial(setup_process, threads=threads, gpus=gpus)
+            row = data_parallel.fit(run_fn, cfg, out, cpus=cpus, gpus=gpus, max_retries=max_retries, setup=setup)
+        else:
+            setup_process(cfg, threads, gpus)
+            row = dict(run_fn(cfg, str(out)))
         status = row.get("status", COMPLETED)
         error = str(row.get("error") or "")
         if status not in (COMPLETED, DIVERGED):
@@ -367,8 +382,9 @@ def local_gpus() -> int:
         return 0
 
 
-def check_cluster(spec: SweepSpec, address: str | None, num_cpus: int | None) -> None:
-    """What can be known before Ray starts: for a local Ray, that one run fits this machine and that Ray's
+def check_cluster(spec: SweepSpec, address: str | None, num_cpus: int | None, workers: int = 1) -> None:
+    """What can be known before Ray starts: for a local Ray, that one run (of `workers` workers, the plan's
+    largest) fits this machine and that Ray's
     socket paths fit the Unix limit; for a cluster address, that it answers. Raises UnavailableError
     (InputError for a temp dir that is too long); starts and writes nothing."""
     ray = sys.modules.get("ray")
@@ -378,11 +394,13 @@ def check_cluster(spec: SweepSpec, address: str | None, num_cpus: int | None) ->
         check_address(address)
         return
     cpus, gpus = num_cpus or os.cpu_count() or 1, local_gpus()
-    if spec.resources.cpus > cpus or spec.resources.gpus > gpus:
-        key = "resources.gpus" if spec.resources.gpus > gpus else "resources.cpus"
-        raise UnavailableError(f"{key}: one run needs {spec.resources.cpus:g} CPUs and {spec.resources.gpus:g} "
-                               f"GPUs but this machine offers {cpus:g} CPUs and {gpus:g} GPUs; lower it, or give "
-                               "--address to run on a cluster")
+    if spec.resources.cpus * workers > cpus or spec.resources.gpus * workers > gpus:
+        key = "resources.gpus" if spec.resources.gpus * workers > gpus else "resources.cpus"
+        key = "workers" if workers > 1 and spec.resources.cpus <= cpus and spec.resources.gpus <= gpus else key
+        each = f" ({workers} workers of {spec.resources.cpus:g} CPUs and {spec.resources.gpus:g} GPUs)" if workers > 1 else ""
+        raise UnavailableError(f"{key}: one run needs {spec.resources.cpus * workers:g} CPUs and "
+                               f"{spec.resources.gpus * workers:g} GPUs{each} but this machine offers {cpus:g} CPUs "
+                               f"and {gpus:g} GPUs; lower it, or give --address to run on a cluster")
     var, tmp = ray_temp_dir()
     if len(tmp.encode()) + RAY_SOCKET_SUFFIX > UNIX_SOCKET_MAX:
         raise InputError(f"{var or 'temp dir'}: {tmp!r} is too long for Ray's session sockets ({len(tmp.encode())} "
@@ -552,7 +570,7 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
     with StopSignals(sigint=True) as signals:
         spec, plan, sweep_dir = prepare(spec, root, max_runs)
         fn = resolve_run_fn(run_fn)
-        check_cluster(spec, address, num_cpus)
+        check_cluster(spec, address, num_cpus, max((r.config.workers for r in plan.runs), default=1))
         lock = SweepLock(sweep_dir)
         if not lock.acquire():
             raise UnavailableError(f"{sweep_dir}: already being run by process {lock.holder()} (one driver per "
@@ -631,14 +649,19 @@ def schedule(ray, d: Driver, limit: int, fn: RunFn, state: dict[str, Any], stop:
         while d.has_work():
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
-            while d.queue and len(d.in_flight) < limit:
+            # A run of w workers takes w of the `limit` slots; the queue's head waits for its slots rather than
+            # let later one-worker runs take them first (a data-parallel run is never starved).
+            while d.queue and sum(j.run.config.workers for j in d.in_flight.values()) + \
+                    d.queue[0].config.workers <= max(limit, d.queue[0].config.workers):
                 run = d.queue.popleft()
                 d.queued.discard(run.run_id)
-                ref = remote.options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus,
+                ray_train = run.config.workers > 1  # the task only waits: Ray Train reserves the workers
+                ref = remote.options(num_cpus=0 if ray_train else spec.resources.cpus,
+                                     num_gpus=0 if ray_train else spec.resources.gpus,
                                      max_retries=spec.max_retries, retry_exceptions=False,
                                      name=f"hyperp-{spec.name}-{run.run_id}").remote(
                     fn, run.config.to_json(), str(run_dir(sweep_dir, run.run_id).resolve()), threads,
-                    spec.resources.gpus)
+                    spec.resources.gpus, spec.resources.cpus, spec.max_retries)
                 d.in_flight[ref] = Job(run, time.time())
                 d.busy.add(run.run_id)
                 d.submitted += 1

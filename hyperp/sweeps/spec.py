@@ -605,6 +605,14 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
     return cfg, search, info
 
 
+def _neutral_only(a: RunConfig, b: RunConfig, values: dict[str, Any]) -> tuple[str, str]:
+    """(field, message) for two configs of one run id: they differ only in fields that cannot change a result
+    (identity.RESULT_NEUTRAL_FIELDS: threads, workers, ...), so the sweep would keep one and drop the other."""
+    field_ = next(k for k, v in a.to_dict().items() if v != b.to_dict()[k])
+    return field_, (f"runs differing only in {field_} ({getattr(a, field_)!r} and {getattr(b, field_)!r}, in the run "
+                    f"with {_describe(values)}) are one run: {field_} cannot change a result; set one value")
+
+
 def make_plan(spec: SweepSpec, max_runs: int | None = None) -> Plan:
     """Expand and validate every run of a spec. Raises SpecError naming the field; runs nothing.
 
@@ -633,6 +641,8 @@ def make_plan(spec: SweepSpec, max_runs: int | None = None) -> Plan:
             except ConfigError as e:
                 raise SpecError(e.field, f"{_msg(e)} (in the run with {_describe(values)})") from None
             rid = identity.run_id(run_cfg, spec.version_tag)
+            if rid in runs and runs[rid].config != run_cfg:
+                raise SpecError(*_neutral_only(runs[rid].config, run_cfg, values))
             if rid not in runs:
                 runs[rid] = PlannedRun(rid, cid, run_cfg, "grid" if search is None else search.kind, dict(info))
     configs = [r.config.to_dict() | {"width": r.config.d_model} for r in runs.values()]

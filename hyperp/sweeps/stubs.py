@@ -14,6 +14,8 @@ importable module so that Ray workers can unpickle it by reference, which is why
 - `lr_opt = "<lr>"`: val_loss = 1 + (ln lr - ln lr_opt)^2, a known optimum for LR-search tests;
   with `diverge_above = "<lr>"` runs with a larger lr diverge;
 - `seed_noise = "<sd>"`: adds a normal draw of that SD to val_loss, fixed by (seed, lr): a seed-to-seed spread.
+
+`train_or_raise` and `train_or_die` are the real trainer with one fault each (an exception; a lost worker).
 """
 
 from __future__ import annotations
@@ -78,3 +80,18 @@ def train_or_raise(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
     from hyperp.sweeps.runner import train_run  # noqa: PLC0415
 
     return train_run(cfg, out_dir)
+
+
+def train_or_die(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
+    """The real trainer, except that the process calling `on_step` (rank 0 of a data-parallel run) exits at once
+    after step `die_at_step` (a tag) of its first attempt, as a lost worker does: no checkpoint, no record."""
+    from hyperp.trainer.loop import train  # noqa: PLC0415
+
+    marker, step = Path(out_dir) / "died", int(cfg.tags.get("die_at_step", 0))
+
+    def on_step(info) -> None:
+        if info.step == step and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+
+    return train(cfg, out_dir, on_step=on_step, run_id=Path(out_dir).name).row
