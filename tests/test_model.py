@@ -164,3 +164,12 @@ def test_stability_statistics_only_on_stats_steps(monkeypatch):
     k = rope_by_concatenation(attn.k_norm(k.view(B, T, 2, 16).transpose(1, 2)), model.rope_cos, model.rope_sin)
     logits = (q[0] @ k[0].mT / 4.0).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
     assert stats["attn_z"][0] == pytest.approx(logits.logsumexp(-1).pow(2).mean().item(), rel=1e-5)
+
+
+def test_fused_swiglu_matches_torch_and_its_gradient():
+    from hyperp.trainer.model import swiglu
+
+    gu = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(swiglu, (gu,))
+    g, u = gu.detach().chunk(2, dim=-1)
+    assert torch.allclose(swiglu(gu), torch.nn.functional.silu(g) * u)

@@ -149,6 +149,33 @@ class Attention(nn.Module):
         return z_value(logits.masked_fill(~causal, float("-inf")))
 
 
+class _SwiGLUFn(torch.autograd.Function):
+    """silu(g) * u of gu = [g | u] (halves of the last dim), its gradient written into one buffer shaped like gu:
+    chunk's own backward would concatenate the halves' gradients, a copy of the whole (tokens, 2h) tensor."""
+
+    @staticmethod
+    def forward(ctx, gu: torch.Tensor) -> torch.Tensor:
+        g, u = gu.chunk(2, dim=-1)
+        a = F.silu(g)
+        ctx.save_for_backward(gu, a)
+        return a * u
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        gu, a = ctx.saved_tensors
+        g, u = gu.chunk(2, dim=-1)
+        d_gu = torch.empty_like(gu)
+        d_g, d_u = d_gu.chunk(2, dim=-1)
+        torch.mul(grad, a, out=d_u)
+        torch.ops.aten.silu_backward.grad_input(grad * u, g, grad_input=d_g)
+        return d_gu
+
+
+def swiglu(gu: torch.Tensor) -> torch.Tensor:
+    """silu(g) * u of gu = [g | u] (the last dim's halves)."""
+    return _SwiGLUFn.apply(gu)
+
+
 class SwiGLU(nn.Module):
     """down(silu(gate x) * up x); gate and up stay separate parameters, run as one matmul on their
     concatenated weights."""
@@ -160,8 +187,7 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(hidden, width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, torch.cat([self.gate.weight, self.up.weight])).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(swiglu(F.linear(x, torch.cat([self.gate.weight, self.up.weight]))))
 
 
 
