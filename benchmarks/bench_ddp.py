@@ -6,7 +6,9 @@ The two workers are gloo ranks started here with torch.multiprocessing, as Ray T
 (validation once, at the end; excluded from the training time the trainer reports). Printed per mode:
 tokens/s (the trainer's `tokens_per_s`: global tokens over training time), seconds per step, and for 2 workers
 the communication share: the median time of one all-reduce of the model's gradients (a buffer of as many
-floats as parameters, timed alone on the same ranks) times the steps, over the training time.
+floats as parameters, timed alone on the same ranks) times the steps, over the training time. Last, whether
+the Newton-Schulz iterations are better computed on every worker (what hyperp does) or split over the workers
+and shared by an all-gather of the updates, timed on the same ranks.
 
 Usage: python benchmarks/bench_ddp.py [--width 256] [--depth 4] [--steps 6] [--reps 2]
 """
@@ -25,8 +27,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from hyperp.kernels.ns import newton_schulz_torch
 from hyperp.trainer.config import RunConfig
-from hyperp.trainer.loop import train
+from hyperp.trainer.loop import hidden_shapes, train
 
 ALL_REDUCE_REPS = 10
 
@@ -57,11 +60,38 @@ def _rank(rank: int, port: int, cfg_json: str, results) -> None:
             t0 = time.perf_counter()
             dist.all_reduce(buf)
             times.append(time.perf_counter() - t0)
+        ns_s, gather_s = newton_schulz_split(cfg)
         if rank == 0:
             results.put({"tokens_per_s": row["tokens_per_s"], "train_s": row["wall_time_s"], "steps": row["steps"],
-                         "all_reduce_s": statistics.median(times), "n_params": n, "val_loss": row["val_loss"]})
+                         "all_reduce_s": statistics.median(times), "n_params": n, "val_loss": row["val_loss"],
+                         "ns_s": ns_s, "ns_gather_s": gather_s})
     finally:
         dist.destroy_process_group()
+
+
+def newton_schulz_split(cfg: RunConfig) -> tuple[float, float]:
+    """Newton-Schulz on every worker, or split and shared? (median seconds per step of each, on this rank)
+    The first: every hidden matrix's iteration here (what hyperp does: identical on each rank). The second:
+    this rank's 1/world of the matrices, then an all-gather of every matrix's update."""
+    shapes = hidden_shapes(cfg)
+    mats = [torch.randn(shape) for shape in shapes]
+    world, rank = dist.get_world_size(), dist.get_rank()
+    whole, split = [], []
+    for _ in range(3):
+        dist.barrier()
+        t0 = time.perf_counter()
+        for m in mats:
+            newton_schulz_torch(m, cfg.ns_coeffs, cfg.ns_steps)
+        whole.append(time.perf_counter() - t0)
+        dist.barrier()
+        t0 = time.perf_counter()
+        for m in mats[rank::world]:
+            newton_schulz_torch(m, cfg.ns_coeffs, cfg.ns_steps)
+        flat = torch.cat([m.reshape(-1) for m in mats])
+        parts = [torch.empty_like(flat) for _ in range(world)]
+        dist.all_gather(parts, flat)  # the size of every update, as the shared variant must move
+        split.append(time.perf_counter() - t0)
+    return statistics.median(whole), statistics.median(split)
 
 
 def two_workers(cfg: RunConfig) -> dict:
@@ -103,6 +133,10 @@ def main() -> None:
         step = statistics.median(r["train_s"] / r["steps"] for r in runs)
         comm = f"{100 * statistics.median(r['comm_share'] for r in runs):.1f}%" if "comm_share" in runs[0] else "-"
         print(f"{name:>22}  {tps:8,.0f}  {step:7.2f}  {tps / ref:5.2f}x  {comm:>10}  {runs[0]['val_loss']:.4f}")
+    two = got["2 workers x 1 thread"]
+    whole, split = (statistics.median(r[k] for r in two) for k in ("ns_s", "ns_gather_s"))
+    print(f"Newton-Schulz per step on each of 2 workers: every matrix on every worker {whole:.3f} s; "
+          f"half the matrices each + all-gather of the updates {split:.3f} s ({whole / split:.2f}x)")
     print(time.strftime("%H:%M:%S"), f"load average {os.getloadavg()[0]:.2f}")
 
 
