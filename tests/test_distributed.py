@@ -8,6 +8,7 @@ import json
 import math
 import socket
 
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -75,3 +76,24 @@ def test_workers_are_a_neutral_field_that_must_divide_the_batch(tmp_path):
     with pytest.raises(ConfigError, match="workers.*process group"):
         train(cfg.replace(workers=2), tmp_path)  # no process group: refused before anything is written
     assert not any(tmp_path.iterdir())
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_checkpoint_of_one_worker_resumes_on_two(tmp_path):
+    """A run stopped at step 10 on one worker (checkpoint at step 8) finishes on two, with the loss of a run
+    never interrupted."""
+    cfg = RunConfig(param="hyperp", **BASE | {"checkpoint_every": 4})
+
+    def stop_at_10(info):
+        if info.step == 10:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "run", on_step=stop_at_10)
+    two = data_parallel(cfg.replace(workers=2), tmp_path / "run")
+    straight = train(cfg).row
+    assert two[0][1] == pytest.approx(straight["val_loss"], rel=REL)
+    assert pd.read_parquet(tmp_path / "run" / "runs.parquet")["resumed_step"].item() == 8
