@@ -48,6 +48,26 @@ LossColOpt = Annotated[str, typer.Option(help="Loss column.")]
 XOpt = Annotated[str, typer.Option("--x", help="x column (e.g. tokens, n_params).")]
 SkipSparseOpt = Annotated[bool, typer.Option(help="Skip groups with < 3 learning rates.")]
 WorkersOpt = Annotated[int, typer.Option(min=1, help="Threads for the batched L-BFGS.")]
+BestOfOpt = Annotated[list[str] | None, typer.Option(
+    "--best-of", help="Keep the best LR per method and value of this column, its loss the mean over its seeds "
+                      "(where the table has lr and seed). Repeatable.")]
+TransferAlongOpt = Annotated[str | None, typer.Option(
+    "--transfer-along", help="The paper's protocol: tune the base LR at the smallest value of this axis (width, "
+                             "depth, tokens, top_k) and use the loss at that LR at every scale (read off each "
+                             "scale's LR parabola), instead of each scale's best run.")]
+
+
+def compute_table(df, transfer_along: str | None, best_of: list[str] | None, method_col: str, x: str, y: str,
+                  source: str):
+    """The runs `fit compute` and `plot compute` read: the table itself, or under --transfer-along one row per
+    (method, scale) at the proxy's LR."""
+    if transfer_along is None:
+        return df
+    from hyperp.checks.transfer import transferred_runs  # noqa: PLC0415
+
+    if best_of:
+        raise FitInputError("--transfer-along: keeps one run per scale already; drop --best-of")
+    return transferred_runs(df, transfer_along, by=[method_col], keep=[x], loss_col=y, source=source)
 
 
 def read(table: Path, mapping: list[str] | None, where: list[str] | None):
@@ -143,25 +163,12 @@ def compute_cmd(table: TableArg,
                 x: Annotated[str, typer.Option("--x", help="Compute column.")] = "flops",
                 y: Annotated[str, typer.Option("--y", help="Loss column.")] = "val_loss",
                 at: Annotated[list[float] | None, typer.Option("--at", help="Fit-to-fit CEL at this compute. Repeatable.")] = None,
-                best_of: Annotated[list[str] | None, typer.Option(
-                    "--best-of", help="Keep the best LR per method and value of this column, its loss the mean over "
-                                      "its seeds (where the table has lr and seed). Repeatable.")] = None,
-                transfer_along: Annotated[str | None, typer.Option(
-                    "--transfer-along", help="The paper's protocol: tune the base LR at the smallest value of "
-                                             "this axis (width, depth, tokens, top_k) and use the loss at that "
-                                             "LR at every scale (read off each scale's LR parabola), instead of "
-                                             "each scale's best run.")] = None,
+                best_of: BestOfOpt = None, transfer_along: TransferAlongOpt = None,
                 mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                 n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                 as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Loss versus compute per method (L = A C^-b + E) and CEL over the baseline, with a hold-out check."""
-    df = read(table, mapping, where)
-    if transfer_along is not None:
-        from hyperp.checks.transfer import transferred_runs  # noqa: PLC0415
-
-        if best_of:
-            raise FitInputError("--transfer-along: keeps one run per scale already; drop --best-of")
-        df = transferred_runs(df, transfer_along, by=[method_col], keep=[x], loss_col=y, source=str(table))
+    df = compute_table(read(table, mapping, where), transfer_along, best_of, method_col, x, y, str(table))
     res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, at=at or [], best_of=best_of or [],
                           all_status=all_status, n_boot=n_boot, seed=seed, level=level, source=str(table))
     if as_json or output is not None:

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json
-from hyperp.cli.fit import (AllStatusOpt, BootOpt, ByOpt, LevelOpt, LossColOpt, LrColOpt, MapOpt, SeedOpt, SkipSparseOpt,
-                            TableArg, WhereOpt, WorkersOpt, XOpt, read)
+from hyperp.cli.fit import (AllStatusOpt, BestOfOpt, BootOpt, ByOpt, LevelOpt, LossColOpt, LrColOpt, MapOpt, SeedOpt,
+                            SkipSparseOpt, TableArg, TransferAlongOpt, WhereOpt, WorkersOpt, XOpt, compute_table, read)
 from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
 from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla
 from hyperp.fitting.compute import compare_methods
@@ -78,17 +78,15 @@ def compute_plot(table: TableArg, output: OutFile,
                  method_col: Annotated[str, typer.Option(help="Column naming the method.")] = "param",
                  x: Annotated[str, typer.Option("--x", help="Compute column.")] = "flops",
                  y: Annotated[str, typer.Option("--y", help="Loss column.")] = "val_loss",
-                 best_of: Annotated[list[str] | None, typer.Option(
-                     "--best-of", help="Keep the lowest-loss run per method and value of this column. "
-                                       "Repeatable.")] = None,
+                 best_of: BestOfOpt = None, transfer_along: TransferAlongOpt = None,
                  mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                  n_boot: PlotBootOpt = PLOT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                  title: TitleOpt = None, as_json: JsonFlag = False) -> None:
     """Loss versus FLOPs per method with fitted curves, and CEL versus FLOPs."""
     from hyperp.plots import plot_compute, save_figure  # noqa: PLC0415 (matplotlib)
 
-    res = compare_methods(read(table, mapping, where), baseline, method_col=method_col, x=x, y=y,
-                          best_of=best_of or [], all_status=all_status, n_boot=n_boot, seed=seed, level=level,
+    df = compute_table(read(table, mapping, where), transfer_along, best_of, method_col, x, y, str(table))
+    res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, best_of=best_of or [], all_status=all_status, n_boot=n_boot, seed=seed, level=level,
                           source=str(table))
     _done(save_figure(plot_compute(res, title), output), as_json)
 
