@@ -212,12 +212,18 @@ def plan(spec: SpecArg, as_json: JsonFlag = False,
     if summary["runs"]:
         con.print(table)
     for s in summary["searches"]:
-        con.print(f"cell {cell_label(s, p)}: {s['description']} ({s['flops_per_run']:.3g} FLOPs per run)")
+        per_run = f" ({s['flops_per_run']:.3g} FLOPs per run)" if math.isfinite(s["flops_per_run"]) else ""
+        con.print(f"cell {cell_label(s, p)}: {s['description']}{per_run}")
+    time_line = (f"about {duration(summary['est_run_seconds'])} of run time, "
+                 f"{duration(summary['est_local_wall_seconds'])} on this machine at "
+                 f"{summary['local_parallel_runs']} runs in parallel")
+    if p.spec.command is not None:  # no FLOPs: the time of a whole run, measured once runs finish
+        con.print(f"{summary['n_runs']} command runs; {time_line}; {duration(summary['startup_seconds_per_run'])} "
+                  f"per run ({summary['startup_source']})")
+        return
     con.print(f"total {summary['total_flops']:.3g} FLOPs"
               + (f" (+ up to {summary['max_search_flops']:.3g} for LR searches)" if summary["searches"] else "")
-              + f"; about {duration(summary['est_run_seconds'])} of run time, "
-              f"{duration(summary['est_local_wall_seconds'])} on this machine at "
-              f"{summary['local_parallel_runs']} runs in parallel; throughput {summary['throughput_flops_per_s']:.3g} "
+              + f"; {time_line}; throughput {summary['throughput_flops_per_s']:.3g} "
               f"FLOP/s per run ({summary['throughput_source']}); start-up {duration(summary['startup_seconds_per_run'])} "
               f"per run ({summary['startup_source']})")
 
