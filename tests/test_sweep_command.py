@@ -196,3 +196,17 @@ def test_run_id_hashes_template_and_values_not_the_machine(tmp_path):
     edited = loads_spec(EXAMPLE.read_text().replace("--steps {steps}", "--steps={steps}"))
     assert not {r.run_id for r in make_plan(edited).runs} & {r.run_id for r in plan.runs}
     assert len({r.cell_id for r in plan.runs}) == 2 and schema.COLUMN_TYPES["width"] == "int"
+
+
+def test_optuna_search_on_a_command_sweep_finishes_and_resumes_as_a_no_op(tmp_path):
+    toy = EXAMPLE.parent / "toy_train.py"
+    spec = tmp_path / "opt.toml"
+    spec.write_text(f'name = "opt"\n[command]\nrun = "python {toy} --lr {{lr}} --width {{width}} --out {{out_dir}}"\n'
+                    '[base]\nwidth = 128\n[axes]\nlr = { search = "optuna", trials = 4, low = 0.005, high = 0.5, '
+                    'parallel = 2 }\n')
+    root = tmp_path / "sweeps"
+    first = run_sweep(spec, root, progress=False)
+    (s,) = first.searches
+    assert s["done"] and s["finished"] == 4 and first.counts["completed"] == 4
+    assert s["best"] == min(runs_of(root, "opt").val_loss)
+    assert run_sweep(spec, root, progress=False).submitted == 0
