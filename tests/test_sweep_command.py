@@ -188,6 +188,23 @@ def test_bad_command_values_name_the_key(body, message):
         make_plan(loads_spec(text))
 
 
+@pytest.mark.parametrize("run, message", [
+    ("train {} {out_dir}", r"^command\.run: placeholder \{\}: expected \{name\}"),
+    ("train {lr {out_dir}", r"^command\.run: not a valid template"),
+    ("train {cfg.lr} {out_dir}", r"^command\.run: placeholder \{cfg\.lr\}"),
+])
+def test_bad_templates_are_refused(run, message):
+    with pytest.raises(SpecError, match=message):
+        loads_spec(f'name = "t"\n[command]\nrun = "{run}"\n[axes]\nlr = [0.1]\n')
+
+
+def test_placeholders_are_quoted_formatted_and_split():
+    plan = make_plan(loads_spec('name = "q"\n[command]\nrun = "echo {lr:.1e} {{x}} {note} --out={out_dir}"\n'
+                                '[base]\nnote = "two words; rm -rf /"\n[axes]\nlr = [0.25]\n'))
+    assert plan.runs[0].config.argv("/s/runs/abc") == ["echo", "2.5e-01", "{x}", "two words; rm -rf /",
+                                                       "--out=/s/runs/abc"]
+
+
 def test_run_id_hashes_template_and_values_not_the_machine(tmp_path):
     plan = make_plan(load_spec(EXAMPLE))
     moved = tmp_path / "toy.toml"

@@ -59,11 +59,12 @@ class CommandError(RuntimeError):
 # ---------------------------------------------------------------- templates
 
 
-def placeholders(template: str) -> Iterator[tuple[str, str, str, str | None]]:
-    """(literal text, name, format spec, conversion) of each piece of a `str.format` template; name is ""
-    after the last placeholder. Raises ValueError for a malformed template (an unmatched brace)."""
+def placeholders(template: str) -> Iterator[tuple[str, str | None, str, str | None]]:
+    """(literal text, name, format spec, conversion) of each piece of a `str.format` template; name is None
+    for text after the last placeholder ("" for a positional {}). Raises ValueError for a malformed template
+    (an unmatched brace)."""
     for literal, name, spec, conversion in string.Formatter().parse(template):
-        yield literal, name or "", spec or "", conversion
+        yield literal, name, spec or "", conversion
 
 
 def names(template: str) -> list[str]:
@@ -78,7 +79,7 @@ def fill(template: str, values: dict[str, Any], quote: bool) -> str:
     out = []
     for literal, name, spec, conversion in placeholders(template):
         out.append(literal)
-        if name:
+        if name is not None:
             text = format(formatter.convert_field(values[name], conversion), spec)
             out.append(shlex.quote(text) if quote else text)
     return "".join(out)

@@ -38,7 +38,6 @@ import collections
 import contextlib
 import functools
 import importlib
-import json
 import logging
 import math
 import os

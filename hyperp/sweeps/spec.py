@@ -364,11 +364,12 @@ def _check_template(text: Any, where: str) -> str:
     if not isinstance(text, str):
         raise SpecError(where, f"expected a string, got {text!r}")
     try:
-        for _, name, _, _ in cmd.placeholders(text):
-            if name is not None and not VALUE_NAME_RE.match(name):
-                raise SpecError(where, f"placeholder {{{name}}}: expected {{name}} with the name of a value")
+        pieces = list(cmd.placeholders(text))
     except ValueError as e:
         raise SpecError(where, f"not a valid template ({e}; write {{{{ and }}}} for literal braces)") from None
+    for _, name, _, _ in pieces:
+        if name is not None and not VALUE_NAME_RE.match(name):
+            raise SpecError(where, f"placeholder {{{name}}}: expected {{name}} with the name of a value")
     return text
 
 
