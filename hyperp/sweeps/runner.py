@@ -15,7 +15,8 @@ When nothing is left, it rewrites the ledger and returns without starting Ray (a
 expanding the spec). Otherwise it starts a local Ray sized to the machine (`address=None`) or joins a cluster
 (`"auto"`, `"ray://host:port"`; the sweep directory must then be on a filesystem every node sees), and submits
 each run as a Ray task with the spec's `cpus`/`gpus` and `max_retries` (system failures only:
-`retry_exceptions=False`). Inside the worker (`execute`) torch gets `threads = max(1, int(cpus))` threads
+`retry_exceptions=False`). The run function is the trainer, or `command.command_run` for a spec with a
+`[command]` table (`resolve_run_fn`; `--run-fn` wins). Inside the worker (`execute`) torch gets `threads = max(1, int(cpus))` threads
 unless the config sets `threads`, an `attempt.json` is bumped, and `run_fn(cfg, out_dir)` is called: an
 exception becomes a `failed` record with its message (never retried by Ray); a returned row with status
 `diverged` is recorded as such (never retried). A worker killed mid-run (OOM, node lost, SIGKILL) is

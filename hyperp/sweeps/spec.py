@@ -52,6 +52,11 @@ edge at the grid's edge spacing, at most `max_extend` times; stop when the best 
 the seeds seed + 1 ... seed + n - 1 (the noise floor of `hyperp check transfer`); the best is decided by the
 search's own runs only, so the repeats never move it or re-open the search.
 
+A `[command]` table (hyperp/sweeps/command.py, README "Command sweeps") makes each run a command of the user's:
+`run = "python train.py --lr {lr} --out {out_dir}"`, optional `cwd`, `env`, `timeout_s`. [base], [axes],
+[[zip]] and [[override]] then hold any names with TOML scalar values (`COMMAND_RULES` instead of the RunConfig
+checks), every run becomes a `CommandConfig`, and a placeholder without a value is refused here.
+
 Precedence when building a run: RunConfig defaults < [base] < [axes] < [[zip]] < [[override]] (in file
 order). `tokens` and `tokens_per_param` replace each other: whichever is set later wins. Every field is
 checked against RunConfig (name and type) and every resolved run with `RunConfig.from_dict`, so a typo, a
