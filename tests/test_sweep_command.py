@@ -160,6 +160,7 @@ def test_killed_command_is_an_infra_failure_retried_by_the_next_run(faults):
     killed = [f for f in failed.values() if f["status"] == "infra_failed"]
     assert len(killed) == 1 and "SIGKILL" in killed[0]["error"] and killed[0]["mode"] == "killonce"
     assert second.submitted == 1  # only the infra failure; failed runs wait for --retry-failed
+    assert sorted(f["mode"] for f in second.failed_runs) == ["exit3", "nometric", "sleep"]  # read back from disk
     row = by_mode(root).loc["killonce"]
     assert row.status == "completed" and row.attempts == 2
 

@@ -39,6 +39,7 @@ import collections
 import contextlib
 import functools
 import importlib
+import json
 import logging
 import math
 import os
@@ -713,11 +714,18 @@ def result_of(ray, d: Driver, job: Job, ref) -> dict[str, Any]:
         return d.infra_result(job.run, e)
 
 
+def settings(plan: Plan, row: dict[str, Any]) -> dict[str, Any]:
+    """The plan's varying settings of a ledger row: its columns, else (a command sweep's values in a record
+    read back from disk) the keys of its extra_json."""
+    extra = json.loads(row.get("extra_json") or "{}") if any(k not in row for k in plan.varying) else {}
+    return {k: row[k] if k in row else extra.get(k) for k in plan.varying}
+
+
 def outcome(d: Driver, sweep_dir: Path, plan: Plan, interrupted: bool, started_ray: bool, t0: float) -> SweepOutcome:
     counts = d.counts()
     pending = {r.run_id for r in plan.runs if r.search == "grid" and r.run_id not in d.final}
     pending = len(pending | d.queued | set(d.cancelled))
-    failed = [{"run_id": row["run_id"], "status": row["status"], **{k: row.get(k) for k in plan.varying},
+    failed = [{"run_id": row["run_id"], "status": row["status"], **settings(plan, row),
                "error": first_line(str(row.get("error") or ""))}
               for row in sorted(d.current_rows(), key=lambda r: r["run_id"])
               if row.get("status") in (FAILED, INFRA_FAILED)]
