@@ -74,6 +74,7 @@ ROUNDING_NEUTRAL_FIELDS = ("workers",)  # in RESULT_NEUTRAL_FIELDS, but equal on
 # Not in the list: `tags` changes no trainer result but is the channel through which a custom run function
 # gets its settings (hyperp.sweeps.stubs behaves by tag), so two tag sets are two runs.
 CELL_EXCLUDED = ("lr",)  # a cell is a run minus its learning rate
+COMMAND_KIND = "command"  # the `kind` of a command sweep's config JSON (hyperp.sweeps.command.CommandConfig)
 
 
 @functools.cache
@@ -138,7 +139,7 @@ def run_id_of_json(config_json: Any, tag: str = "", version: int | None = None) 
         values = json.loads(config_json) if isinstance(config_json, str) else None
     except ValueError:
         return None
-    if isinstance(values, dict) and values.get("kind") == "command":  # hyperp.sweeps.command.CommandConfig
+    if isinstance(values, dict) and values.get("kind") == COMMAND_KIND:
         return command_run_id(values.get("template"), values.get("values"), tag, values.get("cwd", ""),
                               values.get("env"))
     defaults = config_defaults()

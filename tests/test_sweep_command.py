@@ -15,7 +15,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from typer.testing import CliRunner
+
 from hyperp import schema
+from hyperp.cli.sweep import app, sweep_status
 from hyperp.fitting import fit_optimal_lr, load_table
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import SpecError, load_spec, loads_spec, make_plan
@@ -76,6 +79,20 @@ def test_toy_sweep_brackets_each_known_optimum(toy):
 def test_toy_sweep_rerun_submits_nothing(toy):
     _, first, second = toy
     assert second.submitted == 0 and not second.started_ray and second.counts == first.counts
+
+
+def test_plan_and_status_show_the_swept_values(toy):
+    root, _, _ = toy
+    st = sweep_status(root / "command_toy")
+    assert st["varying"] == ["width"] and st["totals"]["completed"] == 10
+    assert sorted((c["width"], c["best_lr"], c["note"]) for c in st["cells"]) == [(64, 0.1, "bracketed"),
+                                                                                 (256, 0.03, "bracketed")]
+    res = CliRunner().invoke(app, ["plan", str(EXAMPLE), "--json", "--out", str(root)])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.output)
+    assert plan["varying"] == ["width", "lr"] and plan["n_runs"] == 8
+    assert {(r["width"], r["lr"]) for r in plan["runs"]} == {(w, lr) for w in (64, 256) for lr in (0.01, 0.03, 0.1, 0.3)}
+    assert plan["startup_source"].endswith("measured on 10 finished runs")
 
 
 def test_fit_lr_by_width_on_the_command_ledger(toy):

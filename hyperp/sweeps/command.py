@@ -39,7 +39,7 @@ from typing import Any
 from hyperp import identity, io, schema
 from hyperp.errors import UnavailableError
 
-KIND = "command"  # the `kind` key of a CommandConfig's JSON
+KIND = identity.COMMAND_KIND  # the `kind` key of a CommandConfig's JSON
 RESULT_FILE = "result.json"
 COMMAND_CURVES_FILE = "curves.jsonl"
 STDOUT_FILE, STDERR_FILE = "stdout.txt", "stderr.txt"
@@ -141,7 +141,7 @@ class CommandConfig:
 
     def config_columns(self) -> dict[str, Any]:
         """Ledger columns before the run: its values (a schema column when named like one, else extra_json)."""
-        return self.values | {"lr": self.lr, "seed": self.seed, "config_json": self.to_json()}
+        return self.values | {"config_json": self.to_json()}
 
     def placeholder_values(self, out_dir: str | Path) -> dict[str, Any]:
         return self.values | {"out_dir": str(out_dir), "run_id": Path(out_dir).name, "here": self.here}

@@ -733,9 +733,14 @@ def resolve_command(spec: SweepSpec, values: dict[str, Any]) -> tuple[CommandCon
     return cfg, search, {}
 
 
+def set_names(spec: SweepSpec) -> set[str]:
+    """The names [axes], [[zip]] and the overrides' `set` give values."""
+    return set(spec.axes) | {k for z in spec.zips for k in z} | {k for o in spec.overrides for k in o.set}
+
+
 def spec_values(spec: SweepSpec) -> set[str]:
-    """Every name the spec gives a value: [base], [axes], [[zip]] and the overrides' `set`."""
-    return set(spec.base) | set(spec.axes) | {k for z in spec.zips for k in z} | {k for o in spec.overrides for k in o.set}
+    """Every name the spec gives a value: [base] and `set_names`."""
+    return set(spec.base) | set_names(spec)
 
 
 def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search | None, dict[str, Any]]:
@@ -805,7 +810,7 @@ def make_plan(spec: SweepSpec, max_runs: int | None = None) -> Plan:
             if rid not in runs:
                 runs[rid] = PlannedRun(rid, cid, run_cfg, "grid" if search is None else search.kind, dict(info))
     configs = [field_values(r.config) for r in runs.values()] + [field_values(c.config) for c in cells.values()]
-    explicit = set(spec.axes) | {k for z in spec.zips for k in z} | {k for o in spec.overrides for k in o.set}
+    explicit = set_names(spec)
     derived = {"checkpoint_every"} - explicit  # set by checkpoints_per_run: not a design axis
     names = list(dict.fromkeys(k for c in configs for k in c)) if spec.command else list(RUN_FIELDS)
     varying = [k for k in names if k != "lr" and k not in derived
