@@ -91,7 +91,8 @@ def test_plan_and_status_show_the_swept_values(toy):
     assert res.exit_code == 0, res.output
     plan = json.loads(res.output)
     assert plan["varying"] == ["width", "lr"] and plan["n_runs"] == 8
-    assert {(r["width"], r["lr"]) for r in plan["runs"]} == {(w, lr) for w in (64, 256) for lr in (0.01, 0.03, 0.1, 0.3)}
+    grid = {(w, lr) for w in (64, 256) for lr in (0.01, 0.03, 0.1, 0.3)}
+    assert {(r["width"], r["lr"]) for r in plan["runs"]} == grid
     assert plan["startup_source"].endswith("measured on 10 finished runs")
 
 
@@ -137,7 +138,8 @@ def faults(tmp_path_factory):
     (tmp / "work").mkdir()
     spec = tmp / "faults.toml"
     spec.write_text('name = "faults"\nmax_retries = 0\n[command]\n'
-                    'run = "python {here}/tool.py {mode} {out_dir}"\ncwd = "work"\nenv = { MODE_SEEN = "mode={mode}" }\n'
+                    'run = "python {here}/tool.py {mode} {out_dir}"\ncwd = "work"\n'
+                    'env = { MODE_SEEN = "mode={mode}" }\n'
                     'timeout_s = 2\n[axes]\nmode = ["ok", "exit3", "diverged", "nometric", "killonce", "sleep"]\n')
     root = tmp / "sweeps"
     first = run_sweep(spec, root, progress=False)
@@ -160,6 +162,8 @@ def test_failed_diverged_killed_and_timed_out_commands(faults):
     assert df.loc["diverged", "status"] == "diverged" and math.isnan(df.loc["diverged", "val_loss"])
     assert df.loc["nometric", "status"] == "failed"
     assert "result.json" in df.loc["nometric", "error"] and "'val_loss'" in df.loc["nometric", "error"]
+    error_txt = root / "faults" / "runs" / df.loc["nometric", "run_id"] / "error.txt"
+    assert error_txt.read_text() == "(the command wrote nothing to stderr)\n"
     assert df.loc["sleep", "status"] == "failed" and "timed out after 2 s" in df.loc["sleep", "error"]
 
 

@@ -15,6 +15,7 @@ stderr in `out_dir/stdout.txt` and `stderr.txt`, and reads `out_dir/result.json`
   error.txt holds the last STDERR_TAIL_LINES lines of stderr;
 - killed by a signal -> UnavailableError, an `infra_failed` run that the next `sweep run` retries;
 - past `timeout_s` -> killed (its whole process group) and `failed` with "timed out after N s";
+- exit 0 but no usable result.json or curves.jsonl -> `failed`, the error naming the file, error.txt the tail;
 - `out_dir/curves.jsonl` (optional, one JSON object per line with at least `step`) -> curves.parquet.
 
 This module imports no torch and no spec code (hyperp.sweeps.spec imports it).
@@ -45,6 +46,7 @@ COMMAND_CURVES_FILE = "curves.jsonl"
 STDOUT_FILE, STDERR_FILE = "stdout.txt", "stderr.txt"
 STDERR_TAIL_LINES = 50  # lines of stderr kept in error.txt of a failed command
 BUILTINS = ("out_dir", "run_id", "here")  # placeholders every run has besides its values
+EMPTY_STDERR = "(the command wrote nothing to stderr)"
 RESULT_STATUSES = (schema.COMPLETED, schema.DIVERGED)
 
 
@@ -182,10 +184,14 @@ def command_run(cfg: CommandConfig, out_dir: str) -> dict[str, Any]:
         raise UnavailableError(f"command killed by signal {signal.Signals(-returncode).name}")
     if returncode > 0:
         tail = stderr_tail(out)
-        last = tail.splitlines()[-1].strip() if tail.strip() else "(no stderr)"
+        last = next(line.strip() for line in reversed(tail.splitlines()) if line.strip())
         raise CommandError(f"command exited with status {returncode}: {last}", tail)
-    result = read_result(out / RESULT_FILE, cfg.metric)
-    write_curves(out, out.name)
+    try:
+        result = read_result(out / RESULT_FILE, cfg.metric)
+        write_curves(out, out.name)
+    except CommandError as e:  # error.txt: what the command said on its way out
+        e.details = stderr_tail(out)
+        raise
     return cfg.values | {"wall_time_s": wall} | result
 
 
@@ -212,11 +218,13 @@ def run_process(cfg: CommandConfig, out: Path) -> int:
 
 
 def stderr_tail(out: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last `lines` non-blank lines of the command's stderr, or a line saying there were none."""
     try:
         text = (out / STDERR_FILE).read_text(errors="replace")
     except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:]) + "\n"
+        text = ""
+    kept = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(kept) + "\n" if kept else EMPTY_STDERR + "\n"
 
 
 def _strict(constant: str) -> Any:

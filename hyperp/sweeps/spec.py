@@ -488,7 +488,8 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
         s: dict[str, list[Any]] = {}
         for k, v in sets.items():
             rules.name(k, f"{where}.set.{k}")
-            s[k] = _values(k, v, f"{where}.set.{k}", rules) if isinstance(v, list) else [rules.value(k, v, f"{where}.set.{k}")]
+            at = f"{where}.set.{k}"
+            s[k] = _values(k, v, at, rules) if isinstance(v, list) else [rules.value(k, v, at)]
         overrides.append(Override(where=w, set=s))
 
     res = _table(data, "resources")
