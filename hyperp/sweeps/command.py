@@ -108,7 +108,11 @@ class CommandConfig:
     workers = 1
     threads = 0
     device = "auto"
-    tags: dict[str, str] = dataclasses.field(default_factory=dict, init=False, compare=False)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """None: a command's settings are its values (a RunConfig's custom run functions read tags)."""
+        return {}
 
     @property
     def lr(self) -> float | None:
