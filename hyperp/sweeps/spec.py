@@ -714,14 +714,8 @@ def resolve_command(spec: SweepSpec, values: dict[str, Any]) -> tuple[CommandCon
     values = {"seed": 0} | dict(values)  # seed defaults to 0, like a RunConfig's
     if search is not None:
         values["lr"] = search.grid[0] if isinstance(search, BracketSearch) else search.low
-    used = set(cmd.BUILTINS)
-    for where, text in [("command.run", command.run), *((f"command.env.{k}", v) for k, v in command.env.items())]:
-        for name in cmd.names(text):
-            if name not in values and name not in cmd.BUILTINS:
-                raise SpecError(where, f"placeholder {{{name}}} has no value (in the run with "
-                                       f"{_describe(values)}); give {name} in [base] or [axes]")
-            used.add(name)
-    unused = [k for k in values if k not in used and not (k == "seed" and "seed" not in spec_values(spec))]
+    used = _placeholders_used(command, values)
+    unused = [k for k in values if k not in used and (k != "seed" or "seed" in spec_values(spec))]
     if unused:
         raise SpecError("command.run", f"value {unused[0]!r} is used by no placeholder of command.run or "
                                        f"command.env; add {{{unused[0]}}} or remove the value")
@@ -732,6 +726,18 @@ def resolve_command(spec: SweepSpec, values: dict[str, Any]) -> tuple[CommandCon
                         timeout_s=command.timeout_s, metric=search.metric if search else "val_loss",
                         here=command.here, workdir=command.workdir)
     return cfg, search, {}
+
+
+def _placeholders_used(command: CommandSpec, values: dict[str, Any]) -> set[str]:
+    """The names the command's run line and env use; SpecError naming the first placeholder with no value."""
+    used = set(cmd.BUILTINS)
+    for where, text in [("command.run", command.run), *((f"command.env.{k}", v) for k, v in command.env.items())]:
+        for name in cmd.names(text):
+            if name not in values and name not in cmd.BUILTINS:
+                raise SpecError(where, f"placeholder {{{name}}} has no value (in the run with "
+                                       f"{_describe(values)}); give {name} in [base] or [axes]")
+            used.add(name)
+    return used
 
 
 def set_names(spec: SweepSpec) -> set[str]:
