@@ -210,6 +210,16 @@ def test_bad_command_values_name_the_key(body, message):
         make_plan(loads_spec(text))
 
 
+@pytest.mark.parametrize("extra, axes, message", [
+    ('env = { X = "{nope}" }\n', "lr = [0.1]", r"^command\.env\.X: placeholder \{nope\} has no value"),
+    ("", 'lr = { search = "bracket", grid = [0.1, 0.2], seeds = 2 }', r"^lr\.seeds: .* does not use \{seed\}"),
+])
+def test_env_placeholders_and_seed_repeats_are_checked(extra, axes, message):
+    text = f'name = "e"\n[command]\nrun = "run {{lr}} {{out_dir}}"\n{extra}[axes]\n{axes}\n'
+    with pytest.raises(SpecError, match=message):
+        make_plan(loads_spec(text))
+
+
 @pytest.mark.parametrize("run, message", [
     ("train {} {out_dir}", r"^command\.run: placeholder \{\}: expected \{name\}"),
     ("train {lr {out_dir}", r"^command\.run: not a valid template"),
