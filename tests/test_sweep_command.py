@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -184,6 +186,36 @@ def test_killed_command_is_an_infra_failure_retried_by_the_next_run(faults):
     assert sorted(f["mode"] for f in second.failed_runs) == ["exit3", "nometric", "sleep"]  # read back from disk
     row = by_mode(root).loc["killonce"]
     assert row.status == "completed" and row.attempts == 2
+
+
+def test_a_stopped_sweep_kills_its_running_command(tmp_path):
+    spec = tmp_path / "stop.toml"
+    spec.write_text('name = "stop"\n[command]\nrun = "sh -c \'echo $$ > {out_dir}/pid; sleep {s}; echo {{}} > '
+                    '{out_dir}/result.json\'"\n[axes]\ns = [60]\n')
+    root, stop = tmp_path / "sweeps", threading.Event()
+    threading.Thread(target=lambda: (wait_for(lambda: list(root.glob("stop/runs/*/pid"))), stop.set())).start()
+    out = run_sweep(spec, root, progress=False, stop=stop)
+    assert out.interrupted and out.pending == 1
+    (pid_file,) = root.glob("stop/runs/*/pid")
+    pid = int(pid_file.read_text())
+    assert wait_for(lambda: not alive(pid)), "the command outlived its cancelled run"
+
+
+def wait_for(condition, timeout: float = 20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.1)
+    return None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- refused up front
