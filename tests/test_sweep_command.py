@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from hyperp import schema
 from hyperp.cli.sweep import app, sweep_status
 from hyperp.fitting import fit_optimal_lr, load_table
-from hyperp.sweeps.runner import run_sweep
+from hyperp.sweeps.command import command_run
+from hyperp.sweeps.runner import resolve_run_fn, run_sweep, train_run
+from hyperp.sweeps.stubs import stub_run
 from hyperp.sweeps.spec import SpecError, load_spec, loads_spec, make_plan
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "command" / "toy.toml"
@@ -129,7 +131,8 @@ if mode == "diverged":
 elif mode == "nometric":
     result(train_loss=1.5)
 else:
-    result(val_loss=1.25, env=os.environ["MODE_SEEN"], cwd=os.getcwd())
+    result(val_loss=1.25, env=os.environ["MODE_SEEN"], cwd=os.getcwd(), omp=os.environ["OMP_NUM_THREADS"],
+           gpus=os.environ["CUDA_VISIBLE_DEVICES"])
 '''
 
 
@@ -161,6 +164,7 @@ def test_failed_diverged_killed_and_timed_out_commands(faults):
     ok = df.loc["ok"]
     assert ok.status == "completed" and ok.val_loss == 1.25 and ok.env == "mode=ok"
     assert Path(ok.cwd) == (tmp / "work").resolve()  # a relative cwd is the spec file's directory's
+    assert ok.omp == "1" and ok.gpus == ""  # the resources' threads; gpus = 0 hides every GPU
     assert df.loc["diverged", "status"] == "diverged" and math.isnan(df.loc["diverged", "val_loss"])
     assert df.loc["nometric", "status"] == "failed"
     assert "result.json" in df.loc["nometric", "error"] and "'val_loss'" in df.loc["nometric", "error"]
@@ -267,6 +271,13 @@ def test_placeholders_are_quoted_formatted_and_split():
                                 '[base]\nnote = "two words; rm -rf /"\n[axes]\nlr = [0.25]\n'))
     assert plan.runs[0].config.argv("/s/runs/abc") == ["echo", "2.5e-01", "{x}", "two words; rm -rf /",
                                                        "--out=/s/runs/abc"]
+
+
+def test_the_plan_runs_the_command_unless_a_run_fn_is_given():
+    spec = load_spec(EXAMPLE)
+    assert resolve_run_fn(None, spec) is command_run
+    assert resolve_run_fn("hyperp.sweeps.stubs:stub_run", spec) is stub_run
+    assert resolve_run_fn(None, loads_spec('name = "t"\n[base]\ndepth = 1\n')) is train_run
 
 
 def test_run_id_hashes_template_and_values_not_the_machine(tmp_path):
