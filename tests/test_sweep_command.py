@@ -110,6 +110,13 @@ def test_fit_lr_by_width_on_the_command_ledger(toy):
         assert o.bracketed and abs(math.log(o.lr_opt / lr_opt(o.group["width"]))) < 0.1, o
 
 
+def test_extra_json_keys_become_columns_without_replacing_one():
+    df = pd.DataFrame({"width": [1, 2], "extra_json": ['{"width": 9, "mode": "a"}', None]})
+    out = schema.expand_extra(df)
+    assert out.width.tolist() == [1, 2] and out["mode"].tolist()[0] == "a" and pd.isna(out["mode"].tolist()[1])
+    assert schema.expand_extra(df.assign(extra_json=None)).columns.tolist() == ["width", "extra_json"]
+
+
 # ---------------------------------------------------------------- failures, recorded as documented
 
 SCRIPT = r'''
