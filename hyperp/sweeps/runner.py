@@ -67,7 +67,7 @@ from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.spec import Plan, PlannedRun, SpecError, SweepSpec, load_spec, make_plan
 from hyperp.trainer.config import RunConfig
 
-RunFn = Callable[[RunConfig, str], dict[str, Any]]
+RunFn = Callable[[RunConfig, str], dict[str, Any]]  # (a CommandConfig for command_run)
 log = logging.getLogger(__name__)
 
 
