@@ -9,6 +9,8 @@
   to start afresh (new data under the same path).
 - `cell_id(cfg, tag)`: the same hash without `lr` (and "id_of": "cell"): every learning rate of one (model, data, budget, seed, ...)
   point shares a cell, the unit of an LR search and of a row of `hyperp sweep status`.
+- `command_run_id(template, values, tag)` / `command_cell_id`: the ids of a command sweep's runs
+  (hyperp.sweeps.command); `run_id` and `cell_id` hand a CommandConfig to them.
 
 This module is pure Python (it imports the config, never torch), so the trainer, the sweeps and the ledger
 migration share it.
@@ -72,6 +74,7 @@ ROUNDING_NEUTRAL_FIELDS = ("workers",)  # in RESULT_NEUTRAL_FIELDS, but equal on
 # Not in the list: `tags` changes no trainer result but is the channel through which a custom run function
 # gets its settings (hyperp.sweeps.stubs behaves by tag), so two tag sets are two runs.
 CELL_EXCLUDED = ("lr",)  # a cell is a run minus its learning rate
+COMMAND_KIND = "command"  # the `kind` of a command sweep's config JSON (hyperp.sweeps.command.CommandConfig)
 
 
 @functools.cache
@@ -91,17 +94,40 @@ def _identity_fields(values: dict[str, Any], defaults: dict[str, Any], exclude: 
 
 
 def digest(fields: dict[str, Any], tag: str = "", kind: str = "run", version: int | None = None) -> str:
-    payload = {"id_of": kind, "results_version": RESULTS_VERSION if version is None else version,
-               "version_tag": tag, "config": fields}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:ID_HEX]
+    return _sha({"id_of": kind, "results_version": RESULTS_VERSION if version is None else version,
+                 "version_tag": tag, "config": fields})
 
 
 def run_id(cfg: RunConfig, tag: str = "") -> str:
+    if not isinstance(cfg, RunConfig):  # a command sweep's run (hyperp.sweeps.command) names itself
+        return cfg.run_id(tag)
     return digest(identity_fields(cfg), tag)
 
 
 def cell_id(cfg: RunConfig, tag: str = "") -> str:
+    if not isinstance(cfg, RunConfig):
+        return cfg.cell_id(tag)
     return digest(identity_fields(cfg, CELL_EXCLUDED), tag, "cell")
+
+
+def _sha(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:ID_HEX]
+
+
+def command_run_id(template: str, values: dict[str, Any], tag: str = "", cwd: str = "",
+                   env: dict[str, str] | None = None, kind: str = "command-run") -> str:
+    """The id of a command sweep's run: the same hash as `run_id` over {"id_of": "command-run", "version_tag",
+    "template", "values", "cwd", "env"} (as written in the spec). No RESULTS_VERSION: the trainer's version
+    cannot change what a command computes (`version_tag` can start afresh)."""
+    return _sha({"id_of": kind, "version_tag": tag, "template": template, "values": values, "cwd": cwd,
+                 "env": env or {}})
+
+
+def command_cell_id(template: str, values: dict[str, Any], tag: str = "", cwd: str = "",
+                    env: dict[str, str] | None = None) -> str:
+    """The cell of a command run: its id without `lr`."""
+    cell = {k: v for k, v in values.items() if k not in CELL_EXCLUDED}
+    return command_run_id(template, cell, tag, cwd, env, kind="command-cell")
 
 
 def run_id_of_json(config_json: Any, tag: str = "", version: int | None = None) -> str | None:
@@ -113,6 +139,9 @@ def run_id_of_json(config_json: Any, tag: str = "", version: int | None = None) 
         values = json.loads(config_json) if isinstance(config_json, str) else None
     except ValueError:
         return None
+    if isinstance(values, dict) and values.get("kind") == COMMAND_KIND:
+        return command_run_id(values.get("template"), values.get("values"), tag, values.get("cwd", ""),
+                              values.get("env"))
     defaults = config_defaults()
     if not isinstance(values, dict) or not set(values) <= set(defaults):
         return None

@@ -118,7 +118,10 @@ def tags_text(tags: dict[str, str]) -> str:
 
 def config_columns(cfg: RunConfig) -> dict[str, Any]:
     """A config's columns: every field under its own name (`width` the resolved d_model, `lr` the resolved
-    base lr), `tags` as text, and `config_json`."""
+    base lr), `tags` as text, and `config_json`. A config that is no RunConfig (a command sweep's) gives its
+    own (`cfg.config_columns()`)."""
+    if not isinstance(cfg, RunConfig):
+        return cfg.config_columns()
     return cfg.to_dict() | {"width": cfg.d_model, "lr": cfg.base_lr, "tags": tags_text(cfg.tags),
                             "config_json": cfg.to_json()}
 
@@ -209,6 +212,21 @@ def to_frame(records: list[dict[str, Any]]):
 
     nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
     return to_table(records).to_pandas(types_mapper=nullable.get)
+
+
+def expand_extra(df):
+    """A frame of records with each key of its `extra_json` column as a column of its own, where the frame has
+    no column of that name (the swept values and results of a command sweep, a custom run function's keys);
+    rows without the key get a missing value. The one place that does it: `hyperp.fitting.table.load_table`
+    and `hyperp.sweeps.ledger.read_ledger` call it, so `fit lr --by width` sees a command sweep's width."""
+    if "extra_json" not in df.columns or not df["extra_json"].notna().any():
+        return df
+    import pandas as pd  # noqa: PLC0415
+
+    extra = pd.DataFrame([json.loads(t) if isinstance(t, str) and t else {} for t in df["extra_json"]],
+                         index=df.index)
+    new = [c for c in extra.columns if c not in df.columns]
+    return pd.concat([df, extra[new]], axis=1) if new else df
 
 
 FLOAT_COLUMNS = tuple(name for name, kind in COLUMNS if kind == FLOAT)

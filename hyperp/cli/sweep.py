@@ -52,6 +52,14 @@ def _console():
     return c
 
 
+def _count(v: int | None) -> str:
+    return "-" if v is None else f"{v:,}"
+
+
+def _flops(v: float) -> str:
+    return f"{v:.3g}" if math.isfinite(v) else "-"
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
@@ -110,23 +118,36 @@ def estimate_startup(runs) -> tuple[float, str]:
     return time.perf_counter() - t, "probe: a fresh Python importing torch and the trainer"
 
 
+def command_seconds(runs) -> tuple[float, str]:
+    """Seconds a command's run takes: the median `elapsed_s` of this sweep's completed runs (NaN before any)."""
+    done = finished_runs(runs, "elapsed_s")
+    if done is not None and len(done):
+        return float(statistics.median(done.elapsed_s)), f"a whole run, measured on {len(done)} finished runs"
+    return math.nan, "a whole run: unknown until runs of this sweep finish"
+
+
 def plan_summary(plan, root: Path, throughput: float = 0.0, mfu: float = DEFAULT_MFU) -> dict[str, Any]:
     from hyperp.sweeps.spec import BracketSearch, OptunaSearch  # noqa: PLC0415
 
     from hyperp.sweeps import ledger  # noqa: PLC0415
 
     finished = ledger.read_ledger(root / plan.spec.name)  # read once, for both estimates
-    speed, source = estimate_throughput(plan, finished, throughput, mfu)
-    startup, startup_source = estimate_startup(finished)
+    if plan.spec.command is None:
+        speed, source = estimate_throughput(plan, finished, throughput, mfu)
+        startup, startup_source = estimate_startup(finished)
+    else:  # a command's FLOPs are unknown: a run takes what this sweep's finished runs took
+        speed, source = math.nan, "unknown for a command"
+        startup, startup_source = command_seconds(finished)
     runs = [{"run_id": r.run_id, "cell_id": r.cell_id, "search": r.search,
-             **plan.varying_values(r.config, r.info), "n_params": r.info["n_params"],
-             "n_params_active": r.info["n_params_active"], "tokens": r.config.tokens,
-             "flops": r.info["flops_planned"], "est_seconds": r.info["flops_planned"] / speed + startup}
+             **plan.varying_values(r.config, r.info), "n_params": r.info.get("n_params"),
+             "n_params_active": r.info.get("n_params_active"), "tokens": getattr(r.config, "tokens", None),
+             "flops": r.info.get("flops_planned", math.nan),
+             "est_seconds": r.info.get("flops_planned", 0.0) / speed + startup if math.isfinite(speed) else startup}
             for r in plan.runs]
     searches = []
     extra_flops = 0.0
     for c in plan.searches:
-        per_run = c.info["flops_planned"]
+        per_run = c.info.get("flops_planned", math.nan)
         if isinstance(c.search, BracketSearch):
             extra = c.search.max_extend
             desc = f"bracket grid {list(c.search.grid)} + up to {extra} extensions"
@@ -186,17 +207,23 @@ def plan(spec: SpecArg, as_json: JsonFlag = False,
     for col in ["run_id", *fields, "search", "n_params", "tokens", "FLOPs", "est. time"]:
         table.add_column(col, no_wrap=True, justify="left" if col in ("run_id", "search", "param") else "right")
     for r in summary["runs"]:
-        table.add_row(r["run_id"], *[_fmt(r.get(k)) for k in fields], r["search"], f"{r['n_params']:,}",
-                      f"{r['tokens']:,}", f"{r['flops']:.3g}", duration(r["est_seconds"]))
+        table.add_row(r["run_id"], *[_fmt(r.get(k)) for k in fields], r["search"], _count(r["n_params"]),
+                      _count(r["tokens"]), _flops(r["flops"]), duration(r["est_seconds"]))
     if summary["runs"]:
         con.print(table)
     for s in summary["searches"]:
-        con.print(f"cell {cell_label(s, p)}: {s['description']} ({s['flops_per_run']:.3g} FLOPs per run)")
+        per_run = f" ({s['flops_per_run']:.3g} FLOPs per run)" if math.isfinite(s["flops_per_run"]) else ""
+        con.print(f"cell {cell_label(s, p)}: {s['description']}{per_run}")
+    time_line = (f"about {duration(summary['est_run_seconds'])} of run time, "
+                 f"{duration(summary['est_local_wall_seconds'])} on this machine at "
+                 f"{summary['local_parallel_runs']} runs in parallel")
+    if p.spec.command is not None:  # no FLOPs: the time of a whole run, measured once runs finish
+        con.print(f"{summary['n_runs']} command runs; {time_line}; {duration(summary['startup_seconds_per_run'])} "
+                  f"per run ({summary['startup_source']})")
+        return
     con.print(f"total {summary['total_flops']:.3g} FLOPs"
               + (f" (+ up to {summary['max_search_flops']:.3g} for LR searches)" if summary["searches"] else "")
-              + f"; about {duration(summary['est_run_seconds'])} of run time, "
-              f"{duration(summary['est_local_wall_seconds'])} on this machine at "
-              f"{summary['local_parallel_runs']} runs in parallel; throughput {summary['throughput_flops_per_s']:.3g} "
+              + f"; {time_line}; throughput {summary['throughput_flops_per_s']:.3g} "
               f"FLOP/s per run ({summary['throughput_source']}); start-up {duration(summary['startup_seconds_per_run'])} "
               f"per run ({summary['startup_source']})")
 

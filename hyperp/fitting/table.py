@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hyperp import io
+from hyperp import io, schema
 from hyperp.errors import InputError, did_you_mean
 from hyperp.schema import COMPLETED, CURVES_FILE, DIVERGED, RUNS_FILE  # noqa: F401 (the ledger's names)
 
@@ -30,6 +30,7 @@ def load_table(path: str | Path, mapping: Mapping[str, str] | None = None,
                where: Mapping[str, str | Sequence[str]] | None = None, default_file: str = RUNS_FILE) -> pd.DataFrame:
     """Read a Parquet/CSV table or a sweep directory's `default_file`, rename columns, filter rows.
 
+    Keys of an `extra_json` column become columns where no column has their name (`schema.expand_extra`).
     mapping renames source columns to ledger names; where keeps rows whose column equals the given value
     (compared as text, so `--where depth=4` works on an integer column).
     """
@@ -40,7 +41,7 @@ def load_table(path: str | Path, mapping: Mapping[str, str] | None = None,
         if not alt.exists():
             raise FitInputError(f"{path}: directory has no {default_file} (nor {alt.name})")
         file = alt
-    df = read_file(file)
+    df = schema.expand_extra(read_file(file))  # a command sweep's values and results, as columns
     df = apply_mapping(df, mapping or {}, source=str(file))
     return filter_rows(df, where or {}, source=str(file))
 

@@ -101,12 +101,14 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
 
 
 def read_ledger(sweep_dir: str | Path) -> pd.DataFrame:
-    """The sweep's runs.parquet with every column of the schema (an older file is normalised in memory)."""
+    """The sweep's runs.parquet with every column of the schema (an older file is normalised in memory), and
+    the keys of `extra_json` as columns where no column has their name (`schema.expand_extra`)."""
     path = Path(sweep_dir) / LEDGER_FILE
     if not path.is_file():
         return frame([])
     table = io.read_parquet_table(path)
-    return table.to_pandas() if table.schema.equals(schema.arrow_schema()) else frame(schema.read_rows(table))
+    df = table.to_pandas() if table.schema.equals(schema.arrow_schema()) else frame(schema.read_rows(table))
+    return schema.expand_extra(df)
 
 
 def load_records(sweep_dir: str | Path, workers: int = 8) -> dict[str, dict[str, Any]]:

@@ -190,7 +190,9 @@ class OptunaCell(CellSearch):
         self.study = optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
                                          load_if_exists=True)
         self.dist = {"lr": optuna.distributions.FloatDistribution(s.low, s.high, log=True)}
-        self.diverged_value = math.log(cell.config.vocab_size)  # the loss of a uniform predictor
+        # a diverged trial is told the loss of a uniform predictor; a command sweep (no vocabulary) tells FAIL
+        vocab = getattr(cell.config, "vocab_size", None)
+        self.diverged_value = math.log(vocab) if vocab else math.inf
         self.running: dict[int, _Trial] = {}
         for t in self.study.get_trials(deepcopy=False):
             if t.state == optuna.trial.TrialState.RUNNING and "lr" in t.params:
@@ -201,7 +203,7 @@ class OptunaCell(CellSearch):
 
     def _tell(self, trial: _Trial, row: dict[str, Any]) -> None:
         value = score(row, self.search.metric)
-        if value is None:
+        if value is None or (math.isinf(value) and math.isinf(self.diverged_value)):
             self.study.tell(trial.number, state=self.optuna.trial.TrialState.FAIL)
         else:
             self.study.tell(trial.number, self.diverged_value if math.isinf(value) else value)

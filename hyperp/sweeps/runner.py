@@ -15,7 +15,8 @@ When nothing is left, it rewrites the ledger and returns without starting Ray (a
 expanding the spec). Otherwise it starts a local Ray sized to the machine (`address=None`) or joins a cluster
 (`"auto"`, `"ray://host:port"`; the sweep directory must then be on a filesystem every node sees), and submits
 each run as a Ray task with the spec's `cpus`/`gpus` and `max_retries` (system failures only:
-`retry_exceptions=False`). Inside the worker (`execute`) torch gets `threads = max(1, int(cpus))` threads
+`retry_exceptions=False`). The run function is the trainer, or `command.command_run` for a spec with a
+`[command]` table (`resolve_run_fn`; `--run-fn` wins). Inside the worker (`execute`) torch gets `threads = max(1, int(cpus))` threads
 unless the config sets `threads`, an `attempt.json` is bumped, and `run_fn(cfg, out_dir)` is called: an
 exception becomes a `failed` record with its message (never retried by Ray); a returned row with status
 `diverged` is recorded as such (never retried). A worker killed mid-run (OOM, node lost, SIGKILL) is
@@ -61,11 +62,12 @@ from hyperp.schema import (ATTEMPT_FILE, CHECKPOINT_FILE, COMPLETED, DIVERGED, E
 from hyperp.signals import StopSignals
 from hyperp.sweeps.ledger import (SweepLock, load_records, migrate, needs_migration, read_json, run_dir,
                                   write_ledger, write_record)
+from hyperp.sweeps.command import command_run, config_from_json
 from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.spec import Plan, PlannedRun, SpecError, SweepSpec, load_spec, make_plan
 from hyperp.trainer.config import RunConfig
 
-RunFn = Callable[[RunConfig, str], dict[str, Any]]
+RunFn = Callable[[RunConfig, str], dict[str, Any]]  # (a CommandConfig for command_run)
 log = logging.getLogger(__name__)
 
 
@@ -80,10 +82,11 @@ def train_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
     return train(cfg, out_dir, on_step=ProgressWriter(out_dir), run_id=Path(out_dir).name).row  # the id under the spec's version_tag
 
 
-def resolve_run_fn(run_fn: str | RunFn | None) -> RunFn:
-    """A callable, None (the trainer), or "package.module:function"."""
+def resolve_run_fn(run_fn: str | RunFn | None, spec: SweepSpec | None = None) -> RunFn:
+    """A callable, None (the trainer; `command_run` for a spec with a [command] table), or
+    "package.module:function"."""
     if run_fn is None:
-        return train_run
+        return command_run if spec is not None and spec.command is not None else train_run
     if callable(run_fn):
         return run_fn
     module, _, name = run_fn.partition(":")
@@ -115,12 +118,13 @@ def _bump_attempt(out: Path, start: float) -> dict[str, Any]:
 
 def run_error(e: BaseException, out: Path) -> tuple[str, str]:
     """(status, one-line error) of a run function's exception: a full disk or another UnavailableError is an
-    infra failure (the next `sweep run` retries it), anything else a failure (traceback in error.txt)."""
+    infra failure (the next `sweep run` retries it), anything else a failure (error.txt: the exception's
+    `details` when it has some, as a failed command's stderr tail, else the traceback)."""
     error = first_line(f"{type(e).__name__}: {e}")
     if isinstance(e, UnavailableError) or io.is_disk_full(e):
         return INFRA_FAILED, error
     with contextlib.suppress(OSError, UnavailableError):  # the traceback is a bonus, not worth a second error
-        io.write_bytes(out / ERROR_FILE, traceback.format_exc().encode())
+        io.write_bytes(out / ERROR_FILE, (getattr(e, "details", "") or traceback.format_exc()).encode())
     return FAILED, error
 
 
@@ -150,7 +154,7 @@ def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: floa
     try:
         out.mkdir(parents=True, exist_ok=True)
         attempt = _bump_attempt(out, start)
-        cfg = RunConfig.from_dict(json.loads(cfg_json))
+        cfg = config_from_json(cfg_json)
         if cfg.workers > 1:
             from hyperp.sweeps import data_parallel  # noqa: PLC0415
 
@@ -226,7 +230,7 @@ class Driver:
 
     def adopt(self, rid: str, row: dict[str, Any]) -> dict[str, Any]:
         """Complete a record the trainer wrote but the driver never stamped (it stopped in between)."""
-        cfg = RunConfig.from_dict(json.loads(row["config_json"]))
+        cfg = config_from_json(row["config_json"])
         run = self.planned.get(rid) or PlannedRun(rid, self.cell_of(cfg), cfg, "adopted", {})
         attempt = read_json(run_dir(self.sweep_dir, rid) / ATTEMPT_FILE, {}) or {}
         trained = {k: v for k, v in row.items() if not schema.is_null(v)}  # the trainer's values over the plan's
@@ -339,7 +343,8 @@ def prepare(spec: str | Path | SweepSpec, root: str | Path,
     """Load, expand and check a spec (grid size, every run's config, every distinct corpus); writes nothing."""
     spec = spec if isinstance(spec, SweepSpec) else load_spec(spec)
     plan = make_plan(spec, max_runs)
-    check_plan_data(plan)
+    if spec.command is None:  # a command reads its own data
+        check_plan_data(plan)
     return spec, plan, Path(root) / spec.name
 
 
@@ -439,8 +444,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     return {"sweep": plan.spec.name, "code_version": hyperp.__version__, "version_tag": plan.spec.version_tag,
             "varying": plan.varying, "resources": {"cpus": plan.spec.resources.cpus, "gpus": plan.spec.resources.gpus},
             "runs": [{"run_id": r.run_id, "cell_id": r.cell_id, "search": r.search,
-                      "fields": plan.varying_values(r.config, r.info), "flops": r.info["flops_planned"],
-                      "n_params": r.info["n_params"]} for r in plan.runs],
+                      "fields": plan.varying_values(r.config, r.info), "flops": r.info.get("flops_planned"),
+                      "n_params": r.info.get("n_params")} for r in plan.runs],  # None for a command
             "cells": [{"cell_id": c.cell_id, "search": c.search.to_dict() if c.search else None,
                        "fields": plan.varying_values(c.config, c.info, lr=False)} for c in plan.cells.values()]}
 
@@ -569,7 +574,7 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
     t0 = time.time()
     with StopSignals(sigint=True) as signals:
         spec, plan, sweep_dir = prepare(spec, root, max_runs)
-        fn = resolve_run_fn(run_fn)
+        fn = resolve_run_fn(run_fn, spec)
         check_cluster(spec, address, num_cpus, max((r.config.workers for r in plan.runs), default=1))
         lock = SweepLock(sweep_dir)
         if not lock.acquire():
@@ -709,11 +714,18 @@ def result_of(ray, d: Driver, job: Job, ref) -> dict[str, Any]:
         return d.infra_result(job.run, e)
 
 
+def settings(plan: Plan, row: dict[str, Any]) -> dict[str, Any]:
+    """The plan's varying settings of a ledger row: its columns, else (a command sweep's values in a record
+    read back from disk) the keys of its extra_json."""
+    extra = json.loads(row.get("extra_json") or "{}") if any(k not in row for k in plan.varying) else {}
+    return {k: row[k] if k in row else extra.get(k) for k in plan.varying}
+
+
 def outcome(d: Driver, sweep_dir: Path, plan: Plan, interrupted: bool, started_ray: bool, t0: float) -> SweepOutcome:
     counts = d.counts()
     pending = {r.run_id for r in plan.runs if r.search == "grid" and r.run_id not in d.final}
     pending = len(pending | d.queued | set(d.cancelled))
-    failed = [{"run_id": row["run_id"], "status": row["status"], **{k: row.get(k) for k in plan.varying},
+    failed = [{"run_id": row["run_id"], "status": row["status"], **settings(plan, row),
                "error": first_line(str(row.get("error") or ""))}
               for row in sorted(d.current_rows(), key=lambda r: r["run_id"])
               if row.get("status") in (FAILED, INFRA_FAILED)]

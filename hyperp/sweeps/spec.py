@@ -52,6 +52,11 @@ edge at the grid's edge spacing, at most `max_extend` times; stop when the best 
 the seeds seed + 1 ... seed + n - 1 (the noise floor of `hyperp check transfer`); the best is decided by the
 search's own runs only, so the repeats never move it or re-open the search.
 
+A `[command]` table (hyperp/sweeps/command.py, README "Command sweeps") makes each run a command of the user's:
+`run = "python train.py --lr {lr} --out {out_dir}"`, optional `cwd`, `env`, `timeout_s`. [base], [axes],
+[[zip]] and [[override]] then hold any names with TOML scalar values (`COMMAND_RULES` instead of the RunConfig
+checks), every run becomes a `CommandConfig`, and a placeholder without a value is refused here.
+
 Precedence when building a run: RunConfig defaults < [base] < [axes] < [[zip]] < [[override]] (in file
 order). `tokens` and `tokens_per_param` replace each other: whichever is set later wins. Every field is
 checked against RunConfig (name and type) and every resolved run with `RunConfig.from_dict`, so a typo, a
@@ -66,19 +71,24 @@ import difflib
 import functools
 import itertools
 import math
+import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from hyperp import schema
+from hyperp.sweeps import command as cmd
 from hyperp.sweeps import identity
+from hyperp.sweeps.command import CommandConfig
 from hyperp.trainer.config import ConfigError, RunConfig, coerce
 
 RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
 EXTRA_FIELDS = ("tokens_per_param",)  # spec-only fields that resolve into RunConfig fields
 TOP_KEYS = ("name", "description", "version_tag", "max_retries", "max_concurrent", "checkpoints_per_run",
-            "tokens_per_param_basis", "max_runs", "base", "axes", "zip", "override", "resources")
+            "tokens_per_param_basis", "max_runs", "base", "axes", "zip", "override", "resources", "command")
 DEFAULT_MAX_RUNS = 100_000  # a larger grid is almost always a typo; it would take minutes to expand in memory
 SEARCHES = ("bracket", "optuna")
 METRICS = ("val_loss", "best_val_loss", "train_loss")
@@ -242,6 +252,18 @@ class Resources:
         return max(1, int(self.cpus))
 
 
+@dataclass(frozen=True)
+class CommandSpec:
+    """A spec's `[command]` table: the template and how to run it (see hyperp.sweeps.command)."""
+
+    run: str
+    cwd: str = ""  # as written; resolved into `workdir`
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+    here: str = ""  # the spec file's directory ({here}); the directory `sweep run` runs in for a spec from text
+    workdir: str = ""  # where the command runs: cwd against `here`, or the directory `sweep run` runs in
+
+
 @dataclass
 class SweepSpec:
     name: str
@@ -259,6 +281,7 @@ class SweepSpec:
     description: str = ""
     text: str = ""  # the TOML as given
     source: str = "spec"
+    command: CommandSpec | None = None  # [command]: runs are CommandConfigs, [base]/[axes] hold any names
 
 
 def _check_field(name: str, where: str) -> None:
@@ -282,14 +305,100 @@ def _check_value(name: str, value: Any, where: str) -> Any:
         raise SpecError(where, _msg(e)) from None
 
 
-def _values(name: str, raw: Any, where: str) -> list[Any]:
+VALUE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a command's value: usable as a {placeholder}
+# Names a command's values cannot take: the placeholders every run has, and the columns the driver writes.
+RESERVED_NAMES = (*cmd.BUILTINS, "sweep", "cell_id", "lr_search", "status", "error", "attempts", "elapsed_s",
+                  "host", "started_at", "finished_at", "config_json", "extra_json", "schema_version",
+                  "results_version", "code_version", "git_commit")
+
+
+def _check_command_name(name: str, where: str) -> None:
+    if not VALUE_NAME_RE.match(name):
+        raise SpecError(where, f"{name!r} cannot be a placeholder; use letters, digits and _ (not first a digit)")
+    if name in RESERVED_NAMES:
+        raise SpecError(where, f"{name!r} is reserved (set by the sweep); reserved: {', '.join(RESERVED_NAMES)}")
+
+
+def _check_command_value(name: str, value: Any, where: str) -> Any:
+    """One value of a command sweep: a TOML scalar (an `lr` table is an LR search); a value named like a
+    ledger column must have that column's type (it is stored there); lr a positive number, seed an integer."""
+    if name == "lr" and isinstance(value, dict):
+        return parse_search(value, where)
+    if isinstance(value, (dict, list)) or not isinstance(value, (bool, int, float, str)):
+        what = {dict: "a table", list: "a list"}.get(type(value), type(value).__name__)
+        raise SpecError(where, f"expected an integer, number, string or boolean, got {what} {value!r} (only lr "
+                               "may be a table, an LR search; a list is an axis)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(where, f"expected a finite number, got {value!r}")
+    if name == "lr":
+        return _number(where, value)
+    if name == "seed":
+        return _number(where, value, integer=True, positive=False)
+    if name in schema.COLUMN_TYPES:
+        try:
+            schema.coerce(name, schema.COLUMN_TYPES[name], value)
+        except ValueError as e:
+            raise SpecError(where, f"{e} ({name} is a ledger column; rename the value to keep it apart)") from None
+    return value
+
+
+@dataclass(frozen=True)
+class FieldRules:
+    """How a spec's names and values are checked: RunConfig fields, or (with [command]) a command's values."""
+
+    name: Callable[[str, str], None]
+    value: Callable[[str, Any, str], Any]
+
+
+RUN_RULES = FieldRules(_check_field, _check_value)
+COMMAND_RULES = FieldRules(_check_command_name, _check_command_value)
+
+
+def _values(name: str, raw: Any, where: str, rules: FieldRules = RUN_RULES) -> list[Any]:
     """An axis: a non-empty list of values of the field."""
     if not isinstance(raw, list):
         raise SpecError(where, f"an axis is a list of values, got {raw!r} (put a single value in [base], "
                                "or use [axes] lr = {search = ...} for an LR search)")
     if not raw:
         raise SpecError(where, "empty axis; give at least one value")
-    return [_check_value(name, v, where) for v in raw]
+    return [rules.value(name, v, where) for v in raw]
+
+
+def _check_template(text: Any, where: str) -> str:
+    """A string whose placeholders are {name} or {name:format}; SpecError naming `where` otherwise."""
+    if not isinstance(text, str):
+        raise SpecError(where, f"expected a string, got {text!r}")
+    try:
+        pieces = list(cmd.placeholders(text))
+    except ValueError as e:
+        raise SpecError(where, f"not a valid template ({e}; write {{{{ and }}}} for literal braces)") from None
+    for _, name, _, _ in pieces:
+        if name is not None and not VALUE_NAME_RE.match(name):
+            raise SpecError(where, f"placeholder {{{name}}}: expected {{name}} with the name of a value")
+    return text
+
+
+def parse_command(data: dict[str, Any], base_dir: Path | None) -> CommandSpec | None:
+    """The `[command]` table, checked (run a template string, cwd a string, env a table of template strings,
+    timeout_s a number), or None when the spec has none."""
+    if "command" not in data:
+        return None
+    table = _table(data, "command")
+    keys = ("run", "cwd", "env", "timeout_s")
+    for key in table:
+        if key not in keys:
+            raise SpecError(f"command.{key}", f"unknown key{_did_you_mean(key, keys)}; expected {', '.join(keys)}")
+    if "run" not in table:
+        raise SpecError("command.run", 'a [command] table needs run = "the command line with {placeholders}"')
+    run = _check_template(table["run"], "command.run")
+    env = {k: _check_template(v, f"command.env.{k}") for k, v in _table(table, "env", "command.env").items()}
+    cwd = table.get("cwd", "")
+    if not isinstance(cwd, str):
+        raise SpecError("command.cwd", f"expected a directory (a string), got {cwd!r}")
+    timeout = _number("command.timeout_s", table["timeout_s"]) if "timeout_s" in table else None
+    here = str((base_dir or Path.cwd()).resolve())
+    workdir = str(Path(here, cwd).resolve()) if cwd else os.getcwd()
+    return CommandSpec(run=run, cwd=cwd, env=env, timeout_s=timeout, here=here, workdir=workdir)
 
 
 def _table(data: dict[str, Any], key: str, where: str | None = None) -> dict[str, Any]:
@@ -299,8 +408,9 @@ def _table(data: dict[str, Any], key: str, where: str | None = None) -> dict[str
     return value
 
 
-def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> SweepSpec:
-    """Validate a parsed TOML document (field names, types, shapes) and build a SweepSpec."""
+def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_dir: Path | None = None) -> SweepSpec:
+    """Validate a parsed TOML document (field names, types, shapes) and build a SweepSpec. `base_dir`: the
+    spec file's directory (a command's {here} and relative cwd), None for a spec that is no file."""
     for key in data:
         if key not in TOP_KEYS:
             hint = _did_you_mean(key, TOP_KEYS)
@@ -316,20 +426,22 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> Sw
         if not isinstance(data.get(key, ""), str):
             raise SpecError(key, f"expected a string, got {data[key]!r}")
 
+    command = parse_command(data, base_dir)
+    rules = COMMAND_RULES if command else RUN_RULES
     base_raw = _table(data, "base")
     base: dict[str, Any] = {}
     for k, v in base_raw.items():
-        _check_field(k, f"base.{k}")
-        base[k] = _check_value(k, v, f"base.{k}")
+        rules.name(k, f"base.{k}")
+        base[k] = rules.value(k, v, f"base.{k}")
 
     axes: dict[str, list[Any] | Search] = {}
     for k, v in _table(data, "axes").items():
-        _check_field(k, f"axes.{k}")
+        rules.name(k, f"axes.{k}")
         if k == "lr" and isinstance(v, dict):
             axes[k] = parse_search(v, "axes.lr")
         else:
-            axes[k] = _values(k, v, f"axes.{k}")
-    if "tokens" in axes and "tokens_per_param" in axes:
+            axes[k] = _values(k, v, f"axes.{k}", rules)
+    if not command and "tokens" in axes and "tokens_per_param" in axes:
         raise SpecError("axes.tokens_per_param", "give tokens or tokens_per_param as an axis, not both")
 
     zips_raw = data.get("zip", [])
@@ -342,16 +454,16 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> Sw
             raise SpecError(f"zip[{i}]", "empty [[zip]] table; give at least one field = [values]")
         parsed = {}
         for k, v in z.items():
-            _check_field(k, f"zip[{i}].{k}")
+            rules.name(k, f"zip[{i}].{k}")
             if k in seen:
                 raise SpecError(f"zip[{i}].{k}", f"{k} is already an axis or in another [[zip]]; a field can vary in one place only")
             seen.add(k)
-            parsed[k] = _values(k, v, f"zip[{i}].{k}")
+            parsed[k] = _values(k, v, f"zip[{i}].{k}", rules)
         lengths = {k: len(v) for k, v in parsed.items()}
         if len(set(lengths.values())) > 1:
             raise SpecError(f"zip[{i}]", f"tied lists must have equal lengths, got {lengths}")
         zips.append(parsed)
-    if {"tokens", "tokens_per_param"} <= seen:
+    if not command and {"tokens", "tokens_per_param"} <= seen:
         raise SpecError("tokens_per_param", "tokens and tokens_per_param both vary; pick one")
 
     ov_raw = data.get("override", [])
@@ -368,15 +480,16 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> Sw
             raise SpecError(f"{where}.set", "an override needs `set = { field = value or [values] }`")
         w: dict[str, tuple[Any, ...]] = {}
         for k, v in cond.items():
-            _check_field(k, f"{where}.where.{k}")
+            rules.name(k, f"{where}.where.{k}")
             vals = v if isinstance(v, list) else [v]
             if not vals:
                 raise SpecError(f"{where}.where.{k}", "empty list of accepted values")
-            w[k] = tuple(_check_value(k, x, f"{where}.where.{k}") for x in vals)
+            w[k] = tuple(rules.value(k, x, f"{where}.where.{k}") for x in vals)
         s: dict[str, list[Any]] = {}
         for k, v in sets.items():
-            _check_field(k, f"{where}.set.{k}")
-            s[k] = _values(k, v, f"{where}.set.{k}") if isinstance(v, list) else [_check_value(k, v, f"{where}.set.{k}")]
+            rules.name(k, f"{where}.set.{k}")
+            at = f"{where}.set.{k}"
+            s[k] = _values(k, v, at, rules) if isinstance(v, list) else [rules.value(k, v, at)]
         overrides.append(Override(where=w, set=s))
 
     res = _table(data, "resources")
@@ -402,22 +515,22 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec") -> Sw
                                     positive=False, minimum=0),
         tokens_per_param_basis=basis, version_tag=data.get("version_tag", ""),
         max_runs=_number("max_runs", data.get("max_runs", DEFAULT_MAX_RUNS), integer=True),
-        description=data.get("description", ""), text=text, source=source)
+        description=data.get("description", ""), text=text, source=source, command=command)
 
 
-def loads_spec(text: str, source: str = "spec") -> SweepSpec:
+def loads_spec(text: str, source: str = "spec", base_dir: Path | None = None) -> SweepSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError("spec", f"{source} is not valid TOML: {e}") from None
-    return parse_spec(data, text=text, source=source)
+    return parse_spec(data, text=text, source=source, base_dir=base_dir)
 
 
 def load_spec(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError("spec", f"file {path} does not exist")
-    return loads_spec(path.read_text(), source=str(path))
+    return loads_spec(path.read_text(), source=str(path), base_dir=path.parent)
 
 
 # ---------------------------------------------------------------- expansion
@@ -426,9 +539,10 @@ def load_spec(path: str | Path) -> SweepSpec:
 _DEFAULTS = RunConfig().to_dict()
 
 
-def _put(values: dict[str, Any], key: str, value: Any) -> None:
-    """Set a field; tokens and tokens_per_param replace each other (the later one wins)."""
-    partner = {"tokens": "tokens_per_param", "tokens_per_param": "tokens"}.get(key)
+def _put(values: dict[str, Any], key: str, value: Any, partners: bool = True) -> None:
+    """Set a field; tokens and tokens_per_param replace each other (the later one wins) unless `partners` is
+    false (a command's values are independent)."""
+    partner = partners and {"tokens": "tokens_per_param", "tokens_per_param": "tokens"}.get(key)
     if partner:
         values.pop(partner, None)
     values.pop(key, None)  # keep insertion order = order of setting (for descriptions)
@@ -474,7 +588,7 @@ def expand_points(spec: SweepSpec, max_runs: int | None = None) -> list[dict[str
         values = dict(spec.base)
         for settings in combo:
             for k, v in settings:
-                _put(values, k, v)
+                _put(values, k, v, partners=spec.command is None)
         points.append(values)
     for i, ov in enumerate(spec.overrides):
         hits = sum(_matches(values, ov.where) for values in points)
@@ -490,7 +604,7 @@ def expand_points(spec: SweepSpec, max_runs: int | None = None) -> list[dict[str
             for combo in itertools.product(*(ov.set[k] for k in keys)):
                 new = dict(values)
                 for k, v in zip(keys, combo):
-                    _put(new, k, v)
+                    _put(new, k, v, partners=spec.command is None)
                 out.append(new)
         if not hits:
             seen = {k: sorted({str(p.get(k, _DEFAULTS.get(k))) for p in points}) for k in ov.where}
@@ -570,11 +684,18 @@ class Plan:
         return PlannedRun(identity.run_id(cfg, self.spec.version_tag), cell.cell_id, cfg, search, dict(cell.info))
 
     def varying_values(self, cfg: RunConfig, info: dict[str, Any] | None = None, lr: bool = True) -> dict[str, Any]:
-        d = cfg.to_dict() | {"width": cfg.d_model}
+        d = field_values(cfg)
         out = {k: d[k] for k in self.varying if k in d and (lr or k != "lr")}
         if info and "tokens_per_param" in self.varying:
             out["tokens_per_param"] = info.get("tokens_per_param")
         return out
+
+
+def field_values(cfg: RunConfig | CommandConfig) -> dict[str, Any]:
+    """A run's settings by name: a RunConfig's fields (`width` the resolved d_model), or a command's values."""
+    if isinstance(cfg, CommandConfig):
+        return dict(cfg.values)
+    return cfg.to_dict() | {"width": cfg.d_model}
 
 
 def _describe(values: dict[str, Any]) -> str:
@@ -582,8 +703,58 @@ def _describe(values: dict[str, Any]) -> str:
                      for k, v in values.items())
 
 
+def resolve_command(spec: SweepSpec, values: dict[str, Any]) -> tuple[CommandConfig, Search | None, dict[str, Any]]:
+    """One expanded point of a command sweep -> its CommandConfig (a searched lr holds the search's first
+    value), its search, and no static columns. Every placeholder must have a value and every value given must
+    be used by one, else SpecError naming command.run (or command.env.NAME) before anything runs."""
+    command = spec.command
+    assert command is not None
+    lr = values.get("lr")
+    search = lr if isinstance(lr, (BracketSearch, OptunaSearch)) else None
+    values = {"seed": 0} | dict(values)  # seed defaults to 0, like a RunConfig's
+    if search is not None:
+        values["lr"] = search.grid[0] if isinstance(search, BracketSearch) else search.low
+    used = _placeholders_used(command, values)
+    unused = [k for k in values if k not in used and (k != "seed" or "seed" in spec_values(spec))]
+    if unused:
+        raise SpecError("command.run", f"value {unused[0]!r} is used by no placeholder of command.run or "
+                                       f"command.env; add {{{unused[0]}}} or remove the value")
+    if search is not None and search.seeds > 1 and "seed" not in used:
+        raise SpecError("lr.seeds", f"seeds = {search.seeds} repeats the best lr with other seeds, but the command "
+                                    "does not use {seed}")
+    cfg = CommandConfig(template=command.run, values=values, cwd=command.cwd, env=dict(command.env),
+                        timeout_s=command.timeout_s, metric=search.metric if search else "val_loss",
+                        here=command.here, workdir=command.workdir)
+    return cfg, search, {}
+
+
+def _placeholders_used(command: CommandSpec, values: dict[str, Any]) -> set[str]:
+    """The names the command's run line and env use; SpecError naming the first placeholder with no value."""
+    used = set(cmd.BUILTINS)
+    for where, text in [("command.run", command.run), *((f"command.env.{k}", v) for k, v in command.env.items())]:
+        for name in cmd.names(text):
+            if name not in values and name not in cmd.BUILTINS:
+                raise SpecError(where, f"placeholder {{{name}}} has no value (in the run with "
+                                       f"{_describe(values)}); give {name} in [base] or [axes]")
+            used.add(name)
+    return used
+
+
+def set_names(spec: SweepSpec) -> set[str]:
+    """The names [axes], [[zip]] and the overrides' `set` give values."""
+    return set(spec.axes) | {k for z in spec.zips for k in z} | {k for o in spec.overrides for k in o.set}
+
+
+def spec_values(spec: SweepSpec) -> set[str]:
+    """Every name the spec gives a value: [base] and `set_names`."""
+    return set(spec.base) | set_names(spec)
+
+
 def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search | None, dict[str, Any]]:
-    """One expanded point -> a validated RunConfig (lr=None placeholder if searched), its search, its info."""
+    """One expanded point -> a validated RunConfig (lr=None placeholder if searched), its search, its info;
+    a CommandConfig for a spec with [command] (`resolve_command`)."""
+    if spec.command is not None:
+        return resolve_command(spec, values)
     values = dict(values)
     lr = values.get("lr")
     search = lr if isinstance(lr, (BracketSearch, OptunaSearch)) else None
@@ -645,16 +816,16 @@ def make_plan(spec: SweepSpec, max_runs: int | None = None) -> Plan:
                 raise SpecError(*_neutral_only(runs[rid].config, run_cfg, values))
             if rid not in runs:
                 runs[rid] = PlannedRun(rid, cid, run_cfg, "grid" if search is None else search.kind, dict(info))
-    configs = [r.config.to_dict() | {"width": r.config.d_model} for r in runs.values()]
-    configs += [c.config.to_dict() | {"width": c.config.d_model} for c in cells.values()]
-    explicit = set(spec.axes) | {k for z in spec.zips for k in z} | {k for o in spec.overrides for k in o.set}
+    configs = [field_values(r.config) for r in runs.values()] + [field_values(c.config) for c in cells.values()]
+    explicit = set_names(spec)
     derived = {"checkpoint_every"} - explicit  # set by checkpoints_per_run: not a design axis
-    varying = [k for k in list(RUN_FIELDS) if k != "lr" and k not in derived
-               and len({repr(c[k]) for c in configs}) > 1]
+    names = list(dict.fromkeys(k for c in configs for k in c)) if spec.command else list(RUN_FIELDS)
+    varying = [k for k in names if k != "lr" and k not in derived
+               and len({repr(c.get(k)) for c in configs}) > 1]
     if len({repr(r.config.lr) for r in runs.values()}) > 1 or any(c.search for c in cells.values()):
         varying.append("lr")
-    tpps = {repr(r.info["tokens_per_param"]) for r in runs.values()} | \
-           {repr(c.info["tokens_per_param"]) for c in cells.values()}
+    tpps = {repr(r.info.get("tokens_per_param", math.nan)) for r in runs.values()} | \
+           {repr(c.info.get("tokens_per_param", math.nan)) for c in cells.values()}
     if len(tpps) > 1:
         varying.insert(varying.index("tokens") if "tokens" in varying else len(varying), "tokens_per_param")
     return Plan(spec=spec, runs=list(runs.values()), cells=cells, varying=varying)
