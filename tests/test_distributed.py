@@ -97,3 +97,24 @@ def test_a_checkpoint_of_one_worker_resumes_on_two(tmp_path):
     straight = train(cfg).row
     assert two[0][1] == pytest.approx(straight["val_loss"], rel=REL)
     assert pd.read_parquet(tmp_path / "run" / "runs.parquet")["resumed_step"].item() == 8
+
+
+def _computed_once_rank(rank: int, port: int, results) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        items = [torch.full((i + 1, 2), float(i)) for i in range(5)]
+        calls = []
+        out = distributed.computed_once(lambda i: calls.append(i) or items[i] * 10, items)
+        results.put((rank, calls, [o.tolist() for o in out]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_computed_once_splits_the_work_and_every_rank_gets_every_result():
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    mp.start_processes(_computed_once_rank, args=(free_port(), results), nprocs=2, join=True, start_method="spawn")
+    got = {r: (calls, out) for r, calls, out in (results.get(timeout=60) for _ in range(2))}
+    assert got[0][0] == [0, 2, 4] and got[1][0] == [1, 3]  # each item computed by one rank
+    expected = [torch.full((i + 1, 2), 10.0 * i).tolist() for i in range(5)]
+    assert got[0][1] == got[1][1] == expected

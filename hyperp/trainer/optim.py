@@ -16,6 +16,7 @@ from torch import Tensor
 
 # Newton-Schulz lives beside its Triton kernel; re-exported here for the optimizers' callers
 from hyperp.kernels.ns import NS_COEFFS, NS_EPS, newton_schulz, newton_schulz_torch, ns_flops, ns_schedule
+from hyperp.trainer.distributed import computed_once
 
 __all__ = ["NS_COEFFS", "NS_EPS", "AdamH", "Muon", "MuonH", "Optimizers", "build_optimizers", "newton_schulz",
            "newton_schulz_torch", "ns_flops", "ns_schedule", "param_groups", "sphere_step"]
@@ -58,7 +59,11 @@ def adam_direction(state: dict, grad: Tensor, betas: tuple[float, float], eps: f
 
 
 class _MatrixOptimizer(torch.optim.Optimizer):
-    """The step loop shared by Muon, MuonH and AdamH: `update` each parameter that has a gradient."""
+    """The step loop shared by Muon, MuonH and AdamH: `prepare` what needs every parameter at once, then
+    `update` each parameter that has a gradient."""
+
+    def prepare(self, params: list[tuple[Tensor, dict]]) -> None:
+        """Work over all (parameter, group) pairs before the updates; nothing by default."""
 
     def update(self, p: Tensor, state: dict, group: dict) -> None:
         raise NotImplementedError
@@ -66,14 +71,29 @@ class _MatrixOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
         loss = closure() if closure is not None else None
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is not None:
-                    self.update(p, self.state[p], g)
+        params = [(p, g) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.prepare(params)
+        for p, g in params:
+            self.update(p, self.state[p], g)
         return loss
 
 
-class Muon(_MatrixOptimizer):
+class _OrthogonalizedMomentum(_MatrixOptimizer):
+    """Muon's and MuonH's direction, NS(nesterov momentum), for every matrix at once in `prepare`: under data
+    parallelism each matrix's Newton-Schulz runs on one worker and the results are shared
+    (hyperp.trainer.distributed.computed_once); `update` then reads `self.directions`."""
+
+    def prepare(self, params: list[tuple[Tensor, dict]]) -> None:
+        moments = [momentum_direction(self.state[p], p.grad, g["momentum"], g["nesterov"]) for p, g in params]
+
+        def orthogonalize(i: int) -> Tensor:
+            g = params[i][1]
+            return newton_schulz(moments[i], g["ns_coeffs"], g["ns_steps"], g["ns_backend"])
+
+        self.directions = dict(zip((p for p, _ in params), computed_once(orthogonalize, moments)))
+
+
+class Muon(_OrthogonalizedMomentum):
     """Muon: W <- W (1 - lr wd) - lr * sqrt(fan_out / fan_in) * NS(nesterov momentum)."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
@@ -82,8 +102,7 @@ class Muon(_MatrixOptimizer):
                                       ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_backend=ns_backend))
 
     def update(self, p: Tensor, state: dict, g: dict) -> None:
-        u = momentum_direction(state, p.grad, g["momentum"], g["nesterov"])
-        o = newton_schulz(u, g["ns_coeffs"], g["ns_steps"], g["ns_backend"])
+        o = self.directions.pop(p)
         scale = math.sqrt(p.shape[-2] / p.shape[-1])  # fan_out / fan_in of a (out, in) weight
         p.mul_(1 - g["lr"] * g["weight_decay"]).add_(o, alpha=-g["lr"] * scale)
 
@@ -91,13 +110,13 @@ class Muon(_MatrixOptimizer):
 class _SphereOptimizer(_MatrixOptimizer):
     """Shared part of MuonH and AdamH: the radius r = ||W_0||_F is fixed at the first step (per matrix)."""
 
-    def direction(self, state: dict, grad: Tensor, group: dict) -> Tensor:
+    def direction(self, p: Tensor, state: dict, group: dict) -> Tensor:
         raise NotImplementedError
 
     def update(self, p: Tensor, state: dict, g: dict) -> None:
         if "radius" not in state:
             state["radius"] = frob(p).clone()
-        sphere_step(p, self.direction(state, p.grad, g), state["radius"], g["lr"], g["weight_decay"])
+        sphere_step(p, self.direction(p, state, g), state["radius"], g["lr"], g["weight_decay"])
 
     def radius_drift(self) -> float:
         """max over matrices of | ||W||_F / r - 1 |."""
@@ -110,7 +129,7 @@ class _SphereOptimizer(_MatrixOptimizer):
         return drift
 
 
-class MuonH(_SphereOptimizer):
+class MuonH(_OrthogonalizedMomentum, _SphereOptimizer):
     """Muon on the Frobenius sphere: a step of norm lr * r along NS(momentum), then retraction."""
 
     def __init__(self, params, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0.0,
@@ -118,9 +137,8 @@ class MuonH(_SphereOptimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                                       ns_coeffs=ns_coeffs, ns_steps=ns_steps, ns_backend=ns_backend))
 
-    def direction(self, state, grad, group):
-        u = momentum_direction(state, grad, group["momentum"], group["nesterov"])
-        return newton_schulz(u, group["ns_coeffs"], group["ns_steps"], group["ns_backend"])
+    def direction(self, p, state, group):
+        return self.directions.pop(p)
 
 
 class AdamH(_SphereOptimizer):
@@ -129,8 +147,8 @@ class AdamH(_SphereOptimizer):
     def __init__(self, params, lr=0.02, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
-    def direction(self, state, grad, group):
-        return adam_direction(state, grad, group["betas"], group["eps"])
+    def direction(self, p, state, group):
+        return adam_direction(state, p.grad, group["betas"], group["eps"])
 
 
 class Optimizers:
