@@ -3,8 +3,9 @@
 The workers are the ranks of a torch.distributed process group (Ray Train starts them: gloo on CPU, NCCL on
 GPUs; `hyperp.sweeps.data_parallel`). Each rank draws the same global batch (a pure function of seed and step,
 hyperp.trainer.data) and trains on its contiguous 1/world of the sequences; gradients are averaged over the
-ranks before clipping and the optimizer, so every rank computes the same Newton-Schulz iterations and sphere
-steps on the same averaged gradient and holds the same weights and radii. With equal shards the average of the
+ranks before clipping and the optimizer, so every rank takes the same sphere steps on the same averaged
+gradient and holds the same weights and radii (each matrix's Newton-Schulz runs on one rank and is shared:
+`computed_once`). With equal shards the average of the
 ranks' mean-token gradients is the global batch's, so the run trains the model of one process up to the float
 rounding of the all-reduce. MoE balance statistics are all-reduced inside the layer (hyperp.trainer.moe).
 
