@@ -154,3 +154,18 @@ def test_best_runs_averages_seeds_and_returns_every_seed_of_the_best_lr():
                          "seed": [0, 1, 2, 0, 1], "val_loss": [2.0, 2.45, 2.45, 2.1, 2.1],
                          "status": ["completed"] * 5})
     assert sorted(best_runs(runs)) == ["d", "e"]
+
+
+def test_a_cells_growth_is_its_seeds_mean_with_their_sd_as_noise_floor():
+    """Three seeds of one cell grow like T^0.55, T^0 and T^0.05: the largest single run (0.55) is above the
+    0.3 threshold, the cell's mean (0.2) is not; the SD over seeds is reported beside it."""
+    tokens = np.geomspace(100, 10_000, 12)
+    rows = [{"run_id": f"s{seed}", "tokens": t, "n_params": 1000, "lr": 0.02, "attn_z": 2.0 * t ** p}
+            for seed, p in enumerate((0.55, 0.0, 0.05)) for t in tokens]
+    rows += [{"run_id": "big", "tokens": t, "n_params": 4000, "lr": 0.02, "attn_z": 2.0} for t in tokens]
+    res = check_stability(pd.DataFrame(rows), indicators=["attn_z"])
+    (trend,) = res.trends
+    assert trend.verdict == "bounded" and res.verdict == PASS
+    assert 0.15 < trend.growth_max < 0.25 and trend.growth_run == "s0" and trend.growth_sd > 0.2
+    alone = check_stability(pd.DataFrame([r for r in rows if r["run_id"] in ("s0", "big")]), indicators=["attn_z"])
+    assert alone.trends[0].verdict == "growing"  # one seed alone would have failed it

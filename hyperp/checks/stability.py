@@ -1,7 +1,8 @@
 """Are the stability indicators bounded, or do they grow with training and with scale? (method.md section 6)
 
 For each indicator (attention and router Z-values, branch output RMS, outlier shares) and each run, the
-growth rate over the second half of training: g = (d v / d ln T) / mean(v), the relative change of the
+growth rate over the second half of training (averaged over the seeds of each cell, the runs sharing a scale
+and LR, whose spread is the reported noise floor): g = (d v / d ln T) / mean(v), the relative change of the
 indicator per e-fold of tokens (a value growing like T^p has g close to p; a bounded one has g near 0; it
 needs no positivity, so an outlier share of 0 is fine; an outlier share's growth is relative to at least
 SHARE_FLOOR_PCT, so a share that stays negligible never counts as growing). Across scales: the slope of ln(final value)
@@ -38,14 +39,15 @@ PASS, FAIL = "pass", "fail"
 @dataclass(frozen=True)
 class IndicatorTrend:
     name: str
-    growth_max: float  # largest within-run growth rate g
-    growth_run: str  # the run that shows it
+    growth_max: float  # largest within-run growth rate g of a cell (its seeds' mean)
+    growth_run: str  # a run of that cell (its largest g)
     scale_slope: float  # d ln(final) / d ln(scale); NaN with one scale
     verdict: str  # bounded or growing
+    growth_sd: float = math.nan  # seed-to-seed SD of g in that cell (NaN with one seed): the noise floor
 
     def to_dict(self) -> dict[str, Any]:
         return {"indicator": self.name, "growth_max": self.growth_max, "growth_run": self.growth_run,
-                "scale_slope": self.scale_slope, "verdict": self.verdict}
+                "growth_sd": self.growth_sd, "scale_slope": self.scale_slope, "verdict": self.verdict}
 
 
 @dataclass(frozen=True)
@@ -107,19 +109,33 @@ def check_stability(curves: pd.DataFrame, *, scale: str = "n_params", x: str = "
 
 
 def _trend(curves: pd.DataFrame, name: str, scale: str, x: str) -> tuple[IndicatorTrend, list[str]]:
-    rates, finals = {}, []
+    rates, finals = [], []
+    cell_keys = [c for c in (scale, "lr") if c in curves.columns]  # runs differing only in seed share a cell
     for rid, run in curves[curves[name].notna()].sort_values(x).groupby("run_id"):
         xs = run[x].to_numpy(dtype=float)
         late = xs >= np.median(xs)  # the second half of training: past the transient of the first steps
         floor = SHARE_FLOOR_PCT if name.startswith("outlier_") else 0.0
-        rates[rid] = growth_rate(xs[late], run[name].to_numpy(dtype=float)[late], floor)
+        g = growth_rate(xs[late], run[name].to_numpy(dtype=float)[late], floor)
+        rates.append({"run": str(rid), "g": g, **{k: run[k].iloc[0] for k in cell_keys}})
         finals.append((float(run[scale].iloc[0]), float(run[name].iloc[-1])))
-    finite = {k: v for k, v in rates.items() if math.isfinite(v)}
-    run, g = max(finite.items(), key=lambda kv: kv[1]) if finite else ("", math.nan)
+    table = pd.DataFrame(rates)
+    table = table[np.isfinite(table["g"])] if len(table) else table
     slope = _scale_slope(np.array(finals))
+    if table.empty:
+        note = [f"{name}: fewer than {MIN_POINTS} logged points in the second half of every run; no growth rate"]
+        verdict = "growing" if slope > SCALE_TOL else "bounded"
+        return IndicatorTrend(name, math.nan, "", slope, verdict), note
+    # A cell's growth is the mean over its seeds: the largest single run of a noisy indicator is biased upward.
+    cells = table.groupby(cell_keys, dropna=False)["g"]
+    stats = pd.DataFrame({"mean": cells.mean(), "sd": cells.std(), "n": cells.size(), "run": cells.idxmax()})
+    top = stats.loc[stats["mean"].idxmax()]
+    g, sd, n = float(top["mean"]), float(top["sd"]), int(top["n"])
     verdict = "growing" if (g > GROWTH_TOL) or (slope > SCALE_TOL) else "bounded"
-    note = [f"{name}: fewer than {MIN_POINTS} logged points in the second half of every run; no growth rate"]
-    return IndicatorTrend(name, g, str(run), slope, verdict), (note if not finite else [])
+    note = []
+    if n > 1 and abs(g - GROWTH_TOL) < 2 * sd / math.sqrt(n):
+        note.append(f"{name}: growth {g:.3f} is within 2 standard errors of its seeds ({sd:.3f} SD over {n}) of "
+                    f"the threshold {GROWTH_TOL}; the verdict is within seed noise")
+    return IndicatorTrend(name, g, table.loc[top["run"], "run"], slope, verdict, sd), note
 
 
 def _scale_slope(finals: np.ndarray) -> float:
