@@ -87,11 +87,14 @@ class _Rope(torch.autograd.Function):
         return rotate(grad, cos, sin, sign=-1.0), None, None
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x1, x2) = (x[..., i], x[..., i + D/2]) of x (B, H, T, D) by position-dependent angles."""
-    T = x.shape[-2]
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seq_dim: int = -2) -> torch.Tensor:
+    """Rotate pairs (x1, x2) = (x[..., i], x[..., i + D/2]) of x by position-dependent angles; positions run
+    along `seq_dim` (-2 for (B, H, T, D), -3 for (B, T, H, D))."""
+    T = x.shape[seq_dim]
+    table = (T,) + (1,) * (-seq_dim - 2) + (cos.shape[-1],)  # broadcast over the dims after the positions
     compute = torch.promote_types(x.dtype, torch.float32)  # at least fp32 (bf16 activations on CUDA)
-    return _Rope.apply(x.to(compute), cos[:T].to(compute), sin[:T].to(compute)).type_as(x)
+    cos, sin = cos[:T].reshape(table).to(compute), sin[:T].reshape(table).to(compute)
+    return _Rope.apply(x.to(compute), cos, sin).type_as(x)
 
 
 def branch_stats(y: torch.Tensor) -> tuple[float, float]:
@@ -129,10 +132,11 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         weight = torch.cat([m.weight for m in self.in_proj])
         q, k, v, *gate = F.linear(x, weight).split(self.split, dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        # QK-norm and RoPE on the (B, T, heads, head_dim) layout of the projection's output (rows of head_dim
+        # contiguous: faster than on the transposed view); SDPA takes (B, heads, T, head_dim) views.
+        q = apply_rope(self.q_norm(q.view(B, T, self.n_heads, self.head_dim)), *rope, seq_dim=-3).transpose(1, 2)
+        k = apply_rope(self.k_norm(k.view(B, T, self.kv_heads, self.head_dim)), *rope, seq_dim=-3).transpose(1, 2)
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(self.q_norm(q), *rope), apply_rope(self.k_norm(k), *rope)
         if stats is not None:
             stats.setdefault("attn_z", []).append(self.sampled_z(q, k))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.n_heads)
