@@ -173,3 +173,10 @@ def test_fused_swiglu_matches_torch_and_its_gradient():
     assert torch.autograd.gradcheck(swiglu, (gu,))
     g, u = gu.detach().chunk(2, dim=-1)
     assert torch.allclose(swiglu(gu), torch.nn.functional.silu(g) * u)
+
+
+def test_rope_on_the_sequence_major_layout_matches():
+    cos, sin = rope_tables(16, 8, 10000.0)
+    x = torch.randn(2, 3, 16, 8)  # (B, H, T, D)
+    on_bthd = apply_rope(x.transpose(1, 2), cos, sin, seq_dim=-3).transpose(1, 2)
+    assert torch.allclose(on_bthd, apply_rope(x, cos, sin))
