@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -15,3 +17,14 @@ TINY = dict(depth=1, aspect_ratio=32, head_dim=16, seq_len=64, batch_tokens=1024
 def tiny():
     """Keyword arguments of a tiny RunConfig that trains in about a second."""
     return dict(TINY)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs shared by a module's sweeps (each `run_sweep` joins it instead of starting one)."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray  # noqa: PLC0415 (only the modules that use it pay for the import)
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()

@@ -37,14 +37,7 @@ DOCUMENTED = ["run_id", "sweep", "param", "depth", "width", "n_params", "n_param
               "hardware", "cell_id", "best_val_loss", "config_json"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")  # one local Ray for the module (conftest.py)
 
 
 def write(tmp: Path, name: str, body: str) -> Path:
