@@ -23,7 +23,9 @@ from hyperp.sweeps import ledger
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.trainer import checkpoint
-from test_sweep_runner import local_ray, write  # noqa: F401 (the module's Ray, started once; spec files)
+from test_sweep_runner import write  # spec files
+
+pytestmark = pytest.mark.usefixtures("local_ray")  # one local Ray for the module (conftest.py)
 
 STUB = "hyperp.sweeps.stubs:stub_run"
 SIGNAL_WAIT_S = 90  # generous bound for a Ray start plus a run on a busy 2-core machine
@@ -144,6 +146,7 @@ DRIVER_SCRIPT = """
 import sys
 from hyperp.errors import Terminated
 from hyperp.sweeps.runner import run_sweep
+
 try:
     out = run_sweep(sys.argv[1], sys.argv[2], run_fn="hyperp.sweeps.stubs:stub_run", num_cpus=2, progress=False)
 except Terminated:
