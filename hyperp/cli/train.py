@@ -119,12 +119,11 @@ def run_data_parallel(cfg: RunConfig, out: Path, console) -> dict:
 
     from hyperp.sweeps import data_parallel  # noqa: PLC0415
     from hyperp.sweeps.runner import check_cluster, connect_ray, setup_process  # noqa: PLC0415
-    from hyperp.sweeps.spec import Resources, SweepSpec  # noqa: PLC0415
+    from hyperp.sweeps.spec import Resources  # noqa: PLC0415
     from hyperp.trainer.loop import resolve_device  # noqa: PLC0415
 
     threads, gpus = max(1, cfg.threads), 1.0 if resolve_device(cfg.device).startswith("cuda") else 0.0
-    check_cluster(SweepSpec(name="train", base={}, resources=Resources(cpus=threads, gpus=gpus)), None, None,
-                  cfg.workers)
+    check_cluster(Resources(cpus=threads, gpus=gpus), None, None, cfg.workers)
     console.print(f"training on {cfg.workers} Ray Train workers of {threads} CPUs{' and 1 GPU' if gpus else ''}")
     ray, started = connect_ray(None, None)
     try:

@@ -64,7 +64,7 @@ from hyperp.sweeps.ledger import (SweepLock, load_records, migrate, needs_migrat
                                   write_ledger, write_record)
 from hyperp.sweeps.command import command_run, config_from_json
 from hyperp.sweeps.lr_search import CellSearch, make_search
-from hyperp.sweeps.spec import Plan, PlannedRun, SpecError, SweepSpec, load_spec, make_plan
+from hyperp.sweeps.spec import Plan, PlannedRun, Resources, SpecError, SweepSpec, load_spec, make_plan
 from hyperp.trainer.config import RunConfig
 
 RunFn = Callable[[RunConfig, str], dict[str, Any]]  # (a CommandConfig for command_run)
@@ -387,11 +387,11 @@ def local_gpus() -> int:
         return 0
 
 
-def check_cluster(spec: SweepSpec, address: str | None, num_cpus: int | None, workers: int = 1) -> None:
-    """What can be known before Ray starts: for a local Ray, that one run (of `workers` workers, the plan's
-    largest) fits this machine and that Ray's
-    socket paths fit the Unix limit; for a cluster address, that it answers. Raises UnavailableError
-    (InputError for a temp dir that is too long); starts and writes nothing."""
+def check_cluster(resources: Resources, address: str | None, num_cpus: int | None, workers: int = 1) -> None:
+    """What can be known before Ray starts: for a local Ray, that one run (of `workers` workers of `resources`
+    each, the plan's largest) fits this machine and that Ray's socket paths fit the Unix limit; for a cluster
+    address, that it answers. Raises UnavailableError (InputError for a temp dir that is too long); starts and
+    writes nothing."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         return  # joined as is; `capacity` checks it
@@ -399,12 +399,13 @@ def check_cluster(spec: SweepSpec, address: str | None, num_cpus: int | None, wo
         check_address(address)
         return
     cpus, gpus = num_cpus or os.cpu_count() or 1, local_gpus()
-    if spec.resources.cpus * workers > cpus or spec.resources.gpus * workers > gpus:
-        key = "resources.gpus" if spec.resources.gpus * workers > gpus else "resources.cpus"
-        key = "workers" if workers > 1 and spec.resources.cpus <= cpus and spec.resources.gpus <= gpus else key
-        each = f" ({workers} workers of {spec.resources.cpus:g} CPUs and {spec.resources.gpus:g} GPUs)" if workers > 1 else ""
-        raise UnavailableError(f"{key}: one run needs {spec.resources.cpus * workers:g} CPUs and "
-                               f"{spec.resources.gpus * workers:g} GPUs{each} but this machine offers {cpus:g} CPUs "
+    if resources.cpus * workers > cpus or resources.gpus * workers > gpus:
+        if resources.cpus <= cpus and resources.gpus <= gpus:  # one worker fits, not all of them
+            key, each = "workers", f" ({workers} workers of {resources.cpus:g} CPUs and {resources.gpus:g} GPUs)"
+        else:
+            key, each = ("resources.gpus" if resources.gpus > gpus else "resources.cpus"), ""
+        raise UnavailableError(f"{key}: one run needs {resources.cpus * workers:g} CPUs and "
+                               f"{resources.gpus * workers:g} GPUs{each} but this machine offers {cpus:g} CPUs "
                                f"and {gpus:g} GPUs; lower it, or give --address to run on a cluster")
     var, tmp = ray_temp_dir()
     if len(tmp.encode()) + RAY_SOCKET_SUFFIX > UNIX_SOCKET_MAX:
@@ -575,7 +576,7 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
     with StopSignals(sigint=True) as signals:
         spec, plan, sweep_dir = prepare(spec, root, max_runs)
         fn = resolve_run_fn(run_fn, spec)
-        check_cluster(spec, address, num_cpus, max((r.config.workers for r in plan.runs), default=1))
+        check_cluster(spec.resources, address, num_cpus, max((r.config.workers for r in plan.runs), default=1))
         lock = SweepLock(sweep_dir)
         if not lock.acquire():
             raise UnavailableError(f"{sweep_dir}: already being run by process {lock.holder()} (one driver per "

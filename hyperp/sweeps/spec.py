@@ -779,7 +779,8 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
 def _neutral_only(a: RunConfig, b: RunConfig, values: dict[str, Any]) -> tuple[str, str]:
     """(field, message) for two configs of one run id: they differ only in fields that cannot change a result
     (identity.RESULT_NEUTRAL_FIELDS: threads, workers, ...), so the sweep would keep one and drop the other."""
-    field_ = next(k for k, v in a.to_dict().items() if v != b.to_dict()[k])
+    left, right = a.to_dict(), b.to_dict()
+    field_ = next(k for k, v in left.items() if v != right[k])
     return field_, (f"runs differing only in {field_} ({getattr(a, field_)!r} and {getattr(b, field_)!r}, in the run "
                     f"with {_describe(values)}) are one run: {field_} cannot change a result; set one value")
 

@@ -5,9 +5,8 @@ GPUs; `hyperp.sweeps.data_parallel`). Each rank draws the same global batch (a p
 hyperp.trainer.data) and trains on its contiguous 1/world of the sequences; gradients are averaged over the
 ranks before clipping and the optimizer, so every rank takes the same sphere steps on the same averaged
 gradient and holds the same weights and radii (each matrix's Newton-Schulz runs on one rank and is shared:
-`computed_once`). With equal shards the average of the
-ranks' mean-token gradients is the global batch's, so the run trains the model of one process up to the float
-rounding of the all-reduce. MoE balance statistics are all-reduced inside the layer (hyperp.trainer.moe).
+`computed_once`). With equal shards the average of the ranks' mean-token gradients is the global batch's, so
+the run trains the model of one process up to the float rounding of the all-reduce. MoE balance statistics are all-reduced inside the layer (hyperp.trainer.moe).
 
 Without a process group every function here is the identity: one process is a world of one.
 """
@@ -26,11 +25,6 @@ def active() -> bool:
 
 def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if active() else (0, 1)
-
-
-def is_main() -> bool:
-    """Rank 0 (or no process group): the one rank that writes checkpoints, records and progress."""
-    return rank_and_world()[0] == 0
 
 
 def shard(batch: Tensor) -> Tensor:
@@ -74,9 +68,9 @@ def my_part(items: list) -> list:
 
 
 def computed_once(fn, items: list[Tensor]) -> list[Tensor]:
-    """[fn(i) for i in range(len(items))], fn(i) shaped like items[i], with each computed by one rank only (rank r takes items r, r + world, ...) and the
-    results all-gathered, so every rank ends with the same tensors. `fn` must keep its input's shape; results
-    come back in the items' dtype. On 2 CPU workers this made Newton-Schulz 1.6x faster than every rank
+    """[fn(i) for i in range(len(items))], fn(i) shaped like items[i], each computed by one rank only (rank r
+    takes items r, r + world, ..., as `my_part`) and the results all-gathered, so every rank ends with the same
+    tensors, in the items' dtype. On 2 CPU workers this made Newton-Schulz 1.6x faster than every rank
     computing every matrix (benchmarks/bench_ddp.py)."""
     if not items:
         return []
