@@ -38,6 +38,9 @@ def test_bench_rows_compare_every_scheme_with_the_reference():
         assert math.isclose(r.tokens_per_s, 64 / (r.fwd_bwd_s + r.opt_s), rel_tol=0.5)  # medians of the parts
         assert math.isclose(r.work_vs_reference, r.tokens_vs_reference * r.non_embedding_params
                             / ref.non_embedding_params)
+    # per-round ratios: the reference's own are all 1; the others' quartiles are ordered
+    assert ref.work_vs_reference_quartiles == (1.0, 1.0)
+    assert all(r.work_vs_reference_quartiles[0] <= r.work_vs_reference_quartiles[1] for r in rows)
     # the Muon-type scheme carries Newton-Schulz FLOPs and an overhead ratio; AdamW does not
     assert rows[1].ns_flop_share > 0 and math.isfinite(rows[1].overhead_per_ns_share)
     assert rows[0].ns_flop_share == 0 and math.isnan(rows[0].overhead_per_ns_share)

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from hyperp.trainer import model as model_module
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.metrics import count_params, training_flops
-from hyperp.trainer.model import RMSNorm, Transformer, apply_rope, mlp_hidden, rope_tables
+from hyperp.trainer.model import (RMSNorm, Transformer, mlp_hidden, norm_rope, pair_order, rope_table,
+                                  rotate_pairs)
 
 # The width coordinate check (hyperp passes, fixed-LR AdamW fails) is tests/test_check_coord.py, on
 # hyperp.checks.coord, the same function `hyperp check coord` runs.
@@ -39,14 +40,15 @@ def test_width_from_aspect_ratio():
 
 
 def test_rope_is_a_rotation_and_relative():
-    cos, sin = rope_tables(16, 8, 10000.0)
-    q, k = torch.randn(1, 1, 16, 8), torch.randn(1, 1, 16, 8)
-    rq, rk = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    table = rope_table(16, 8, 10000.0)
+    q, k = torch.randn(1, 16, 1, 8), torch.randn(1, 16, 1, 8)  # (B, T, H, D)
+    rq = rotate_pairs(q, table.unsqueeze(1))
+    torch.testing.assert_close(rotate_pairs(rq, table.unsqueeze(1), inverse=True), q)
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
     # the same q, k placed at positions (i, j) and (i+3, j+3) give the same score
-    q1 = apply_rope(q[:, :, :1].expand(1, 1, 16, 8).contiguous(), cos, sin)
-    k1 = apply_rope(k[:, :, :1].expand(1, 1, 16, 8).contiguous(), cos, sin)
-    s = (q1[0, 0] @ k1[0, 0].T)
+    q1 = rotate_pairs(q[:, :1].expand(1, 16, 1, 8), table.unsqueeze(1))
+    k1 = rotate_pairs(k[:, :1].expand(1, 16, 1, 8), table.unsqueeze(1))
+    s = q1[0, :, 0] @ k1[0, :, 0].T
     assert s[5, 2].item() == pytest.approx(s[8, 5].item(), rel=1e-5)
 
 
@@ -56,7 +58,7 @@ def test_residual_alpha_scales_branches():
     model = Transformer(cfg, residual_alpha=1 / math.sqrt(4))
     x = torch.randn(1, 16, 64)
     block = model.blocks[0]
-    rope = (model.rope_cos, model.rope_sin)
+    rope = model.rope
     a = block.attn(block.attn_norm(x), rope)
     h = x + 0.5 * a
     expected = h + 0.5 * block.mlp(block.mlp_norm(h))
@@ -65,19 +67,29 @@ def test_residual_alpha_scales_branches():
 
 # ---- the fast paths against the obvious implementations ----
 
-def rope_by_concatenation(x, cos, sin):
-    """RoPE written the obvious way (split in halves, rotate, concatenate)."""
+def rope_by_concatenation(x, theta=10000.0):
+    """RoPE written the obvious way on (B, H, T, D): the pairs (x[i], x[i + D/2]) rotated by t theta^(-2i/D),
+    halves split, rotated and concatenated."""
+    T, D = x.shape[-2], x.shape[-1]
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * theta ** (-torch.arange(0, D, 2) / D)[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
-def test_rope_autograd_matches_the_concatenating_form():
-    cos, sin = (t.double() for t in rope_tables(16, 8, 10000.0))
-    x = torch.randn(2, 3, 16, 8, dtype=torch.float64).transpose(1, 2).contiguous().transpose(1, 2)  # strided
-    x.requires_grad_()
-    torch.testing.assert_close(apply_rope(x, cos, sin), rope_by_concatenation(x, cos, sin))
-    assert torch.autograd.gradcheck(lambda t: apply_rope(t, cos, sin), (x,))
+def test_norm_rope_matches_rms_norm_and_the_concatenating_rope():
+    """norm_rope on pair-ordered input gives, in pair order, F.rms_norm then the textbook RoPE; its gradient
+    passes gradcheck, also for a strided gradient (SDPA's transposed output)."""
+    D, order = 8, pair_order(8)
+    x = torch.randn(2, 16, 3, D, dtype=torch.float64)  # (B, T, H, D), half-split order
+    weight = torch.randn(D, dtype=torch.float64)
+    expected = rope_by_concatenation(F.rms_norm(x, (D,), weight, 1e-6).transpose(1, 2)).transpose(1, 2)
+    ours = norm_rope(x[..., order], weight[order], rope_table(16, D, 10000.0), 1e-6)
+    torch.testing.assert_close(ours, expected[..., order])
+    xs = x[..., order].transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()  # strided input
+    w = weight[order].requires_grad_()
+    table = rope_table(16, D, 10000.0)
+    assert torch.autograd.gradcheck(lambda a, b: norm_rope(a, b, table, 1e-6).transpose(1, 2), (xs, w))
 
 
 def test_rmsnorm_matches_torch_in_value_and_gradient():
@@ -98,18 +110,20 @@ def test_fused_attention_equals_separate_projections():
     torch.manual_seed(0)
     model = Transformer(cfg).double()
     attn, x = model.blocks[0].attn, torch.randn(2, 16, 64, dtype=torch.float64)
-    cos, sin = model.rope_cos.double(), model.rope_sin.double()
 
     def heads(t, n):
         return t.view(2, 16, n, 16).transpose(1, 2)
 
-    q = rope_by_concatenation(F.rms_norm(heads(attn.q(x), 4), (16,), attn.q_norm.weight, 1e-6), cos, sin)
-    k = rope_by_concatenation(F.rms_norm(heads(attn.k(x), 2), (16,), attn.k_norm.weight, 1e-6), cos, sin)
+    with torch.no_grad():  # QK-norm gains away from 1, so a wrong order of their elements shows
+        attn.q_norm.weight.copy_(torch.rand(16) + 0.5)
+        attn.k_norm.weight.copy_(torch.rand(16) + 0.5)
+    q = rope_by_concatenation(F.rms_norm(heads(attn.q(x), 4), (16,), attn.q_norm.weight, 1e-6))
+    k = rope_by_concatenation(F.rms_norm(heads(attn.k(x), 2), (16,), attn.k_norm.weight, 1e-6))
     v = heads(attn.v(x), 2)
     k, v = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
     scores = (q @ k.mT / 4.0).masked_fill(~torch.ones(16, 16, dtype=torch.bool).tril(), float("-inf"))
     y = scores.softmax(-1) @ v * torch.sigmoid(attn.gate(x)).transpose(1, 2).unsqueeze(-1)
-    torch.testing.assert_close(attn(x, (cos, sin)), attn.o(y.transpose(1, 2).reshape(2, 16, 64)))
+    torch.testing.assert_close(attn(x, model.rope), attn.o(y.transpose(1, 2).reshape(2, 16, 64)))
 
 
 @pytest.mark.parametrize("ratio, width, moe, hidden", [
@@ -159,9 +173,9 @@ def test_stability_statistics_only_on_stats_steps(monkeypatch):
     assert set(calls) == {"branch_stats", "z_value"}
     attn = model.blocks[0].attn
     B, T = 2, 16
-    q, k, _ = F.linear(seen["x"], torch.cat([attn.q.weight, attn.k.weight, attn.v.weight])).split(32, -1)
-    q = rope_by_concatenation(attn.q_norm(q.view(B, T, 2, 16).transpose(1, 2)), model.rope_cos, model.rope_sin)
-    k = rope_by_concatenation(attn.k_norm(k.view(B, T, 2, 16).transpose(1, 2)), model.rope_cos, model.rope_sin)
+    q, k = attn.q(seen["x"]), attn.k(seen["x"])
+    q = rope_by_concatenation(attn.q_norm(q.view(B, T, 2, 16).transpose(1, 2)))
+    k = rope_by_concatenation(attn.k_norm(k.view(B, T, 2, 16).transpose(1, 2)))
     logits = (q[0] @ k[0].mT / 4.0).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
     assert stats["attn_z"][0] == pytest.approx(logits.logsumexp(-1).pow(2).mean().item(), rel=1e-5)
 
@@ -175,8 +189,11 @@ def test_fused_swiglu_matches_torch_and_its_gradient():
     assert torch.allclose(swiglu(gu), torch.nn.functional.silu(g) * u)
 
 
-def test_rope_on_the_sequence_major_layout_matches():
-    cos, sin = rope_tables(16, 8, 10000.0)
-    x = torch.randn(2, 3, 16, 8)  # (B, H, T, D)
-    on_bthd = apply_rope(x.transpose(1, 2), cos, sin, seq_dim=-3).transpose(1, 2)
-    assert torch.allclose(on_bthd, apply_rope(x, cos, sin))
+def test_rotation_takes_the_same_angles_under_compile(monkeypatch):
+    """The real form torch.compile traces gives the complex form's rotation, forward and inverse."""
+    table = rope_table(16, 8, 10000.0).unsqueeze(1)
+    x = torch.randn(2, 16, 3, 8)
+    eager = [rotate_pairs(x, table, inverse=inv) for inv in (False, True)]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for inv, expected in zip((False, True), eager):
+        torch.testing.assert_close(rotate_pairs(x, table, inverse=inv), expected)

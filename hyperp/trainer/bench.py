@@ -10,8 +10,11 @@ multiple of 64, `hyperp.trainer.model.mlp_hidden`, so they are slightly larger: 
 Protocol: the fp32 (bf16 on CUDA) matmul peak with a square-matmul probe, repeated after every round (the
 peak is the best probe: on a shared machine a single probe can land in a busy moment); then every model is built once
 and full training steps (forward, backward, optimizer) of all models alternate, `warmup` untimed rounds and
-then `steps` timed rounds; each figure is the median over rounds, so machine load drifts affect every model
-alike. MFU counts training FLOPs (method.md section 7, same convention for both architectures) against the
+then `steps` timed rounds, the order rotated by one model each round (the step right after the probe or after
+another model's step runs measurably slower: two copies of one model differed by 4% at fixed positions);
+each figure is the median over rounds, so machine load drifts affect every model alike. The per-round ratio
+to the reference's step of the same round gives the spread (quartiles) of the work ratio: the resolution of
+the comparison on this machine. MFU counts training FLOPs (method.md section 7, same convention for both architectures) against the
 probe. Ratios to the reference: plain tokens/s, and tokens/s x non-embedding parameters (the work rate at
 the model's size), and tokens per CPU second (process CPU time; at 1 thread it measures the work done and is
 robust to other processes loading the machine, which wall-clock figures are not). The Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes;
@@ -113,6 +116,7 @@ class BenchRow:
     cpu_step_s: float = float("nan")  # process CPU seconds per step, median (robust to other processes' load
     # at 1 thread, where it is the work done; with more threads it includes the threads' spin-waits)
     cpu_vs_reference: float = float("nan")  # the GPT block's CPU s/token / this model's (1.0: as fast)
+    work_vs_reference_quartiles: tuple[float, float] = (float("nan"), float("nan"))  # of the per-round ratios
 
 
 @dataclass
@@ -191,8 +195,8 @@ def run_rounds(cfg: RunConfig, models: list[Contestant], device: str, steps: int
     peak = matmul_peak_flops(device, dtype, seconds=PEAK_PROBE_S)
     x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    for _ in range(warmup + steps):
-        for c in models:
+    for r in range(warmup + steps):
+        for c in models[r % len(models):] + models[: r % len(models)]:
             timed_step(c, x, y, sync)
         # the peak is the best the machine gives: probe it between rounds too, as load comes and goes
         peak = max(peak, matmul_flops(PROBE_SIZES[-1], device, dtype, PEAK_PROBE_S / len(PROBE_SIZES)))
@@ -230,6 +234,13 @@ def summarise(models: list[Contestant], batch_tokens: int, peak: float) -> list[
         r.cpu_vs_reference = ref.cpu_step_s / r.cpu_step_s
         if r.ns_flop_share > 0:
             r.overhead_per_ns_share = r.overhead_vs_first / r.ns_flop_share
+    params = ref.non_embedding_params
+    for r, c in zip(rows, models):
+        ratios = [(rf + ro) / (f + o) * r.non_embedding_params / params
+                  for f, o, rf, ro in zip(c.fwd_bwd, c.opt_time, models[-1].fwd_bwd, models[-1].opt_time)]
+        if len(ratios) >= 2:
+            q1, _, q3 = statistics.quantiles(ratios, n=4)
+            r.work_vs_reference_quartiles = (q1, q3)
     return rows
 
 
@@ -239,7 +250,7 @@ def as_dicts(rows: list[BenchRow]) -> list[dict]:
 
 COLUMNS = ("scheme", "tok/s", "fwd+bwd ms", "opt ms", "opt share", "MFU fwd+bwd", "MFU step", "NS FLOP share",
            "step vs first", "overhead/NS share", "non-emb params", "tok/s vs GPT", "tok/s x params vs GPT",
-           "CPU s/step", "tok/CPU-s vs GPT")
+           "(rounds' quartiles)", "CPU s/step", "tok/CPU-s vs GPT")
 
 
 def table_cells(r: BenchRow) -> tuple[str, ...]:
@@ -249,7 +260,7 @@ def table_cells(r: BenchRow) -> tuple[str, ...]:
             f"{100 * r.opt_share:.1f}%", f"{100 * r.mfu_fwd_bwd:.1f}%", f"{100 * r.mfu_step:.1f}%",
             f"{100 * r.ns_flop_share:.2f}%", f"{100 * r.overhead_vs_first:+.1f}%", per_ns,
             f"{r.non_embedding_params:,}", f"{r.tokens_vs_reference:.2f}x", f"{r.work_vs_reference:.2f}x",
-            f"{r.cpu_step_s:.2f}", f"{r.cpu_vs_reference:.2f}x")
+            "{:.2f}-{:.2f}".format(*r.work_vs_reference_quartiles), f"{r.cpu_step_s:.2f}", f"{r.cpu_vs_reference:.2f}x")
 
 
 def format_report(cfg: RunConfig, peak: float, rows: list[BenchRow]) -> str:

@@ -21,26 +21,35 @@ from hyperp.trainer.config import RunConfig
 OUTLIER_SIGMAS = 5.0  # method.md section 6: elements farther than 5 std from the per-token mean
 
 
+def _rms_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
+                       weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of y = x * rstd * g: with u = rstd * dy * g, dx = u - x * rstd^2 * mean(u * x) and
+    dg = sum over rows of dy * x * rstd."""
+    g_rstd = grad * rstd
+    d_weight = (g_rstd * x).flatten(0, -2).sum(0) if weight_grad else None
+    u = g_rstd.mul_(weight)
+    coef = (u * x).sum(-1, keepdim=True).mul_(rstd.square()).div_(x.shape[-1])
+    return u.sub_(x * coef), d_weight
+
+
+def _rstd(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(x.shape[-1]).add_(eps).rsqrt_()
+
+
 class _RMSNormFn(torch.autograd.Function):
     """y = x * rstd * g with rstd = 1 / sqrt(mean(x^2) + eps) over the last dim, forward and backward written
-    out in a few passes over x (F.rms_norm is a composite of about twice as many elementwise ops on CPU).
-    Backward: with u = rstd * dy * g, dx = u - x * rstd^2 * mean(u * x) and dg = sum over rows of dy * x * rstd."""
+    out in a few passes over x (F.rms_norm is a composite of about twice as many elementwise ops on CPU)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        dim = x.shape[-1]
-        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(dim).add_(eps).rsqrt_()
+        rstd = _rstd(x, eps)
         ctx.save_for_backward(x, weight, rstd)
         return torch.mul(x, rstd).mul_(weight)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight, rstd = ctx.saved_tensors
-        g_rstd = grad * rstd
-        d_weight = (g_rstd * x).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
-        u = g_rstd.mul_(weight)
-        coef = (u * x).sum(-1, keepdim=True).mul_(rstd.square()).div_(x.shape[-1])
-        return u.sub_(x * coef), d_weight, None
+        return *_rms_norm_backward(grad, x, weight, rstd, ctx.needs_input_grad[1]), None
 
 
 class RMSNorm(nn.Module):
@@ -55,46 +64,71 @@ class RMSNorm(nn.Module):
         return _RMSNormFn.apply(x, self.weight, self.eps)
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
-    return angles.cos(), angles.sin()  # (T, head_dim / 2) each
+# RoPE (method.md section 1) rotates the pairs (x[i], x[i + D/2]) of a head's D dims by the angle t * theta^(-2i/D)
+# at position t. The model computes it on the pairs laid side by side, (x[2i], x[2i + 1]), as one complex
+# multiplication: the q and k rows of the projection are permuted into that order (`pair_order`) before the
+# matmul. q and k share the permutation, so every score q . k, and so the attention, is unchanged up to
+# rounding, while the rotation becomes one contiguous pass instead of four on strided halves.
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
-    """(x1, x2) -> (x1 cos - s x2 sin, s x1 sin + x2 cos), s = sign, on views of the two halves of the last dim:
-    one output buffer, no concatenation."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    o1, o2 = out[..., :half], out[..., half:]
-    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-sign)
-    torch.mul(x2, cos, out=o2).addcmul_(x1, sin, value=sign)
-    return out
+def rope_table(seq_len: int, head_dim: int, theta: float) -> torch.Tensor:
+    """(cos, sin) of the angles t theta^(-2j/D) as a real (seq_len, head_dim / 2, 2) table: a complex number per
+    entry, viewed as one by `rotate_pairs` (a real buffer: it follows the model's dtype, and torch.compile
+    takes it)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float64), inv_freq)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1).float()
 
 
-class _Rope(torch.autograd.Function):
-    """RoPE is a rotation R: the gradient is R^T g, the rotation by the opposite angle; nothing else is saved."""
+def pair_order(head_dim: int) -> torch.Tensor:
+    """The index that lays the halves' pairs side by side: [0, D/2, 1, D/2 + 1, ...]."""
+    half = torch.arange(head_dim // 2)
+    return torch.stack([half, half + head_dim // 2], dim=-1).flatten()
+
+
+def _as_complex(x: torch.Tensor) -> torch.Tensor:
+    """x (..., D) real -> (..., D/2) complex view of adjacent pairs (a copy only when x's strides forbid a view)."""
+    if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
+        x = x.contiguous()
+    return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+
+
+def rotate_pairs(x: torch.Tensor, table: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Rotate the adjacent pairs of x (..., D) by the angles of `table` ((cos, sin) pairs broadcast against
+    (..., D/2, 2)); `inverse` rotates by the opposite angles."""
+    if torch.compiler.is_compiling():  # inductor takes no complex views; it fuses the real form into one kernel
+        a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = table.unbind(-1)
+        sin = -sin if inverse else sin
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+    rot = torch.view_as_complex(table)
+    return torch.view_as_real(_as_complex(x) * (rot.conj() if inverse else rot)).flatten(-2)
+
+
+class _NormRope(torch.autograd.Function):
+    """QK-norm then RoPE in one function: y = rotate(x * rstd * g). The rotation's gradient is the rotation by
+    the opposite angle; only x, g, rstd and the table are kept for the backward (not the normalised x)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(cos, sin)
-        return rotate(x, cos, sin)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, eps: float) -> torch.Tensor:
+        rstd = _rstd(x, eps)
+        ctx.save_for_backward(x, weight, rstd, table)
+        return rotate_pairs(torch.mul(x, rstd).mul_(weight), table)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        cos, sin = ctx.saved_tensors
-        return rotate(grad, cos, sin, sign=-1.0), None, None
+        x, weight, rstd, table = ctx.saved_tensors
+        rotated = rotate_pairs(grad, table, inverse=True)
+        d_x, d_weight = _rms_norm_backward(rotated, x, weight, rstd, ctx.needs_input_grad[1])
+        return d_x, d_weight, None, None
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seq_dim: int = -2) -> torch.Tensor:
-    """Rotate pairs (x1, x2) = (x[..., i], x[..., i + D/2]) of x by position-dependent angles; positions run
-    along `seq_dim` (-2 for (B, H, T, D), -3 for (B, T, H, D))."""
-    T = x.shape[seq_dim]
-    table = (T,) + (1,) * (-seq_dim - 2) + (cos.shape[-1],)  # broadcast over the dims after the positions
-    compute = torch.promote_types(x.dtype, torch.float32)  # at least fp32 (bf16 activations on CUDA)
-    cos, sin = cos[:T].reshape(table).to(compute), sin[:T].reshape(table).to(compute)
-    return _Rope.apply(x.to(compute), cos, sin).type_as(x)
+def norm_rope(x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm with gain `weight` then RoPE, on x (B, T, heads, D) in pair order (`pair_order`; weight too),
+    table (>= T, D/2, 2) from `rope_table`. Computed in at least fp32 (bf16 activations on CUDA)."""
+    compute = torch.promote_types(x.dtype, torch.float32)
+    table = table[: x.shape[1]].unsqueeze(1).to(compute)  # (T, 1, D/2, 2): broadcast over the heads
+    return _NormRope.apply(x.to(compute), weight.to(compute), table, eps).type_as(x)
 
 
 def branch_stats(y: torch.Tensor) -> tuple[float, float]:
@@ -113,7 +147,8 @@ def z_value(logits: torch.Tensor) -> float:
 class Attention(nn.Module):
     """q, k, v (and the gate) stay separate nn.Linear parameters, so the optimizers see separate matrices
     (Newton-Schulz and the sphere per matrix); the forward concatenates their weights into one (out, w)
-    matrix and runs one matmul (cheaper than three on CPU: results/bench/train.txt)."""
+    matrix, q's and k's rows in pair order for RoPE, and runs one matmul (cheaper than three on CPU:
+    results/bench/train.txt)."""
 
     def __init__(self, cfg: RunConfig):
         super().__init__()
@@ -127,15 +162,21 @@ class Attention(nn.Module):
         self.q_norm, self.k_norm = RMSNorm(hd), RMSNorm(hd)
         self.in_proj = [m for m in (self.q, self.k, self.v, self.gate) if m is not None]
         self.split = [m.out_features for m in self.in_proj]
+        order = pair_order(hd)
+        heads = self.n_heads + self.kv_heads  # q's and k's rows, head by head, then v's and the gate's as they are
+        rows = torch.cat([(order + h * hd) for h in range(heads)] + [torch.arange(heads * hd, sum(self.split))])
+        self.register_buffer("pair_order", order, persistent=False)
+        self.register_buffer("rows", rows, persistent=False)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], stats: dict | None = None):
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, stats: dict | None = None):
+        """x (B, T, w); rope: the model's `rope_table`."""
         B, T, _ = x.shape
-        weight = torch.cat([m.weight for m in self.in_proj])
+        weight = torch.cat([m.weight for m in self.in_proj]).index_select(0, self.rows)
         q, k, v, *gate = F.linear(x, weight).split(self.split, dim=-1)
         # QK-norm and RoPE on the (B, T, heads, head_dim) layout of the projection's output (rows of head_dim
-        # contiguous: faster than on the transposed view); SDPA takes (B, heads, T, head_dim) views.
-        q = apply_rope(self.q_norm(q.view(B, T, self.n_heads, self.head_dim)), *rope, seq_dim=-3).transpose(1, 2)
-        k = apply_rope(self.k_norm(k.view(B, T, self.kv_heads, self.head_dim)), *rope, seq_dim=-3).transpose(1, 2)
+        # contiguous); SDPA takes (B, heads, T, head_dim) views.
+        q = self.norm_rope(q.view(B, T, self.n_heads, self.head_dim), self.q_norm, rope)
+        k = self.norm_rope(k.view(B, T, self.kv_heads, self.head_dim), self.k_norm, rope)
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         if stats is not None:
             stats.setdefault("attn_z", []).append(self.sampled_z(q, k))
@@ -143,6 +184,10 @@ class Attention(nn.Module):
         if gate:
             y = y * torch.sigmoid(gate[0]).transpose(1, 2).unsqueeze(-1)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+    def norm_rope(self, x: torch.Tensor, norm: RMSNorm, rope: torch.Tensor) -> torch.Tensor:
+        """(B, T, heads, D) in pair order -> normalised, rotated (B, heads, T, D) view."""
+        return norm_rope(x, norm.weight.index_select(0, self.pair_order), rope, norm.eps).transpose(1, 2)
 
     @torch.no_grad()
     def sampled_z(self, q: torch.Tensor, k: torch.Tensor) -> float:
@@ -194,8 +239,6 @@ class SwiGLU(nn.Module):
         return self.down(swiglu(F.linear(x, torch.cat([self.gate.weight, self.up.weight]))))
 
 
-
-
 def mlp_hidden(cfg: RunConfig) -> int:
     """Hidden size of the dense SwiGLU (the total over a token's routed experts in an MoE layer): mlp_ratio * w
     rounded up to a multiple of MLP_MULTIPLE (config.py), and of top_k when the model has MoE layers, so k
@@ -219,7 +262,7 @@ class Block(nn.Module):
         self.attn_norm, self.attn = RMSNorm(cfg.d_model), Attention(cfg)
         self.mlp_norm, self.mlp = RMSNorm(cfg.d_model), make_mlp(cfg, layer)
 
-    def forward(self, x: torch.Tensor, rope, stats: dict | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
         a = self.attn(self.attn_norm(x), rope, stats)
         x = torch.add(x, a, alpha=self.alpha)  # one pass for x + alpha * a
         m = self.mlp(self.mlp_norm(x))
@@ -242,9 +285,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, i, residual_alpha) for i in range(cfg.depth))
         self.norm = RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        self.register_buffer("rope", rope_table(cfg.seq_len, cfg.head_dim, cfg.rope_theta), persistent=False)
 
     def init_weights(self, embed_std: float, head_std: float, generator: torch.Generator | None = None) -> None:
         """Hidden matrices keep PyTorch's default init (uniform, std ~ 1/sqrt(fan_in)); norms start at 1."""
@@ -253,9 +294,8 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, stats: dict | None = None):
         x = self.embed(idx)
-        rope = (self.rope_cos, self.rope_sin)
         for block in self.blocks:
-            x = block(x, rope, stats)
+            x = block(x, self.rope, stats)
         logits = self.head(self.norm(x))
         if stats is not None:  # the head's sphere can bind at small width: the final gain grows (method.md 10)
             stats["final_norm_gain"] = [self.norm.weight.detach().float().pow(2).mean().sqrt().item()]

@@ -1,0 +1,72 @@
+"""A change to the model against the model before it: an earlier `hyperp/trainer/model.py` (from git) loaded
+beside the current one in one process, the same weights in both, forward+backward alternated with the GPT
+block of `hyperp bench train` (the order rotated every round), paired per-round ratios to the earlier model.
+Both models must compute the same function (same loss printed first); the per-round pairing resolves a few
+percent, which `hyperp bench train`'s run-to-run spread does not.
+
+Usage: git show HEAD~1:hyperp/trainer/model.py > /tmp/before.py
+       python benchmarks/bench_model_ab.py --before /tmp/before.py [--rounds 20] [--width 256] [--depth 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import platform
+import statistics
+import time
+
+import torch
+
+from hyperp.trainer.bench import MATCHED_MLP_RATIO, contestants, prepare
+from hyperp.trainer.config import RunConfig
+
+DROPPED = 3  # warm-up rounds
+
+
+def load_module(path: str):
+    spec = importlib.util.spec_from_file_location("model_before", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", required=True, help="an earlier hyperp/trainer/model.py")
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    cfg = RunConfig(width=args.width, depth=args.depth, head_dim=32, seq_len=256, batch_tokens=8192,
+                    threads=args.threads)
+    cfg, device = prepare(cfg, MATCHED_MLP_RATIO)
+    after, gpt = (c.model for c in contestants(cfg, ["adamw"], device, False))
+    before = load_module(args.before).Transformer(cfg)
+    before.load_state_dict(after.state_dict())
+    x, y = (torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.seq_len)) for _ in range(2))
+    with torch.no_grad():
+        print(f"loss before {before(x, y)[1].item():.6f}, after {after(x, y)[1].item():.6f}")
+    models = {"before": before, "after": after, "gpt-block": gpt}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for r in range(args.rounds + DROPPED):
+        names = list(models)[r % 3:] + list(models)[: r % 3]
+        for name in names:
+            t = time.perf_counter()
+            _, loss = models[name](x, y)
+            loss.backward()
+            models[name].zero_grad(set_to_none=True)
+            times[name].append(time.perf_counter() - t)
+    print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; width "
+          f"{cfg.d_model}, depth {cfg.depth}, {cfg.batch_tokens} tokens; forward+backward, {args.rounds} rounds")
+    for name in models:
+        t = times[name][DROPPED:]
+        ratios = [b / a for b, a in zip(times["before"][DROPPED:], t)]
+        q1, med, q3 = statistics.quantiles(ratios, n=4)
+        print(f"{name:>10}: median {1e3 * statistics.median(t):.0f} ms; before's time / this one's, per round: "
+              f"median {med:.3f}, quartiles {q1:.3f}-{q3:.3f}")
+
+
+if __name__ == "__main__":
+    main()
