@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -205,6 +207,33 @@ def test_a_stopped_sweep_kills_its_running_command(tmp_path):
     assert wait_for(lambda: not alive(pid)), "the command outlived its cancelled run"
 
 
+PARENT = """
+import sys
+from pathlib import Path
+from hyperp.sweeps.command import CommandConfig, run_process
+out = Path(sys.argv[1])
+run_process(CommandConfig(template="sh -c 'sleep 60 & echo $! > {out_dir}/child; echo $$ > {out_dir}/pid; wait'",
+                          values={}), out)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_command_dies_with_a_force_killed_worker(tmp_path):
+    """SIGKILL to the process running the command (a Ray worker lost to the OOM killer, say) leaves no cleanup
+    code to run; the command and its own children still go."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)])
+    try:
+        assert wait_for(lambda: (tmp_path / "pid").is_file() and (tmp_path / "child").is_file()
+                        and (tmp_path / "child").read_text().strip()), "the command did not start"
+        pids = [int((tmp_path / name).read_text()) for name in ("pid", "child")]
+        assert all(alive(pid) for pid in pids)
+        parent.kill()
+        parent.wait()
+        assert wait_for(lambda: not any(alive(pid) for pid in pids)), "the command outlived its worker"
+    finally:
+        parent.kill()
+
+
 def wait_for(condition, timeout: float = 20.0):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -215,11 +244,13 @@ def wait_for(condition, timeout: float = 20.0):
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by a container's init, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    status = Path(f"/proc/{pid}/status")
+    return not (status.is_file() and "State:\tZ" in status.read_text())
 
 
 # ---------------------------------------------------------------- refused up front

@@ -15,6 +15,9 @@ stderr in `out_dir/stdout.txt` and `stderr.txt`, and reads `out_dir/result.json`
   error.txt holds the last STDERR_TAIL_LINES lines of stderr;
 - killed by a signal -> UnavailableError, an `infra_failed` run that the next `sweep run` retries;
 - past `timeout_s` -> killed (its whole process group) and `failed` with "timed out after N s";
+- a program that cannot be started -> `failed`, "command exited with status 127: cannot start ...";
+- the worker process dies, even by SIGKILL -> the command's process group is killed with it (on Linux:
+  hyperp/sweeps/guard.py), and the run, never recorded, is resumed by the next `sweep run`;
 - exit 0 but no usable result.json or curves.jsonl -> `failed`, the error naming the file, error.txt the tail;
 - `out_dir/curves.jsonl` (optional, one JSON object per line with at least `step`) -> curves.parquet.
 
@@ -31,6 +34,7 @@ import shlex
 import signal
 import string
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,6 +51,7 @@ STDOUT_FILE, STDERR_FILE = "stdout.txt", "stderr.txt"
 STDERR_TAIL_LINES = 50  # lines of stderr kept in error.txt of a failed command
 BUILTINS = ("out_dir", "run_id", "here")  # placeholders every run has besides its values
 EMPTY_STDERR = "(the command wrote nothing to stderr)"
+GUARD = str(Path(__file__).with_name("guard.py"))  # runs the command; kills it if this process dies
 RESULT_STATUSES = (schema.COMPLETED, schema.DIVERGED)
 
 
@@ -201,14 +206,16 @@ def command_run(cfg: CommandConfig, out_dir: str) -> dict[str, Any]:
 
 def run_process(cfg: CommandConfig, out: Path) -> int:
     """The command's exit status (negative: the signal that killed it), stdout and stderr in out/. It runs
-    in a session of its own, killed whole on a timeout or when the run is interrupted (a cancelled sweep)."""
+    in a session of its own under hyperp/sweeps/guard.py, killed whole on a timeout, when the run is interrupted
+    (a cancelled sweep), or when this process dies (the guard's kernel request)."""
     argv = cfg.argv(out)
     if not argv:
         raise CommandError("command.run: the command is empty")
+    env = cfg.environ(out) | {"HYPERP_GUARD_PARENT": str(os.getpid())}
     with open(out / STDOUT_FILE, "wb") as stdout, open(out / STDERR_FILE, "wb") as stderr:
         try:
-            proc = subprocess.Popen(argv, cwd=cfg.workdir or None, env=cfg.environ(out), stdout=stdout,
-                                    stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen([sys.executable, GUARD, *argv], cwd=cfg.workdir or None, env=env,
+                                    stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as e:
             raise CommandError(f"cannot start {argv[0]!r}: {e.strerror or e}") from None
         try:
