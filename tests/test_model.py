@@ -84,11 +84,11 @@ def test_norm_rope_matches_rms_norm_and_the_concatenating_rope():
     x = torch.randn(2, 16, 3, D, dtype=torch.float64)  # (B, T, H, D), half-split order
     weight = torch.randn(D, dtype=torch.float64)
     expected = rope_by_concatenation(F.rms_norm(x, (D,), weight, 1e-6).transpose(1, 2)).transpose(1, 2)
-    ours = norm_rope(x[..., order], weight[order], rope_table(16, D, 10000.0), 1e-6)
+    table = rope_table(16, D, 10000.0)
+    ours = norm_rope(x[..., order], weight[order], table, 1e-6)
     torch.testing.assert_close(ours, expected[..., order])
     xs = x[..., order].transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()  # strided input
     w = weight[order].requires_grad_()
-    table = rope_table(16, D, 10000.0)
     assert torch.autograd.gradcheck(lambda a, b: norm_rope(a, b, table, 1e-6).transpose(1, 2), (xs, w))
 
 

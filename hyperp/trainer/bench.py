@@ -14,8 +14,8 @@ then `steps` timed rounds, the order rotated by one model each round (the step r
 another model's step runs measurably slower: two copies of one model differed by 4% at fixed positions);
 each figure is the median over rounds, so machine load drifts affect every model alike. The per-round ratio
 to the reference's step of the same round gives the spread (quartiles) of the work ratio: the resolution of
-the comparison on this machine. MFU counts training FLOPs (method.md section 7, same convention for both architectures) against the
-probe. Ratios to the reference: plain tokens/s, and tokens/s x non-embedding parameters (the work rate at
+the comparison on this machine. MFU counts training FLOPs (method.md section 7, same convention for both
+architectures) against the probe. Ratios to the reference: plain tokens/s, and tokens/s x non-embedding parameters (the work rate at
 the model's size), and tokens per CPU second (process CPU time; at 1 thread it measures the work done and is
 robust to other processes loading the machine, which wall-clock figures are not). The Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes;
 `overhead_per_ns_share` is the measured step-time overhead over the first scheme divided by that share.

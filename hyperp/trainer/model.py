@@ -32,8 +32,10 @@ def _rms_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
     return u.sub_(x * coef), d_weight
 
 
-def _rstd(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(x.shape[-1]).add_(eps).rsqrt_()
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x * rstd * g, rstd) with rstd = 1 / sqrt(mean(x^2) + eps) over the last dim."""
+    rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(x.shape[-1]).add_(eps).rsqrt_()
+    return torch.mul(x, rstd).mul_(weight), rstd
 
 
 class _RMSNormFn(torch.autograd.Function):
@@ -42,9 +44,9 @@ class _RMSNormFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        rstd = _rstd(x, eps)
+        y, rstd = _rms_norm(x, weight, eps)
         ctx.save_for_backward(x, weight, rstd)
-        return torch.mul(x, rstd).mul_(weight)
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -111,9 +113,9 @@ class _NormRope(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, eps: float) -> torch.Tensor:
-        rstd = _rstd(x, eps)
+        y, rstd = _rms_norm(x, weight, eps)
         ctx.save_for_backward(x, weight, rstd, table)
-        return rotate_pairs(torch.mul(x, rstd).mul_(weight), table)
+        return rotate_pairs(y, table)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
