@@ -23,13 +23,13 @@ OUTLIER_SIGMAS = 5.0  # method.md section 6: elements farther than 5 std from th
 
 def _rms_norm_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
                        weight_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Gradients of y = x * rstd * g: with u = rstd * dy * g, dx = u - x * rstd^2 * mean(u * x) and
-    dg = sum over rows of dy * x * rstd."""
+    """Gradients of y = x * rstd * g: with p = dy * x * rstd, dg = sum of p over rows and
+    dx = rstd * dy * g - x * rstd^2 * (p . g) / D, in one temporary (p) and a matrix-vector product."""
     g_rstd = grad * rstd
-    d_weight = (g_rstd * x).flatten(0, -2).sum(0) if weight_grad else None
-    u = g_rstd.mul_(weight)
-    coef = (u * x).sum(-1, keepdim=True).mul_(rstd.square()).div_(x.shape[-1])
-    return u.sub_(x * coef), d_weight
+    p = g_rstd * x
+    d_weight = p.flatten(0, -2).sum(0) if weight_grad else None
+    coef = torch.matmul(p, weight).unsqueeze_(-1).mul_(rstd.square()).div_(x.shape[-1])
+    return g_rstd.mul_(weight).addcmul_(x, coef, value=-1), d_weight
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
