@@ -315,3 +315,10 @@ def test_ray_client_address_without_the_extra_fails_before_writing(tmp_path, mon
                                 "--address", "ray://127.0.0.1:1"])
     assert res.exit_code == 2 and "hyperp[cluster]" in res.stderr
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_python_dash_m_hyperp_is_the_cli():
+    """`python -m hyperp` runs the same app as the `hyperp` script (for a checkout on PYTHONPATH, not installed)."""
+    proc = subprocess.run([sys.executable, "-m", "hyperp", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Usage: hyperp" in proc.stdout and "quickstart" in proc.stdout

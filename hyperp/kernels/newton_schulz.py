@@ -11,11 +11,14 @@ or above the diagonal and mirrors them (SYMMETRIC=True), about half of that matm
 on a batch of matrices (grid axis 2), so an MoE expert bank of shape (E, rows, cols) is one call per launch.
 Accumulation is fp32; inputs are bf16 on CUDA (as in Muon) or fp32.
 
-On CUDA it runs compiled; on CPU the tests run it under TRITON_INTERPRET=1 against the torch reference
-`hyperp.kernels.ns.newton_schulz_torch`.
+On CUDA it runs compiled, its tile sizes autotuned per shape on the first call (square tiles: the symmetric
+mode mirrors a tile across the diagonal); on CPU the tests run it under TRITON_INTERPRET=1, one small tile,
+against the torch reference `hyperp.kernels.ns.newton_schulz_torch`.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -27,11 +30,22 @@ try:
 except ImportError:  # triton is optional at run time; the torch path is used without it
     triton = None
 
-BLOCK_M = BLOCK_N = 32
-BLOCK_K = 32
+# (tile rows = cols, K step, pipeline stages, warps): candidates the autotuner times on the GPU at each new shape;
+# a candidate that does not fit the GPU's shared memory is skipped by the autotuner
+TILES = ((128, 64, 3, 8), (128, 32, 4, 4), (64, 64, 4, 4), (64, 32, 5, 2), (32, 32, 4, 2))
+INTERPRETED_TILE = (32, 32)  # TRITON_INTERPRET=1: one small tile, nothing to time
+
+
+def tile_configs() -> list:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        m, k = INTERPRETED_TILE
+        return [triton.Config({"BM": m, "BN": m, "BK": k})]
+    return [triton.Config({"BM": m, "BN": m, "BK": k}, num_stages=s, num_warps=w) for m, k, s, w in TILES]
+
 
 if triton is not None:
 
+    @triton.autotune(configs=tile_configs(), key=["M", "N", "K", "HAS_R", "SYMMETRIC"])
     @triton.jit
     def _mm_axpby(P, Q, R, C, M, N, K,
                   s_pb, s_pm, s_pk, s_qb, s_qk, s_qn, s_rb, s_rm, s_rn, s_cb, s_cm, s_cn,
@@ -71,10 +85,9 @@ def mm_axpby(P: torch.Tensor, Q: torch.Tensor, alpha: float = 1.0, R: torch.Tens
     N = Q.shape[-1]
     C = torch.empty((Bsz, M, N), device=P.device, dtype=P.dtype)
     Rt = R if R is not None else C  # any tensor: not read when HAS_R is False
-    grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(N, BLOCK_N), Bsz)
+    grid = lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(N, meta["BN"]), Bsz)  # noqa: E731
     _mm_axpby[grid](P, Q, Rt, C, M, N, K, *P.stride(), *Q.stride(), *Rt.stride(), *C.stride(),
-                    alpha, beta, HAS_R=R is not None, SYMMETRIC=symmetric and M == N,
-                    BM=BLOCK_M, BN=BLOCK_N, BK=BLOCK_K)
+                    alpha, beta, HAS_R=R is not None, SYMMETRIC=symmetric and M == N)
     return C
 
 

@@ -7,18 +7,19 @@ linear layers, trained with AdamW. The hyperp models run at `mlp_ratio` 8/3 by d
 w x h matrices hold as many weights as the GPT MLP's two w x 4w ones (the hidden size is then rounded up to a
 multiple of 64, `hyperp.trainer.model.mlp_hidden`, so they are slightly larger: the ratio below counts it).
 
-Protocol: the fp32 (bf16 on CUDA) matmul peak with a square-matmul probe, repeated after every round (the
-peak is the best probe: on a shared machine a single probe can land in a busy moment); then every model is built once
-and full training steps (forward, backward, optimizer) of all models alternate, `warmup` untimed rounds and
-then `steps` timed rounds, the order rotated by one model each round (the step right after the probe or after
-another model's step runs measurably slower: two copies of one model differed by 4% at fixed positions);
-each figure is the median over rounds, so machine load drifts affect every model alike. The per-round ratio
-to the reference's step of the same round gives the spread (quartiles) of the work ratio: the resolution of
-the comparison on this machine. MFU counts training FLOPs (method.md section 7, same convention for both
-architectures) against the probe. Ratios to the reference: plain tokens/s, and tokens/s x non-embedding parameters (the work rate at
-the model's size), and tokens per CPU second (process CPU time; at 1 thread it measures the work done and is
-robust to other processes loading the machine, which wall-clock figures are not). The Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes;
-`overhead_per_ns_share` is the measured step-time overhead over the first scheme divided by that share.
+Protocol: fp32 on CPU, bf16 autocast on CUDA (as the trainer runs). The fp32 (bf16 on CUDA) matmul peak with a
+square-matmul probe, repeated after every round (the peak is the best probe: on a shared machine a single probe can
+land in a busy moment); then every model is built once and full training steps (forward, backward, optimizer) of all
+models alternate, `warmup` untimed rounds and then `steps` timed rounds, the order rotated by one model each round
+(the step right after the probe or after another model's step runs measurably slower: two copies of one model
+differed by 4% at fixed positions); each figure is the median over rounds, so machine load drifts affect every model
+alike. The per-round ratio to the reference's step of the same round gives the spread (quartiles) of the work ratio:
+the resolution of the comparison on this machine. MFU counts training FLOPs (method.md section 7, same convention
+for both architectures) against the probe. Ratios to the reference: plain tokens/s, and tokens/s x non-embedding
+parameters (the work rate at the model's size), and tokens per CPU second (process CPU time; at 1 thread it measures
+the work done and is robust to other processes loading the machine, which wall-clock figures are not). The
+Newton-Schulz FLOP share predicts the optimizer overhead of the Muon-type schemes; `overhead_per_ns_share` is the
+measured step-time overhead over the first scheme divided by that share.
 """
 
 from __future__ import annotations
@@ -136,11 +137,13 @@ class Contestant:
         del self.fwd_bwd[:n], self.opt_time[:n], self.cpu_time[:n]
 
 
-def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[], None]) -> None:
-    """One full training step; appends its forward+backward and optimizer seconds (wall) and its CPU seconds."""
+def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[], None], device: str) -> None:
+    """One full training step, under bf16 autocast on CUDA as the trainer runs it; appends its forward+backward
+    and optimizer seconds (wall) and its CPU seconds."""
     sync()
     t0, cpu0 = time.perf_counter(), time.process_time()
-    _, loss = c.model(x, y)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        _, loss = c.model(x, y)
     loss.backward()
     sync()
     t1 = time.perf_counter()
@@ -197,7 +200,7 @@ def run_rounds(cfg: RunConfig, models: list[Contestant], device: str, steps: int
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for r in range(warmup + steps):
         for c in models[r % len(models):] + models[: r % len(models)]:
-            timed_step(c, x, y, sync)
+            timed_step(c, x, y, sync, device)
         # the peak is the best the machine gives: probe it between rounds too, as load comes and goes
         peak = max(peak, matmul_flops(PROBE_SIZES[-1], device, dtype, PEAK_PROBE_S / len(PROBE_SIZES)))
     for c in models:
