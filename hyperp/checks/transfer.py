@@ -164,6 +164,8 @@ def _loss_at(opt: LrOptimum, lr: float) -> float:
     """The loss at `lr`: the parabola inside its window (where it was fitted and is trusted), else linear
     interpolation in ln(lr) between the mean measured losses; NaN outside the measured LRs."""
     lo, hi = opt.window  # not lr_range: a diverged run may widen that past the last run the parabola saw
+    if opt.bracketed and lr == opt.lr_opt:  # the vertex itself (the proxy's own optimum): zero regret exactly,
+        return opt.loss_opt  # not the curve re-evaluated, which differs from the vertex's loss by rounding
     if opt.bracketed and lo <= lr <= hi:
         return float(opt.curve(np.array([lr]))[0])
     pts = pd.DataFrame(opt.points, columns=["lr", "loss"]).groupby("lr")["loss"].mean()
