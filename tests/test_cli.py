@@ -272,6 +272,7 @@ def test_sweep_watch_failures_strict_json_and_read_only(tmp_path):
     assert failed["settings"]["seed"] == 1 and failed["error"] == "RuntimeError: forced failure"
     assert re.search(r"^failed: seed=1 .*RuntimeError: forced failure$", stderr, flags=re.M), stderr
     assert re.search(r"^w: \d+ completed, .* running", stderr, flags=re.M), stderr  # plain lines without a tty
+    assert "Token authentication" not in stderr  # Ray's notice at a local start (the sweep's own Ray)
 
     before = snapshot(tmp_path)
     st = strict_json(runner().invoke(app, ["sweep", "status", str(sweep), "--json"]).stdout)

@@ -451,6 +451,9 @@ def plan_json(plan: Plan) -> dict[str, Any]:
                        "fields": plan.varying_values(c.config, c.info, lr=False)} for c in plan.cells.values()]}
 
 
+RAY_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
 def connect_ray(address: str | None, num_cpus: int | None):
     """Join `address`, or start a local Ray with `num_cpus` (default: every core). Returns (ray, started).
     A failure to connect raises UnavailableError naming the address."""
@@ -464,6 +467,9 @@ def connect_ray(address: str | None, num_cpus: int | None):
         if address:
             ray.init(address=address, **quiet)
         else:
+            # Ray (2.5x on) announces at every local start that it turned token authentication on, and how to turn
+            # it off: the local Ray is the sweep's own, so the notice is noise to its user (the token stays on)
+            logging.getLogger(RAY_AUTH_NOTICE_LOGGER).setLevel(logging.ERROR)
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
     except (ConnectionError, TimeoutError, RuntimeError, OSError) as e:
         raise UnavailableError(f"address: cannot start or join Ray at {address or 'a local Ray'}: "
