@@ -60,9 +60,15 @@ cpus = 1
 """
 
 
-def run_quickstart(out: Path, console: Console, spec_text: str = SPEC) -> dict:
-    spec = loads_spec(spec_text, source="hyperp quickstart")
-    outcome = run_sweep(spec, out / "sweeps", console=console)
+def sweep_dir(out: Path, spec_text: str | None = None) -> Path:
+    """Where the quickstart's sweep lives under `out`."""
+    return out / "sweeps" / loads_spec(spec_text or SPEC, source="hyperp quickstart").name
+
+
+def run_quickstart(out: Path, console: Console, spec_text: str | None = None, progress: bool = True) -> dict:
+    """The sweep (SPEC unless `spec_text`; a progress bar on `console` when `progress`), the checks, the plots."""
+    spec = loads_spec(spec_text or SPEC, source="hyperp quickstart")
+    outcome = run_sweep(spec, out / "sweeps", console=console, progress=progress)
     runs = io.read_parquet(outcome.sweep_dir / "runs.parquet")
     checks = check_transfer(runs, AXIS, by=["param"], source=str(outcome.sweep_dir))
     save_figure(plot_transfer(checks, title="quickstart: does the width-32 LR transfer?"), out / "transfer.png")

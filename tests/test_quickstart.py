@@ -1,11 +1,13 @@
 """The quickstart pipeline (sweep -> transfer check -> plots -> summary) on a shrunken copy of its embedded spec."""
 
 import json
+import re
 
 import pandas as pd
-from rich.console import Console
 
-from hyperp.quickstart import SPEC, run_quickstart
+from hyperp import quickstart
+from hyperp.cli.quickstart import quickstart_command
+from hyperp.quickstart import SPEC
 from hyperp.sweeps.spec import loads_spec
 
 
@@ -21,8 +23,14 @@ def test_embedded_spec_is_valid():
     assert spec.name == "quickstart" and spec.base["head_init_std"] >= 0.1  # a head whose sphere does not bind
 
 
-def test_quickstart_pipeline(tmp_path):
-    summary = run_quickstart(tmp_path, Console(quiet=True), spec_text=small_spec())
+def test_quickstart_pipeline(tmp_path, monkeypatch, capsys):
+    """The command as a log sees it (no terminal): the summary as JSON on stdout, plain progress lines and the
+    tables on stderr, no progress bar's frame."""
+    monkeypatch.setattr(quickstart, "SPEC", small_spec())
+    quickstart_command(out=tmp_path, progress_every=0.5, as_json=True)
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert re.search(r"^quickstart: \d+ completed, ", err, flags=re.M) and "ETA" not in err, err
     runs = pd.read_parquet(tmp_path / "sweeps" / "quickstart" / "runs.parquet")
     assert set(runs["param"]) == {"adamw", "hyperp"} and set(runs["width"]) == {16, 32}
     assert summary["counts"]["completed"] == len(runs)

@@ -7,18 +7,33 @@ from typing import Annotated
 
 import typer
 
-from hyperp.cli.core import JsonFlag, print_json
+from hyperp.cli.core import PLAIN_PROGRESS_S, JsonFlag, print_json
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Directory for the sweep, summary.json and the plots.")]
 
 
-def quickstart_command(out: OutDir = Path("hyperp-quickstart"), as_json: JsonFlag = False) -> None:
+def quickstart_command(out: OutDir = Path("hyperp-quickstart"),
+                       progress_every: Annotated[float, typer.Option(
+                           help="Seconds between plain progress lines when the output is not a terminal.")]
+                       = PLAIN_PROGRESS_S,
+                       as_json: JsonFlag = False) -> None:
     """The main job on embedded defaults: a small LR x tokens sweep on the stdlib corpus, fits and plots."""
+    import threading  # noqa: PLC0415
+
     from rich.console import Console  # noqa: PLC0415
 
-    from hyperp.quickstart import run_quickstart  # noqa: PLC0415 (pulls in Ray, scipy, matplotlib)
+    from hyperp.cli.sweep import plain_progress_thread  # noqa: PLC0415
+    from hyperp.quickstart import run_quickstart, sweep_dir  # noqa: PLC0415 (pulls in Ray, scipy, matplotlib)
 
     # With --json every human-readable line (progress, tables) goes to stderr; stdout carries the JSON only.
-    summary = run_quickstart(out, Console(stderr=as_json))
+    console = Console(stderr=as_json)
+    live = console.is_terminal  # a bar on a terminal; plain lines on stderr in a log (a bar's last frame is cut)
+    stop = threading.Event()
+    if not live:
+        plain_progress_thread(sweep_dir(out), progress_every, stop)
+    try:
+        summary = run_quickstart(out, console, progress=live)
+    finally:
+        stop.set()
     if as_json:
         print_json(summary)
