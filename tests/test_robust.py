@@ -369,6 +369,22 @@ def test_run_too_big_for_this_machine_is_refused_without_ray(tmp_path, monkeypat
     assert str(e).startswith("resources.gpus:")
 
 
+def test_local_gpus_are_counted_without_torch(tmp_path, monkeypatch):
+    from hyperp.sweeps.runner import local_gpus
+
+    driver, dev = tmp_path / "gpus", tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):  # two GPUs and the driver's other devices
+        (dev / name).touch()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert local_gpus(driver, dev) == 2  # no driver list (a VM, a container): the device files
+    driver.mkdir()
+    (driver / "0000:00:04.0").mkdir()
+    assert local_gpus(driver, dev) == 1  # the driver's list when there is one
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    assert local_gpus(driver, dev) == 3  # what the user made visible
+
+
 def test_long_ray_temp_dir_is_refused_naming_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_TMPDIR", "/tmp/" + "d" * 60)
     e = refused(tmp_path, SPEC, InputError)

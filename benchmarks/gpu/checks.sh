@@ -21,7 +21,7 @@ step() {  # step LIMIT_S TITLE COMMAND...: run, log, keep going
 }
 
 if [ -f .gpu/ray-slim.tar.xz ]; then  # what the image lacks: Ray (slimmed) and its missing dependencies
-    mkdir -p /tmp/site && tar xJf .gpu/ray-slim.tar.xz -C /tmp/site
+    $PY -c "import tarfile; tarfile.open('.gpu/ray-slim.tar.xz').extractall('/tmp/site', filter='data')"
     $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/*.whl
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi

@@ -376,15 +376,16 @@ def ray_temp_dir() -> tuple[str, str]:
     return "", "/tmp"
 
 
-def local_gpus() -> int:
-    """GPUs a local Ray would see, without torch: CUDA_VISIBLE_DEVICES if set, else the NVIDIA driver's list."""
+def local_gpus(driver: Path = Path("/proc/driver/nvidia/gpus"), dev: Path = Path("/dev")) -> int:
+    """GPUs a local Ray would see, without torch: CUDA_VISIBLE_DEVICES if set, else the NVIDIA driver's list,
+    else the device files nvidia0, nvidia1, ... (some containers and VMs have no /proc/driver/nvidia)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
     try:
-        return len(os.listdir("/proc/driver/nvidia/gpus"))
+        return len(os.listdir(driver))
     except OSError:
-        return 0
+        return len([p for p in dev.glob("nvidia*") if p.name.removeprefix("nvidia").isdigit()])
 
 
 def check_cluster(resources: Resources, address: str | None, num_cpus: int | None, workers: int = 1) -> None:
