@@ -18,6 +18,7 @@ against the torch reference `hyperp.kernels.ns.newton_schulz_torch`.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -43,9 +44,15 @@ def tile_configs() -> list:
     return [triton.Config({"BM": m, "BN": m, "BK": k}, num_stages=s, num_warps=w) for m, k, s, w in TILES]
 
 
+def autotune_options() -> dict:
+    """Keep each shape's choice on disk where this Triton can (`cache_results`, newer Triton): every run of a
+    sweep is a fresh process and would otherwise time the tiles again at its first optimizer step."""
+    return {"cache_results": True} if "cache_results" in inspect.signature(triton.autotune).parameters else {}
+
+
 if triton is not None:
 
-    @triton.autotune(configs=tile_configs(), key=["M", "N", "K", "HAS_R", "SYMMETRIC"])
+    @triton.autotune(configs=tile_configs(), key=["M", "N", "K", "HAS_R", "SYMMETRIC"], **autotune_options())
     @triton.jit
     def _mm_axpby(P, Q, R, C, M, N, K,
                   s_pb, s_pm, s_pk, s_qb, s_qk, s_qn, s_rb, s_rm, s_rn, s_cb, s_cm, s_cn,
