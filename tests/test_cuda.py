@@ -12,6 +12,7 @@ import torch
 
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.loop import build, train
+from hyperp.trainer.metrics import matmul_flops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -70,6 +71,8 @@ def test_training_on_cuda_compiled_with_autocast_learns(tiny):
     cfg = RunConfig(**tiny | dict(param="hyperp", device="cuda", compile=True, tokens=32 * 1024))
     row = train(cfg).row
     assert row["device_type"] == "cuda" and torch.cuda.get_device_name(0) in row["hardware"]
+    # MFU against the bf16 peak the autocast matmuls run at: on tensor cores far above fp32's (no TF32)
+    assert row["peak_flops"] > 2 * matmul_flops(2048, "cuda", torch.float32, seconds=0.2)
     assert math.isfinite(row["val_loss"]) and row["val_loss"] < math.log(cfg.vocab_size) - 0.5
 
 

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.data import load_corpus, train_batch
 from hyperp.trainer.loop import build, ns_flops_per_step, resolve_device
-from hyperp.trainer.metrics import (PROBE_SIZES, ParamCounts, count_params, matmul_flops, matmul_peak_flops,
-                                     training_flops)
+from hyperp.trainer.metrics import (ParamCounts, compute_dtype, count_params, matmul_flops, matmul_peak_flops,
+                                     probe_sizes, training_flops)
 
 MATCHED_MLP_RATIO = 8 / 3  # SwiGLU 3 w (8w/3) = GELU MLP 2 w (4w) weights
 GPT_MLP_RATIO = 4  # the classic block's MLP hidden size, in widths
@@ -142,7 +142,7 @@ def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[
     and optimizer seconds (wall) and its CPU seconds."""
     sync()
     t0, cpu0 = time.perf_counter(), time.process_time()
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+    with torch.autocast("cuda", dtype=compute_dtype(device), enabled=device.startswith("cuda")):
         _, loss = c.model(x, y)
     loss.backward()
     sync()
@@ -194,7 +194,7 @@ def bench_train(cfg: RunConfig, params: list[str], steps: int = 10, warmup: int 
 def run_rounds(cfg: RunConfig, models: list[Contestant], device: str, steps: int,
                warmup: int) -> tuple[float, list[BenchRow]]:
     """Alternate one full step of each model, `warmup` untimed rounds then `steps` timed ones."""
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = compute_dtype(device)
     peak = matmul_peak_flops(device, dtype, seconds=PEAK_PROBE_S)
     x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -202,7 +202,8 @@ def run_rounds(cfg: RunConfig, models: list[Contestant], device: str, steps: int
         for c in models[r % len(models):] + models[: r % len(models)]:
             timed_step(c, x, y, sync, device)
         # the peak is the best the machine gives: probe it between rounds too, as load comes and goes
-        peak = max(peak, matmul_flops(PROBE_SIZES[-1], device, dtype, PEAK_PROBE_S / len(PROBE_SIZES)))
+        sizes = probe_sizes(device)
+        peak = max(peak, matmul_flops(sizes[-1], device, dtype, PEAK_PROBE_S / len(sizes)))
     for c in models:
         c.drop(warmup)
     return peak, summarise(models, cfg.batch_tokens, peak)

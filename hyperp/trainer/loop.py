@@ -26,7 +26,7 @@ from hyperp.trainer import checkpoint, distributed
 from hyperp.trainer.config import ConfigError, RunConfig
 from hyperp.trainer.data import check_corpus, load_corpus, train_batch, val_batches
 from hyperp.trainer.hparams import ResolvedHParams, resolve_hparams
-from hyperp.trainer.metrics import ParamCounts, count_params, matmul_peak_flops, training_flops
+from hyperp.trainer.metrics import ParamCounts, compute_dtype, count_params, matmul_peak_flops, training_flops
 from hyperp.trainer.model import Transformer
 from hyperp.trainer.optim import Optimizers, build_optimizers, ns_flops
 
@@ -161,7 +161,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     resumed_step = state.step if state.step else -1
 
     on_cuda = device.startswith("cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_cuda else contextlib.nullcontext
+    autocast = (lambda: torch.autocast("cuda", dtype=compute_dtype(device))) if on_cuda else contextlib.nullcontext
     vals = val_batches(corpus, cfg.val_tokens, cfg.seq_len, cfg.batch_size, device)
     eval_every = cfg.eval_every or max(1, cfg.total_steps // EVALS_PER_RUN)
     stats_every = cfg.stats_every or eval_every

@@ -49,12 +49,24 @@ def training_flops(counts: ParamCounts, cfg: RunConfig, tokens: int | None = Non
 
 
 PROBE_SIZES = (512, 1024, 2048)  # the best of several square sizes: small ones miss peak on some BLAS builds
+CUDA_PROBE_SIZES = (4096, 8192)  # a large GPU reaches its peak only on large products (2048^3 is launch-bound)
+
+
+def probe_sizes(device: str) -> tuple[int, ...]:
+    return CUDA_PROBE_SIZES if device.startswith("cuda") else PROBE_SIZES
+
+
+def compute_dtype(device: str) -> torch.dtype:
+    """The dtype the trainer's matmuls run in: bf16 under autocast on CUDA, fp32 on CPU."""
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
 @functools.lru_cache(maxsize=4)
-def matmul_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, seconds: float = 0.5) -> float:
-    """Measured FLOP/s of square matmuls (best over PROBE_SIZES): the reference peak for MFU."""
-    return max(matmul_flops(n, device, dtype, seconds / len(PROBE_SIZES)) for n in PROBE_SIZES)
+def matmul_peak_flops(device: str = "cpu", dtype: torch.dtype | None = None, seconds: float = 0.5) -> float:
+    """Measured FLOP/s of square matmuls in `dtype` (default: the trainer's, `compute_dtype`), the best over the
+    device's probe sizes: the reference peak for MFU."""
+    sizes = probe_sizes(device)
+    return max(matmul_flops(n, device, dtype or compute_dtype(device), seconds / len(sizes)) for n in sizes)
 
 
 def matmul_flops(n: int, device: str, dtype: torch.dtype, seconds: float) -> float:
