@@ -111,7 +111,8 @@ def evaluate(model: Transformer, batches, autocast) -> float:
         total += loss.item() * x.numel()
         count += x.numel()
     model.train()
-    total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
+    device = next(model.parameters()).device  # NCCL reduces tensors on the GPU only
+    total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=device)).tolist()
     return total / count
 
 
