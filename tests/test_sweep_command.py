@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -232,6 +233,39 @@ def test_a_command_dies_with_a_force_killed_worker(tmp_path):
         assert wait_for(lambda: not any(alive(pid) for pid in pids)), "the command outlived its worker"
     finally:
         parent.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_command_and_its_children_die_with_a_force_killed_guard(tmp_path):
+    """Ray SIGKILLs a dying worker's children, the guard among them: the command's own children go too."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)])
+    try:
+        assert wait_for(lambda: (tmp_path / "pid").is_file() and (tmp_path / "child").is_file()
+                        and (tmp_path / "child").read_text().strip()), "the command did not start"
+        pids = [int((tmp_path / name).read_text()) for name in ("pid", "child")]
+        guard = parent_of(pids[0])
+        assert guard != parent.pid and parent_of(guard) == parent.pid  # worker -> guard -> command -> child
+        os.kill(guard, signal.SIGKILL)
+        assert wait_for(lambda: not any(alive(pid) for pid in pids)), "the command or its child outlived the guard"
+    finally:
+        parent.kill()
+
+
+def test_nothing_a_command_started_outlives_its_run(tmp_path):
+    """A background child the command left behind is killed when the command's run ends."""
+    script = tmp_path / "bg.sh"
+    script.write_text('sleep 60 &\necho $! > "$1/child"\necho \'{"val_loss": 1}\' > "$1/result.json"\n')
+    spec = tmp_path / "bg.toml"
+    spec.write_text(f'name = "bg"\n[command]\nrun = "sh {script} {{out_dir}} {{seed}}"\n[axes]\nseed = [0]\n')
+    out = run_sweep(spec, tmp_path / "sweeps", progress=False)
+    assert out.counts["completed"] == 1
+    (child,) = (tmp_path / "sweeps").glob("bg/runs/*/child")
+    assert wait_for(lambda: not alive(int(child.read_text()))), "the command's background child outlived the run"
+
+
+def parent_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
 
 
 def wait_for(condition, timeout: float = 20.0):

@@ -4,9 +4,11 @@ The worker (hyperp.sweeps.command.run_process) starts this guard in a session of
 command in that session and asks the kernel (Linux, prctl PR_SET_PDEATHSIG) to send the guard SIGTERM when the
 worker dies, also by SIGKILL, where no code of the worker runs: it then kills the session's whole process
 group, the command's own children included. Ray kills a dying worker's children itself, with SIGKILL, which the
-guard cannot catch: so the command, too, asks for SIGKILL when the guard dies (what is left then are the
-command's own children, as without a guard). The command's exit status is passed on, a death by a signal as a
-death by the same signal. Elsewhere than Linux the guard only passes the command through.
+guard cannot catch: so the command asks for SIGKILL when the guard dies, and a watcher (a fork of the guard,
+asleep in the same group) asks for SIGTERM then and kills the group, the command's own children included. The
+watcher does so too when the guard ends normally: nothing a run started outlives it. The command's exit status
+is passed on, a death by a signal as a death by the same signal. Elsewhere than Linux the guard only passes the
+command through.
 
 Run as a file, not as `-m hyperp...`: it imports the standard library only, so it starts in milliseconds.
 """
@@ -48,8 +50,21 @@ def command_dies_with_guard(guard: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def start_watcher(guard: int) -> None:
+    """Fork a process that sleeps until the guard dies (however it dies), then kills the group (Linux only)."""
+    if not sys.platform.startswith("linux") or os.fork():
+        return
+    try:  # the watcher: its SIGTERM (-> kill_group) comes with the guard's death
+        die_with_parent(guard)
+        while True:
+            signal.pause()
+    finally:
+        os._exit(0)  # never return into the guard's code
+
+
 def main(argv: list[str], parent: int) -> int:
     die_with_parent(parent)
+    start_watcher(os.getpid())
     try:
         proc = subprocess.Popen(argv, preexec_fn=lambda guard=os.getpid(): command_dies_with_guard(guard))
     except OSError as e:
