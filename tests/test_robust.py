@@ -264,6 +264,7 @@ def test_sigterm_in_train_checkpoints_and_the_rerun_resumes_bit_exact(tmp_path, 
         assert proc.wait(timeout=60) == 143
     finally:
         proc.kill()
+        proc.stdout.close()
     assert (tmp_path / checkpoint.CHECKPOINT).exists() and not (tmp_path / "runs.parquet").exists()
     resumed = train(cfg, tmp_path)
     assert 1 <= resumed.row["resumed_step"] < cfg.total_steps
