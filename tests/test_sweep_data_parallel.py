@@ -42,3 +42,60 @@ def test_a_sweep_mixes_one_and_two_worker_runs_and_a_lost_worker_resumes(tmp_pat
     assert json.loads(dp.config_json)["workers"] == 2
     assert run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:train_or_die",
                      progress=False).submitted == 0  # recorded once: nothing left to run
+
+
+CANCELLED = """
+import json, sys, time
+from pathlib import Path
+import ray
+from hyperp.sweeps import data_parallel
+from hyperp.trainer.config import RunConfig
+from hyperp.trainer.loop import train
+
+def slow_run(cfg, out_dir):  # rank 0 marks each step and slows the group down, so the test can stop it midway
+    def on_step(info):
+        Path(out_dir, "step").write_text(str(info.step))
+        time.sleep(0.05)
+    return train(cfg, out_dir, on_step=on_step).row
+
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+try:
+    data_parallel.fit(slow_run, RunConfig.from_dict(json.loads(sys.argv[1])), sys.argv[2])
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_cancelled_data_parallel_run_checkpoints_where_it_stopped(tmp_path: Path):
+    """Ctrl-C (or a cancelled sweep) where the driver waits: every rank stops after the same step, rank 0
+    checkpoints it, and the rerun resumes there (here on one worker) to the loss of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from hyperp.trainer import checkpoint
+
+    cfg = RunConfig.from_dict(json.loads(make_plan(loads_spec(SPEC)).runs[0].config.to_json())).replace(
+        workers=2, tokens=64 * 1024, checkpoint_every=0, threads=1)  # 128 steps, no periodic checkpoint
+    out = tmp_path / "run"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", CANCELLED, cfg.to_json(), str(out)],
+                            env=dict(os.environ, RAY_DEDUP_LOGS="0"))
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            step = out / "step"
+            if step.is_file() and step.read_text().strip() and int(step.read_text()) >= 3:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    finally:
+        proc.kill()
+    assert (out / checkpoint.CHECKPOINT).is_file(), "no checkpoint of the step where the run stopped"
+    resumed = train(cfg.replace(workers=1), out)
+    assert 3 <= resumed.row["resumed_step"] < cfg.total_steps
+    straight = train(cfg.replace(workers=1))
+    assert resumed.row["val_loss"] == pytest.approx(straight.row["val_loss"], rel=REL)

@@ -10,6 +10,10 @@ A lost worker (or any error on one) ends the attempt: Ray Train stops the group 
 `max_retries` times, and the run function resumes from the run's last checkpoint, on as many workers as
 before or another number (a checkpoint resumes across worker counts). The run is recorded once, by the
 caller, with rank 0's row. Ray Train keeps its own bookkeeping under `<out_dir>/ray_train/`.
+
+A cancelled run (Ctrl-C, a cancelled sweep: a KeyboardInterrupt where `fit` waits) writes the trainer's stop
+file; every rank stops after the same step, rank 0 checkpoints it, and `fit` raises KeyboardInterrupt once the
+workers are done (or after STOP_WAIT_S), so the rerun resumes from that step, as a one-worker run does.
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ from __future__ import annotations
 import functools
 import json
 import pickle
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hyperp import io
 from hyperp.trainer.config import RunConfig
+from hyperp.trainer.distributed import STOP_FILE
 
 TRAIN_DIR = "ray_train"  # Ray Train's storage (its run state), inside the run's directory
 ROW_FILE = "worker_row.pkl"  # rank 0's row, from the worker to `fit`
+STOP_WAIT_S = 4.0  # a cancelled run's wait for its workers' last step and checkpoint (within the sweep's
+# CANCEL_GRACE_S of hyperp.sweeps.runner, after which the task's worker is killed)
 
 RunFn = Callable[[RunConfig, str], dict[str, Any]]
 Setup = Callable[[RunConfig], None]
@@ -39,7 +47,12 @@ def worker(run_fn: RunFn, setup: Setup | None, cfg_json: str, out_dir: str, _con
     cfg = RunConfig.from_dict(json.loads(cfg_json))
     if setup is not None:
         setup(cfg)
-    row = dict(run_fn(cfg, out_dir))
+    try:
+        row = dict(run_fn(cfg, out_dir))
+    except KeyboardInterrupt:
+        if (Path(out_dir) / STOP_FILE).exists():
+            return  # stopped as asked (rank 0 checkpointed): a clean end, not a failure Ray Train would retry
+        raise
     if ray.train.get_context().get_world_rank() == 0:
         io.write_bytes(Path(out_dir) / ROW_FILE, pickle.dumps(row))
 
@@ -59,9 +72,35 @@ def fit(run_fn: RunFn, cfg: RunConfig, out_dir: str | Path, *, cpus: float = 1.0
         run_config=TrainRunConfig(name=out.name, storage_path=str(out / TRAIN_DIR),
                                   failure_config=FailureConfig(max_failures=max_retries)))
     (out / ROW_FILE).unlink(missing_ok=True)
-    result = trainer.fit()
+    (out / STOP_FILE).unlink(missing_ok=True)
+    result = fit_or_stop(trainer.fit, out)
     if result.error is not None:
         raise result.error
     row = pickle.loads((out / ROW_FILE).read_bytes())
     (out / ROW_FILE).unlink()
     return row
+
+
+def fit_or_stop(fit_fn: Callable[[], Any], out: Path) -> Any:
+    """fit_fn() in a thread, this thread waiting: a KeyboardInterrupt here writes the stop file, waits up to
+    STOP_WAIT_S for the workers to stop (rank 0 checkpoints), and is raised again."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["result"] = fit_fn()
+        except BaseException as e:  # noqa: BLE001 (handed to the waiting thread)
+            box["error"] = e
+
+    thread = threading.Thread(target=call, daemon=True, name="hyperp-ray-train")
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        io.write_bytes(out / STOP_FILE, b"")
+        thread.join(STOP_WAIT_S)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -6,7 +6,9 @@ hyperp.trainer.data) and trains on its contiguous 1/world of the sequences; grad
 ranks before clipping and the optimizer, so every rank takes the same sphere steps on the same averaged
 gradient and holds the same weights and radii (each matrix's Newton-Schulz runs on one rank and is shared:
 `computed_once`). With equal shards the average of the ranks' mean-token gradients is the global batch's, so
-the run trains the model of one process up to the float rounding of the all-reduce. MoE balance statistics are all-reduced inside the layer (hyperp.trainer.moe).
+the run trains the model of one process up to the float rounding of the all-reduce. MoE balance statistics
+are all-reduced inside the layer (hyperp.trainer.moe). A cancelled run stops through `STOP_FILE`: the ranks'
+flags ride in the gradients' all-reduce, so all of them stop after the same step and rank 0 checkpoints it.
 
 Without a process group every function here is the identity: one process is a world of one.
 """
@@ -45,20 +47,26 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return t
 
 
-def average_gradients(params, loss: Tensor) -> float:
-    """Average every gradient over the ranks in place, with the loss in the same all-reduce (one collective
-    per step); returns the mean loss, the same number on every rank (divergence is decided on it)."""
+STOP_FILE = "stop.requested"  # in a run's out dir: its driver was cancelled; every rank stops after this step
+
+
+def average_gradients(params, loss: Tensor, stop: bool = False) -> tuple[float, bool]:
+    """Average every gradient over the ranks in place, with the loss and a stop flag in the same all-reduce (one
+    collective per step). Returns the mean loss and whether any rank asked to stop, the same on every rank
+    (divergence is decided on the loss; a stop must be too, or one rank would wait for the others forever)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not active():
-        return loss.item()
-    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).to(grads[0].dtype)])
+        return loss.item(), stop
+    ref = grads[0]
+    extra = torch.tensor([loss.item(), float(stop)], dtype=ref.dtype, device=ref.device)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [extra])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     offset = 0
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
-    return flat[-1].item()
+    return flat[-2].item(), flat[-1].item() > 0
 
 
 def my_part(items: list) -> list:

@@ -168,6 +168,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     stats_every = cfg.stats_every or eval_every
 
     steady = [True]  # False while the optimizer updates the weights and the loop state catches up
+    # a data-parallel run is stopped through a file its driver writes (hyperp.sweeps.data_parallel), not a signal
+    stop_file = out / distributed.STOP_FILE if out is not None and world > 1 else None
     with StopSignals():  # SIGTERM is handled like Ctrl-C here, then leaves as Terminated
         try:
             while state.step < cfg.total_steps:
@@ -176,8 +178,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
                 opt.set_lr_mult(mult)
                 x, y = map(distributed.shard, train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device))
                 stats: dict[str, Any] | None = {} if step % stats_every == 0 or step == cfg.total_steps - 1 else None
-                loss_val, grad_norm, before = train_step(model, run_model, opt, x, y, stats, cfg, state, autocast,
-                                                         on_cuda, steady)
+                loss_val, grad_norm, before, stop = train_step(model, run_model, opt, x, y, stats, cfg, state,
+                                                               autocast, on_cuda, steady, stop_file)
                 row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
                        "lr_mult": mult, "grad_norm": grad_norm}
                 if stats is not None:
@@ -196,6 +198,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
                     break
                 if writes and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                     checkpoint.save(out, cfg, model, opt, state)
+                if stop:  # a data-parallel run's driver was cancelled: every rank stops here, as on Ctrl-C
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             # Ctrl-C, SIGTERM or Ray's cancel between updates: keep what was trained so a rerun resumes here.
             if writes and steady[0]:
@@ -213,15 +217,17 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
 
 def train_step(model: Transformer, run_model, opt: Optimizers, x: torch.Tensor, y: torch.Tensor,
                stats: dict | None, cfg: RunConfig, state: LoopState, autocast, on_cuda: bool,
-               steady: list[bool]) -> tuple[float, float, list[torch.Tensor] | None]:
+               steady: list[bool], stop_file: Path | None = None
+               ) -> tuple[float, float, list[torch.Tensor] | None, bool]:
     """Forward, backward, clipping and one optimizer step; advances `state`. Returns (loss, grad norm,
-    the hidden matrices before the update when stats are wanted)."""
+    the hidden matrices before the update when stats are wanted, whether any rank found `stop_file`)."""
     t0 = time.perf_counter()
     with autocast():
         _, loss = run_model(x, y, stats)
         total_loss = loss + model.aux_loss()
     total_loss.backward()
-    loss_val = distributed.average_gradients(model.parameters(), loss)  # the global batch's, on every rank
+    asked = stop_file is not None and stop_file.exists()
+    loss_val, stop = distributed.average_gradients(model.parameters(), loss, asked)  # the same on every rank
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
     before = [p.detach().clone() for p in hidden_matrices(opt)] if stats is not None else None
     t1 = time.perf_counter()
@@ -236,7 +242,7 @@ def train_step(model: Transformer, run_model, opt: Optimizers, x: torch.Tensor, 
     state.step += 1
     if state.step == 1:
         state.first_loss = loss_val
-    return loss_val, grad_norm, before
+    return loss_val, grad_norm, before, stop
 
 
 PER_LAYER_STATS = ("maxvio", "expert_counts")  # MoE: also one column per MoE block, <name>_l<block index>
