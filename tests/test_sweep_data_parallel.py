@@ -99,3 +99,58 @@ def test_a_cancelled_data_parallel_run_checkpoints_where_it_stopped(tmp_path: Pa
     assert 3 <= resumed.row["resumed_step"] < cfg.total_steps
     straight = train(cfg.replace(workers=1))
     assert resumed.row["val_loss"] == pytest.approx(straight.row["val_loss"], rel=REL)
+
+
+def interrupt_main_after(seconds: float) -> None:
+    """A Ctrl-C in the main thread (where `fit` waits) after `seconds`."""
+    import _thread
+    import threading
+
+    threading.Timer(seconds, _thread.interrupt_main).start()
+
+
+def test_fit_or_stop_asks_the_workers_to_stop_and_raises(tmp_path: Path):
+    import time
+
+    from hyperp.sweeps.data_parallel import fit_or_stop
+    from hyperp.trainer.distributed import STOP_FILE
+
+    def workers() -> str:  # stop within 0.1 s of being asked, as ranks do after their step
+        deadline = time.time() + 30
+        while not (tmp_path / STOP_FILE).exists() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        return "stopped"
+
+    interrupt_main_after(0.2)
+    with pytest.raises(KeyboardInterrupt):
+        fit_or_stop(workers, tmp_path)
+    assert (tmp_path / STOP_FILE).exists()
+
+
+def test_fit_or_stop_keeps_a_run_that_finished_as_it_was_stopped(tmp_path: Path):
+    import time
+
+    from hyperp.sweeps.data_parallel import fit_or_stop
+
+    def last_step() -> str:
+        time.sleep(1.5)
+        (tmp_path / "row").write_text("done")  # the workers' row: the run completed anyway
+        return "result"
+
+    interrupt_main_after(0.3)
+    assert fit_or_stop(last_step, tmp_path, finished=(tmp_path / "row").is_file) == "result"
+    (tmp_path / "row").unlink()
+    interrupt_main_after(0.3)
+    with pytest.raises(KeyboardInterrupt):  # not finished: stopped
+        fit_or_stop(lambda: time.sleep(1.5), tmp_path, finished=(tmp_path / "row").is_file)
+
+
+def test_fit_or_stop_passes_the_workers_error_on(tmp_path: Path):
+    from hyperp.sweeps.data_parallel import fit_or_stop
+
+    def broken():
+        raise ValueError("a worker failed")
+
+    with pytest.raises(ValueError, match="a worker failed"):
+        fit_or_stop(broken, tmp_path)

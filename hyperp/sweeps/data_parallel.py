@@ -73,7 +73,7 @@ def fit(run_fn: RunFn, cfg: RunConfig, out_dir: str | Path, *, cpus: float = 1.0
                                   failure_config=FailureConfig(max_failures=max_retries)))
     (out / ROW_FILE).unlink(missing_ok=True)
     (out / STOP_FILE).unlink(missing_ok=True)
-    result = fit_or_stop(trainer.fit, out)
+    result = fit_or_stop(trainer.fit, out, finished=(out / ROW_FILE).is_file)
     if result.error is not None:
         raise result.error
     row = pickle.loads((out / ROW_FILE).read_bytes())
@@ -81,26 +81,31 @@ def fit(run_fn: RunFn, cfg: RunConfig, out_dir: str | Path, *, cpus: float = 1.0
     return row
 
 
-def fit_or_stop(fit_fn: Callable[[], Any], out: Path) -> Any:
+def fit_or_stop(fit_fn: Callable[[], Any], out: Path, finished: Callable[[], bool] = lambda: False) -> Any:
     """fit_fn() in a thread, this thread waiting: a KeyboardInterrupt here writes the stop file, waits up to
-    STOP_WAIT_S for the workers to stop (rank 0 checkpoints), and is raised again."""
+    STOP_WAIT_S for the workers to stop (rank 0 checkpoints), and is raised again, unless fit_fn has returned
+    and `finished()` says the work was done all the same (the stop came during the last step): then its result
+    stands, and the run is not trained again."""
     box: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: a join cut by KeyboardInterrupt can return early ever after
 
     def call() -> None:
         try:
             box["result"] = fit_fn()
         except BaseException as e:  # noqa: BLE001 (handed to the waiting thread)
             box["error"] = e
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=call, daemon=True, name="hyperp-ray-train")
-    thread.start()
+    threading.Thread(target=call, daemon=True, name="hyperp-ray-train").start()
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        while not done.wait(0.2):
+            pass
     except KeyboardInterrupt:
         io.write_bytes(out / STOP_FILE, b"")
-        thread.join(STOP_WAIT_S)
-        raise
+        done.wait(STOP_WAIT_S)
+        if not ("result" in box and finished()):
+            raise
     if "error" in box:
         raise box["error"]
     return box["result"]
