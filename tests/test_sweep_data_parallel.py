@@ -132,6 +132,7 @@ def test_fit_or_stop_keeps_a_run_that_finished_as_it_was_stopped(tmp_path: Path)
     import time
 
     from hyperp.sweeps.data_parallel import fit_or_stop
+    from hyperp.trainer.distributed import STOP_FILE
 
     def last_step() -> str:
         time.sleep(1.5)
@@ -140,6 +141,7 @@ def test_fit_or_stop_keeps_a_run_that_finished_as_it_was_stopped(tmp_path: Path)
 
     interrupt_main_after(0.3)
     assert fit_or_stop(last_step, tmp_path, finished=(tmp_path / "row").is_file) == "result"
+    assert not (tmp_path / STOP_FILE).exists()
     (tmp_path / "row").unlink()
     interrupt_main_after(0.3)
     with pytest.raises(KeyboardInterrupt):  # not finished: stopped

@@ -106,6 +106,7 @@ def fit_or_stop(fit_fn: Callable[[], Any], out: Path, finished: Callable[[], boo
         done.wait(STOP_WAIT_S)
         if not ("result" in box and finished()):
             raise
+        (out / STOP_FILE).unlink(missing_ok=True)  # the run stands as finished: no stop left behind in it
     if "error" in box:
         raise box["error"]
     return box["result"]
