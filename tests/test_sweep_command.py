@@ -218,16 +218,22 @@ run_process(CommandConfig(template="sh -c 'sleep 60 & echo $! > {out_dir}/child;
 """
 
 
+def command_under_worker(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """A worker process (PARENT) running the command; the pids of the command and of its own child."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)])
+    assert wait_for(lambda: (tmp_path / "pid").is_file() and (tmp_path / "child").is_file()
+                    and (tmp_path / "child").read_text().strip()), "the command did not start"
+    pids = [int((tmp_path / name).read_text()) for name in ("pid", "child")]
+    assert all(alive(pid) for pid in pids)
+    return parent, pids
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
 def test_a_command_dies_with_a_force_killed_worker(tmp_path):
     """SIGKILL to the process running the command (a Ray worker lost to the OOM killer, say) leaves no cleanup
     code to run; the command and its own children still go."""
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)])
+    parent, pids = command_under_worker(tmp_path)
     try:
-        assert wait_for(lambda: (tmp_path / "pid").is_file() and (tmp_path / "child").is_file()
-                        and (tmp_path / "child").read_text().strip()), "the command did not start"
-        pids = [int((tmp_path / name).read_text()) for name in ("pid", "child")]
-        assert all(alive(pid) for pid in pids)
         parent.kill()
         parent.wait()
         assert wait_for(lambda: not any(alive(pid) for pid in pids)), "the command outlived its worker"
@@ -238,11 +244,8 @@ def test_a_command_dies_with_a_force_killed_worker(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
 def test_a_command_and_its_children_die_with_a_force_killed_guard(tmp_path):
     """Ray SIGKILLs a dying worker's children, the guard among them: the command's own children go too."""
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)])
+    parent, pids = command_under_worker(tmp_path)
     try:
-        assert wait_for(lambda: (tmp_path / "pid").is_file() and (tmp_path / "child").is_file()
-                        and (tmp_path / "child").read_text().strip()), "the command did not start"
-        pids = [int((tmp_path / name).read_text()) for name in ("pid", "child")]
         guard = parent_of(pids[0])
         assert guard != parent.pid and parent_of(guard) == parent.pid  # worker -> guard -> command -> child
         os.kill(guard, signal.SIGKILL)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.data import load_corpus, train_batch
-from hyperp.trainer.loop import build, ns_flops_per_step, resolve_device
+from hyperp.trainer.loop import build, mixed_precision, ns_flops_per_step, resolve_device
 from hyperp.trainer.metrics import (ParamCounts, compute_dtype, count_params, matmul_flops, matmul_peak_flops,
                                      probe_sizes, training_flops)
 
@@ -142,7 +142,7 @@ def timed_step(c: Contestant, x: torch.Tensor, y: torch.Tensor, sync: Callable[[
     and optimizer seconds (wall) and its CPU seconds."""
     sync()
     t0, cpu0 = time.perf_counter(), time.process_time()
-    with torch.autocast("cuda", dtype=compute_dtype(device), enabled=device.startswith("cuda")):
+    with mixed_precision(device):
         _, loss = c.model(x, y)
     loss.backward()
     sync()
@@ -198,11 +198,11 @@ def run_rounds(cfg: RunConfig, models: list[Contestant], device: str, steps: int
     peak = matmul_peak_flops(device, dtype, seconds=PEAK_PROBE_S)
     x, y = train_batch(load_corpus(cfg.data, cfg.val_percent), 0, cfg.batch_size, cfg.seq_len, cfg.seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sizes = probe_sizes(device)
     for r in range(warmup + steps):
         for c in models[r % len(models):] + models[: r % len(models)]:
             timed_step(c, x, y, sync, device)
         # the peak is the best the machine gives: probe it between rounds too, as load comes and goes
-        sizes = probe_sizes(device)
         peak = max(peak, matmul_flops(sizes[-1], device, dtype, PEAK_PROBE_S / len(sizes)))
     for c in models:
         c.drop(warmup)

@@ -58,8 +58,7 @@ def average_gradients(params, loss: Tensor, stop: bool = False) -> tuple[float, 
     if not active():
         return loss.item(), stop
     ref = grads[0]
-    extra = torch.tensor([loss.item(), float(stop)], dtype=ref.dtype, device=ref.device)
-    flat = torch.cat([g.reshape(-1) for g in grads] + [extra])
+    flat = torch.cat([g.reshape(-1) for g in grads] + [loss.detach().reshape(1).to(ref.dtype), ref.new_tensor([stop])])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     offset = 0

@@ -101,6 +101,13 @@ def compile_model(model: Transformer, cfg: RunConfig):
 
 
 @torch.no_grad()
+def mixed_precision(device: str):
+    """The trainer's precision context: bf16 autocast on CUDA (`compute_dtype`), nothing on CPU."""
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=compute_dtype(device))
+    return contextlib.nullcontext()
+
+
 def evaluate(model: Transformer, batches, autocast) -> float:
     """Mean validation loss per token; under data parallelism each rank takes its share of the batches."""
     model.eval()
@@ -111,8 +118,8 @@ def evaluate(model: Transformer, batches, autocast) -> float:
         total += loss.item() * x.numel()
         count += x.numel()
     model.train()
-    device = next(model.parameters()).device  # NCCL reduces tensors on the GPU only
-    total, count = distributed.all_reduce_sum(torch.tensor([total, count], dtype=torch.float64, device=device)).tolist()
+    sums = torch.tensor([total, count], dtype=torch.float64, device=next(model.parameters()).device)  # NCCL: GPU only
+    total, count = distributed.all_reduce_sum(sums).tolist()
     return total / count
 
 
@@ -162,7 +169,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     resumed_step = state.step if state.step else -1
 
     on_cuda = device.startswith("cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=compute_dtype(device))) if on_cuda else contextlib.nullcontext
+    autocast = lambda: mixed_precision(device)  # noqa: E731
     vals = val_batches(corpus, cfg.val_tokens, cfg.seq_len, cfg.batch_size, device)
     eval_every = cfg.eval_every or max(1, cfg.total_steps // EVALS_PER_RUN)
     stats_every = cfg.stats_every or eval_every
