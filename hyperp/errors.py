@@ -57,6 +57,15 @@ MAX_SUGGESTIONS = 3  # close matches named by a did-you-mean message
 MAX_LISTED = 12  # known names listed when nothing is close, before "..."
 
 
+def close_match(name: str, choices) -> str:
+    """` (did you mean 'depth'?)` for a mistyped name when one choice is close, else empty: to splice into a
+    message that goes on to list what is known."""
+    import difflib  # noqa: PLC0415
+
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def did_you_mean(given: str, known) -> str:
     """`did you mean param?` for a mistyped name or value, or a short list of what exists when nothing is close."""
     import difflib  # noqa: PLC0415

@@ -1,7 +1,17 @@
 import os
+import signal
 
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """A shell starts background jobs (`nohup pytest &`, a script's `&`) with SIGINT ignored, and every child
+    inherits that. Tests that deliver a Ctrl-C (to this process or to a subprocess they start) need what a
+    terminal gives: the default handler. The product's own behaviour under an ignored SIGINT is tested where
+    a test ignores it itself (test_robust.py, test_robust_sweep.py)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -161,6 +161,17 @@ def test_train_bad_flag_exits_2_and_writes_nothing(tmp_path):
         assert named in lines[0]
 
 
+def test_train_config_file_with_a_typo_suggests_the_field(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("[run]\ndepth = 1\nwidht = 64\n")
+    out = tmp_path / "run"
+    res = runner().invoke(app, ["train", "--config", str(config), "--out", str(out)])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: widht: unknown field in ") and "did you mean 'width'?" in lines[0]
+    assert str(config) in lines[0] and not out.exists()
+
+
 def test_train_ctrl_c_exits_130_and_keeps_a_checkpoint(tmp_path, monkeypatch):
     import hyperp.trainer.loop as loop
 

@@ -23,6 +23,19 @@ def test_embedded_spec_is_valid():
     assert spec.name == "quickstart" and spec.base["head_init_std"] >= 0.1  # a head whose sphere does not bind
 
 
+def test_help_says_what_the_quickstart_sweeps():
+    """The help of `hyperp` and of `hyperp quickstart` names the axis the embedded spec sweeps."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from hyperp.cli import app  # noqa: PLC0415
+
+    spec = loads_spec(SPEC)
+    assert quickstart.AXIS in spec.axes and len(spec.axes[quickstart.AXIS]) > 1
+    for args in (["--help"], ["quickstart", "--help"]):
+        out = " ".join(CliRunner().invoke(app, args, env={"COLUMNS": "200"}).output.split())
+        assert f"{quickstart.AXIS} 32 transfer" in out and "tokens sweep" not in out, out
+
+
 def test_quickstart_pipeline(tmp_path, monkeypatch, capsys):
     """The command as a log sees it (no terminal): the summary as JSON on stdout, plain progress lines and the
     tables on stderr, no progress bar's frame."""

@@ -21,6 +21,7 @@ from hyperp import io
 from hyperp.errors import InputError, Terminated, UnavailableError, first_line
 from hyperp.signals import StopSignals
 from hyperp.sweeps import ledger
+from hyperp.sweeps import spec as spec_module
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import SpecError, loads_spec, make_plan
 from hyperp.sweeps.stubs import TINY_BASE_TOML
@@ -302,14 +303,16 @@ def test_token_past_vocab_anywhere_in_any_shard_is_refused_naming_it(tmp_path, t
 # ---------------------------------------------------------------- grid size
 
 
-def test_huge_grid_is_refused_before_it_is_built():
+def test_huge_grid_is_refused_before_it_is_built(monkeypatch):
     axes = "\n".join(f"{k} = [{', '.join(str(i + 1) for i in range(100))}]"
                      for k in ("seed", "val_tokens", "log_every", "eval_every", "stats_every", "threads"))
-    t0 = time.perf_counter()
+    spec = loads_spec('name = "big"\n' + TINY_BASE_TOML + "[axes]\n" + axes)
+    built = []
+    monkeypatch.setattr(spec_module, "_put", lambda *a, **k: built.append(a))  # where a point gets its values
     with pytest.raises(SpecError) as e:
-        make_plan(loads_spec('name = "big"\n' + TINY_BASE_TOML + "[axes]\n" + axes))
+        make_plan(spec)
     assert e.value.field == "max_runs" and "1,000,000,000,000" in str(e.value)
-    assert time.perf_counter() - t0 < 5  # counted, not built (building 10^12 points would not end)
+    assert not built  # counted, not built (building 10^12 points would not end)
 
 
 def test_grid_limit_counts_overrides_and_lr_grids_and_can_be_raised():
@@ -398,9 +401,8 @@ def test_unreachable_address_fails_fast_and_leaves_no_lock(tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t0 = time.perf_counter()
-    e = refused(tmp_path, SPEC, UnavailableError, address=f"127.0.0.1:{port}")
-    assert time.perf_counter() - t0 < 30 and f"127.0.0.1:{port}" in str(e)
+    e = refused(tmp_path, SPEC, UnavailableError, address=f"127.0.0.1:{port}")  # by the preflight: no Ray started
+    assert f"127.0.0.1:{port}" in str(e)
     assert "address" in str(refused(tmp_path, SPEC, InputError, address="ray://host:notaport"))
 
 

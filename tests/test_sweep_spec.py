@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -102,12 +101,10 @@ def test_zip_and_override_validation():
 def test_bad_spec_fails_before_any_run(tmp_path: Path):
     bad = tmp_path / "bad.toml"
     bad.write_text(BASE + "[axes]\ndpeth = [1, 2]\n")
-    t0 = time.perf_counter()
     res = CliRunner().invoke(app, ["run", str(bad), "--out", str(tmp_path / "sweeps"), "--quiet"])
     assert res.exit_code == 2
     assert "axes.dpeth" in res.output
     assert not (tmp_path / "sweeps").exists()  # nothing was created, nothing started
-    assert time.perf_counter() - t0 < 5
 
 
 # ---------------------------------------------------------------- expansion

@@ -17,7 +17,8 @@ def quickstart_command(out: OutDir = Path("hyperp-quickstart"),
                            help="Seconds between plain progress lines when the output is not a terminal.")]
                        = PLAIN_PROGRESS_S,
                        as_json: JsonFlag = False) -> None:
-    """The main job on embedded defaults: a small LR x tokens sweep on the stdlib corpus, fits and plots."""
+    """The main job on embedded defaults: does a base LR tuned at width 32 transfer to widths 64 and 128?
+    An LR search per width under hyperp and adamw on the stdlib corpus, then `check transfer --axis width`."""
     import threading  # noqa: PLC0415
 
     from rich.console import Console  # noqa: PLC0415

@@ -40,7 +40,8 @@ STARTUP_PROBE = "import time; t = time.perf_counter(); import torch, hyperp.trai
 
 SpecArg = Annotated[Path, typer.Argument(help="Sweep spec (TOML).")]
 RootOpt = Annotated[Path, typer.Option("--out", help="Sweeps root; the sweep lives in OUT/<name>.")]
-SweepDirArg = Annotated[Path, typer.Argument(help="A sweep directory (ROOT/<name>).")]
+SweepDirArg = Annotated[Path, typer.Argument(help="A sweep directory (ROOT/<name>), or the spec it was run from "
+                                                    "(its directory under ./sweeps).")]
 
 
 def _console():
@@ -416,6 +417,9 @@ def status(sweep_dir: SweepDirArg, as_json: JsonFlag = False,
            count: Annotated[int, typer.Option(min=0, help="With --watch, stop after this many refreshes "
                                                           "(0: until Ctrl-C).")] = 0):
     """The cells of a sweep by status: completed, diverged, failed, infra_failed, running, pending; best lr."""
+    from hyperp.sweeps import ledger  # noqa: PLC0415
+
+    sweep_dir = ledger.find_sweep_dir(sweep_dir, DEFAULT_ROOT)
     if not watch:
         show_status(sweep_status(sweep_dir), as_json)
         return
@@ -483,23 +487,22 @@ def ls(root: Annotated[Path, typer.Argument(help="Sweeps root.")] = DEFAULT_ROOT
     from hyperp.sweeps import ledger  # noqa: PLC0415
 
     out = []
-    if root.is_dir():
-        for d in sorted(p for p in root.iterdir() if (p / ledger.SPEC_FILE).is_file()):
-            plan = ledger.read_json(d / ledger.PLAN_FILE, {}) or {}
-            counts = {s: 0 for s in ledger.STATUSES}
-            lf = d / ledger.LEDGER_FILE
-            if lf.is_file():
-                import collections  # noqa: PLC0415
+    for d in ledger.sweep_dirs(root):
+        plan = ledger.read_json(d / ledger.PLAN_FILE, {}) or {}
+        counts = {s: 0 for s in ledger.STATUSES}
+        lf = d / ledger.LEDGER_FILE
+        if lf.is_file():
+            import collections  # noqa: PLC0415
 
-                import pyarrow.parquet as pq  # noqa: PLC0415 (not pandas: 0.4 s more of start-up)
+            import pyarrow.parquet as pq  # noqa: PLC0415 (not pandas: 0.4 s more of start-up)
 
-                statuses = pq.ParquetFile(lf).read(columns=["status"]).column("status").to_pylist()
-                counts |= collections.Counter(s for s in statuses if s is not None)
-            mtime = max((f.stat().st_mtime for f in (lf, d / ledger.STATE_FILE, d / ledger.SPEC_FILE) if f.exists()))
-            out.append({"sweep": d.name, "dir": str(d), "planned": len(plan.get("runs", [])),
-                        "searches": sum(1 for c in plan.get("cells", []) if c.get("search")), **counts,
-                        "running": ledger.is_running(d),
-                        "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))})
+            statuses = pq.ParquetFile(lf).read(columns=["status"]).column("status").to_pylist()
+            counts |= collections.Counter(s for s in statuses if s is not None)
+        mtime = max((f.stat().st_mtime for f in (lf, d / ledger.STATE_FILE, d / ledger.SPEC_FILE) if f.exists()))
+        out.append({"sweep": d.name, "dir": str(d), "planned": len(plan.get("runs", [])),
+                    "searches": sum(1 for c in plan.get("cells", []) if c.get("search")), **counts,
+                    "running": ledger.is_running(d),
+                    "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))})
     if as_json:
         print_json(out)
         return

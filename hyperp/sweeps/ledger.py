@@ -356,6 +356,43 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return default
 
 
+def sweep_dirs(root: Path) -> list[Path]:
+    """The sweep directories directly under `root` (each holds the spec.toml its sweep was run with), sorted."""
+    return sorted(p for p in root.iterdir() if (p / SPEC_FILE).is_file()) if root.is_dir() else []
+
+
+def find_sweep_dir(path: Path, root: Path) -> Path:
+    """`path` as a sweep directory: itself when it holds a plan; a spec file maps to `root`/<the spec's name>
+    (where `hyperp sweep run SPEC` puts it by default). Anything else is an InputError that names the sweeps
+    there are (the closest first), so a typo'd name or a wrong root says what to type instead."""
+    import tomllib  # noqa: PLC0415
+
+    from hyperp.errors import InputError, did_you_mean  # noqa: PLC0415
+
+    if (path / PLAN_FILE).is_file():
+        return path
+    if path.is_file() and path.suffix == ".toml":
+        try:
+            name = tomllib.loads(path.read_text()).get("name")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            name = None
+        if not isinstance(name, str) or not name:
+            raise InputError(f"{path}: not a sweep directory, nor a sweep spec with a name")
+        if (root / name / PLAN_FILE).is_file():
+            return root / name
+        raise InputError(f"{path}: a spec whose sweep directory {root / name} has no plan; run `hyperp sweep run "
+                         f"{path}` first, or give the directory its --out made")
+    inside = [d.name for d in sweep_dirs(path)]
+    if inside:
+        raise InputError(f"{path}: a directory of sweeps, not a sweep; give one of: "
+                         f"{', '.join(str(path / n) for n in inside)}")
+    known = [d.name for d in sweep_dirs(path.parent)]
+    if not known:
+        raise InputError(f"{path}: not a sweep directory (no {PLAN_FILE}), and there are no sweeps under {path.parent}")
+    raise InputError(f"{path}: not a sweep directory (no {PLAN_FILE}); among the sweeps under {path.parent}, "
+                     f"{did_you_mean(path.name, known)}")
+
+
 class SweepLock:
     """An exclusive flock on <sweep>/.lock: one driver per sweep directory at a time."""
 

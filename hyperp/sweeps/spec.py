@@ -67,7 +67,6 @@ run starts.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import itertools
 import math
@@ -80,6 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperp import schema
+from hyperp.errors import close_match
 from hyperp.sweeps import command as cmd
 from hyperp.sweeps import identity
 from hyperp.sweeps.command import CommandConfig
@@ -106,11 +106,6 @@ class SpecError(ConfigError):
 
 def _msg(e: ConfigError) -> str:
     return str(e)[len(e.field) + 2:] if str(e).startswith(f"{e.field}: ") else str(e)
-
-
-def _did_you_mean(name: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # ---------------------------------------------------------------- searches
@@ -190,7 +185,7 @@ def parse_search(table: dict[str, Any], where: str) -> Search:
                "optuna": ("search", "trials", "low", "high", "parallel", "seed", "sampler", "metric", "seeds")}[kind]
     for key in table:
         if key not in allowed:
-            raise SpecError(f"{where}.{key}", f"unknown key for search = {kind!r}{_did_you_mean(key, allowed)}; "
+            raise SpecError(f"{where}.{key}", f"unknown key for search = {kind!r}{close_match(key, allowed)}; "
                                               f"expected one of {', '.join(allowed)}")
     metric = _choice(f"{where}.metric", table.get("metric", "val_loss"), METRICS, "metric")
     seeds = _number(f"{where}.seeds", table.get("seeds", 1), integer=True, minimum=1)
@@ -287,7 +282,7 @@ class SweepSpec:
 def _check_field(name: str, where: str) -> None:
     if name not in RUN_FIELDS and name not in EXTRA_FIELDS:
         known = RUN_FIELDS + EXTRA_FIELDS
-        raise SpecError(where, f"unknown run config field {name!r}{_did_you_mean(name, known)}; "
+        raise SpecError(where, f"unknown run config field {name!r}{close_match(name, known)}; "
                                f"known fields: {', '.join(sorted(known))}")
 
 
@@ -387,7 +382,7 @@ def parse_command(data: dict[str, Any], base_dir: Path | None) -> CommandSpec | 
     keys = ("run", "cwd", "env", "timeout_s")
     for key in table:
         if key not in keys:
-            raise SpecError(f"command.{key}", f"unknown key{_did_you_mean(key, keys)}; expected {', '.join(keys)}")
+            raise SpecError(f"command.{key}", f"unknown key{close_match(key, keys)}; expected {', '.join(keys)}")
     if "run" not in table:
         raise SpecError("command.run", 'a [command] table needs run = "the command line with {placeholders}"')
     run = _check_template(table["run"], "command.run")
@@ -413,7 +408,7 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
     spec file's directory (a command's {here} and relative cwd), None for a spec that is no file."""
     for key in data:
         if key not in TOP_KEYS:
-            hint = _did_you_mean(key, TOP_KEYS)
+            hint = close_match(key, TOP_KEYS)
             if key in RUN_FIELDS:
                 hint = f" (run config fields go in [base] or [axes])"
             raise SpecError(key, f"unknown top-level key{hint}; expected one of {', '.join(TOP_KEYS)}")
@@ -474,7 +469,7 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
         where = f"override[{i}]"
         for key in o:
             if key not in ("where", "set"):
-                raise SpecError(f"{where}.{key}", f"unknown key{_did_you_mean(key, ('where', 'set'))}; expected where, set")
+                raise SpecError(f"{where}.{key}", f"unknown key{close_match(key, ('where', 'set'))}; expected where, set")
         cond, sets = _table(o, "where", f"{where}.where"), _table(o, "set", f"{where}.set")
         if not sets:
             raise SpecError(f"{where}.set", "an override needs `set = { field = value or [values] }`")
@@ -497,7 +492,7 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
     for key in res:
         if key not in resource_keys:
             hint = (f"; {key} is a top-level key (write it before the first [table])" if key in TOP_KEYS
-                    else _did_you_mean(key, resource_keys))
+                    else close_match(key, resource_keys))
             raise SpecError(f"resources.{key}", f"unknown key{hint}; expected {', '.join(resource_keys)}")
     reuse = res.get("reuse_workers", True)
     if not isinstance(reuse, bool):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
-from hyperp.errors import InputError
+from hyperp.errors import InputError, close_match
 
 Param = Literal["hyperp", "muonh", "muon", "adamw"]
 PARAMS: tuple[str, ...] = get_args(Param)
@@ -174,7 +174,8 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(unknown[0], f"unknown field in {source} (known fields: {', '.join(sorted(known))})")
+            raise ConfigError(unknown[0], f"unknown field in {source}{close_match(unknown[0], known)}; "
+                                          f"known fields: {', '.join(sorted(known))}")
         cfg = cls(**{k: coerce(k, v) for k, v in data.items()})
         cfg.validate()
         return cfg
