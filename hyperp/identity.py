@@ -35,7 +35,7 @@ ID_HEX = 12  # hex digits of a run/cell id: 48 bits, collision-free for any real
 # schedule, an initialisation, or the default of an existing field. Every id changes with it, so no sweep
 # silently reuses runs trained by different code. tests/test_identity.py pins the final loss of a tiny run per
 # scheme and the RunConfig defaults at this version, and fails (asking for a bump) when they move.
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 
 # What each bump changed, as a test on a config: True when the config trains to the same model under that
 # version as under the one before (up to float rounding). A record trained by an older version whose config
@@ -44,6 +44,8 @@ RESULTS_VERSION = 2
 UNCHANGED_BY: dict[int, Callable[[RunConfig], bool]] = {
     # 2: the SwiGLU hidden size is rounded up to a multiple of 64 (and of top_k with MoE)
     2: lambda cfg: cfg.mlp_hidden == int(cfg.mlp_ratio * cfg.d_model),
+    # 3: `muon` no longer decays the LM head (the authors' no-decay group)
+    3: lambda cfg: cfg.param != "muon" or cfg.weight_decay == 0,
 }
 
 

@@ -83,7 +83,7 @@ def run_quickstart(out: Path, console: Console, spec_text: str | None = None, pr
 
 def print_summary(checks, out: Path, console: Console) -> None:
     table = Table(title=f"LR transfer across {AXIS} (proxy: the smallest)")
-    for col in ("param", AXIS, "eta* [95% interval]", "best loss", "regret at proxy's eta*"):
+    for col in ("param", AXIS, "eta* [95% interval]", "best loss", "regret at proxy's eta* [95% interval]"):
         table.add_column(col, justify="right")
     for c in checks:
         for p in c.points:
@@ -91,13 +91,16 @@ def print_summary(checks, out: Path, console: Console) -> None:
             table.add_row(c.group["param"], readable(p.scale),
                           f"{o.lr_opt:.3g} [{o.lr_interval.low:.3g}, {o.lr_interval.high:.3g}]"
                           + ("" if o.bracketed else " (not bracketed)"),
-                          f"{o.loss_opt:.4f}", f"{p.regret:.4f} ({p.regret_rel:.2%})")
+                          f"{o.loss_opt:.4f}", f"{p.regret:.4f} [{p.regret_interval.low:.4f}, "
+                                               f"{p.regret_interval.high:.4f}] ({p.regret_rel:.2%})")
     console.print(table)
     for c in checks:
         s = c.slope_interval
         colour = {"pass": "green", "fail": "red"}.get(c.verdict, "yellow")
         console.print(f"{c.group['param']}: ln eta* = const + s ln {AXIS}, s = {c.slope:.3f} [{s.low:.3f}, {s.high:.3f}]; "
                       f"verdict [{colour}]{c.verdict}[/{colour}]: {c.why}", highlight=False)
+        if c.to_decide:
+            console.print(f"  to decide it: {c.to_decide}", highlight=False)
         for w in c.warnings:
             console.print(f"  [yellow]warning:[/yellow] {w}", highlight=False)
     console.print(f"outputs in {out}/ (summary.json, transfer.png, lr.png, sweeps/)")

@@ -56,7 +56,7 @@ def test_muon_mup_row(depth, tokens):
     assert hp.residual_alpha == pytest.approx(1 / math.sqrt(2 * depth))
     assert hp.logit_mult == pytest.approx(128 / width)  # w0 / w
     assert hp.hidden.weight_decay == pytest.approx(0.1 * 4 / depth)  # lambda * d0 / d on matrices
-    assert hp.head.weight_decay == pytest.approx(0.1 * 4 / depth)
+    assert hp.head.weight_decay == 0  # method.md 2: the authors' no-decay group holds lm_head
     assert hp.vector.weight_decay == 0 and hp.embed.weight_decay == 0
     assert [hp.group(g).optimizer for g in ("hidden", "head", "embed")] == ["muon", "adamw", "adamw"]
 
@@ -67,6 +67,7 @@ def test_adamw_row(depth, tokens):
     assert hp.hidden.lr == pytest.approx(0.01) and hp.head.lr == pytest.approx(0.01)
     assert hp.residual_alpha == 1.0 and hp.logit_mult == 1.0
     assert hp.hidden.weight_decay == pytest.approx(0.1) and hp.vector.weight_decay == 0
+    assert hp.head.weight_decay == pytest.approx(0.1)  # lambda on every matrix, the head included
     assert all(hp.group(g).optimizer == "adamw" for g in ("hidden", "head", "embed", "vector"))
 
 

@@ -16,13 +16,17 @@ optionally several seeds:
   the two optima's own intervals, so a drift that changes along the axis (a token exponent that moves as runs
   get longer) shows where the overall slope averages it away.
 
-Verdict, with its thresholds stated in the result. A scale's allowance is max(REGRET_TOL x its best loss,
-NOISE_SIGMAS x its noise floor):
-- fail: some scale pays a regret above its allowance, or the slope's whole interval lies beyond +-SLOPE_TOL;
-- pass: every scale is bracketed and pays a regret within its allowance, and the slope is within
-  +-SLOPE_TOL or its interval contains 0;
-- inconclusive: anything else (an unbracketed optimum, a transferred LR outside a scale's sweep, a drift
-  the interval cannot place).
+Verdict (method.md section 11: equivalence, not absence of evidence), with its thresholds stated in the
+result. A scale's regret has an interval: the bootstrap of its LR fit and of the proxy's (the residuals carry
+the seeds' spread when seeds are pooled), or, where the transferred LR lies outside the fitted window, the
+measured means perturbed by the noise (the seeds' SD, else the window fit's residual SD). A scale's allowance
+is REGRET_TOL x its best loss.
+- pass: every scale is bracketed, the slope's whole interval lies within +-SLOPE_TOL, and every regret's upper
+  bound lies within its allowance (the data show the transfer costs less than the tolerance);
+- fail: the slope's whole interval lies beyond +-SLOPE_TOL, or some regret's lower bound exceeds its
+  allowance (the data show the transfer costs more);
+- inconclusive: anything else, with the interval that straddles its band and what would narrow it.
+An interval that merely contains 0 proves nothing; `decided_by` names the interval that decided the verdict.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ from hyperp.fitting.table import FitInputError, group_indices, numeric_column, r
 AXES = ("width", "depth", "tokens", "top_k")
 SLOPE_TOL = 0.1  # |d ln eta* / d ln scale| a transfer may show: over a 4x range it moves eta* by 15%
 REGRET_TOL = 0.01  # relative loss a user may pay for transferring instead of tuning (1%)
-NOISE_SIGMAS = 2.0  # a regret within this many seed-to-seed standard deviations is noise
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
 
@@ -58,14 +61,21 @@ class ScalePoint:
     regret: float  # loss_at_transferred - best loss (nats)
     regret_rel: float
     noise_sd: float  # seed-to-seed SD of the loss at a repeated LR (NaN without seeds)
+    regret_interval: Interval = Interval(math.nan, math.nan)
+
+    @property
+    def allowance(self) -> float:
+        """The regret a user may pay at this scale (nats)."""
+        return REGRET_TOL * self.optimum.loss_opt
 
     def to_dict(self) -> dict[str, Any]:
         o = self.optimum
         return {"scale": self.scale, "lr_opt": o.lr_opt, "lr_low": o.lr_interval.low, "lr_high": o.lr_interval.high,
                 "loss_opt": o.loss_opt, "bracketed": o.bracketed, "reason": o.reason,
                 "transferred_lr": self.transferred_lr, "loss_at_transferred": self.loss_at_transferred,
-                "regret": self.regret, "regret_rel": self.regret_rel, "noise_sd": self.noise_sd,
-                "n_runs": o.n_points}
+                "regret": self.regret, "regret_low": self.regret_interval.low,
+                "regret_high": self.regret_interval.high, "allowance": self.allowance,
+                "regret_rel": self.regret_rel, "noise_sd": self.noise_sd, "n_runs": o.n_points}
 
 
 @dataclass(frozen=True)
@@ -94,13 +104,15 @@ class TransferCheck:
     slope_interval: Interval
     verdict: str
     why: str
-    thresholds: dict[str, float] = field(default_factory=lambda: {
-        "slope_tol": SLOPE_TOL, "regret_tol": REGRET_TOL, "noise_sigmas": NOISE_SIGMAS})
+    thresholds: dict[str, float] = field(default_factory=lambda: {"slope_tol": SLOPE_TOL, "regret_tol": REGRET_TOL})
     warnings: tuple[str, ...] = ()
     local_slopes: tuple[LocalSlope, ...] = ()
+    decided_by: str = ""  # the interval that decided the verdict ("slope", "regret at 128", ...)
+    to_decide: str = ""  # for an inconclusive verdict: what would narrow the deciding interval
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.group, "axis": self.axis, "proxy": self.proxy, "verdict": self.verdict, "why": self.why,
+                "decided_by": self.decided_by, "to_decide": self.to_decide,
                 "slope": self.slope, "slope_low": self.slope_interval.low, "slope_high": self.slope_interval.high,
                 "level": self.slope_interval.level, "thresholds": dict(self.thresholds),
                 "scales": [p.to_dict() for p in self.points], "local_slopes": [s.to_dict() for s in self.local_slopes],
@@ -133,14 +145,16 @@ def _check_group(df, axis, keys, proxy, lr_col, loss_col, n_boot, rng, level, so
     optima = {float(s): _optimum(df[df[axis] == s], lr_col, loss_col, n_boot, rng, level, {**keys, axis: s}, source)
               for s in scales}
     eta = optima[proxy].lr_opt
-    points = tuple(_scale_point(s, optima[s], eta, df[df[axis] == s], lr_col, loss_col) for s in optima)
+    points = tuple(_scale_point(s, optima[s], eta, optima[proxy].boot_lr, df[df[axis] == s], lr_col, loss_col,
+                                level) for s in optima)
     slope, interval = _slope(points, n_boot, rng, level)
     warnings = [f"{axis}={readable(p.scale)}: {w}" for p in points for w in p.optimum.warnings]
     warnings += [f"{axis}={readable(p.scale)}: the transferred lr {eta:.4g} lies outside the swept LRs; no regret"
                  for p in points if not math.isfinite(p.regret)]
-    verdict, why = _verdict(points, slope, interval)
+    v = _verdict(axis, points, slope, interval)
     return TransferCheck(axis=axis, group=keys, proxy=proxy, points=points, slope=slope, slope_interval=interval,
-                         verdict=verdict, why=why, warnings=tuple(warnings), local_slopes=_local_slopes(points, level))
+                         verdict=v.verdict, why=v.why, decided_by=v.decided_by, to_decide=v.to_decide,
+                         warnings=tuple(warnings), local_slopes=_local_slopes(points, level))
 
 
 def _optimum(df, lr_col, loss_col, n_boot, rng, level, group, source) -> LrOptimum:
@@ -151,13 +165,68 @@ def _optimum(df, lr_col, loss_col, n_boot, rng, level, group, source) -> LrOptim
                         group=group)
 
 
-def _scale_point(scale, opt: LrOptimum, eta: float, df, lr_col, loss_col) -> ScalePoint:
+def _scale_point(scale, opt: LrOptimum, eta: float, eta_draws, df, lr_col, loss_col, level) -> ScalePoint:
     loss = _loss_at(opt, eta)
     best = opt.loss_opt
     regret = loss - best if math.isfinite(loss) else math.nan
+    noise = _noise_sd(df, lr_col, loss_col)
+    interval = _regret_interval(opt, eta, eta_draws, regret, noise, level)
     return ScalePoint(scale=float(scale), optimum=opt, transferred_lr=eta, loss_at_transferred=loss,
                       regret=regret, regret_rel=regret / best if math.isfinite(regret) else math.nan,
-                      noise_sd=_noise_sd(df, lr_col, loss_col))
+                      noise_sd=noise, regret_interval=interval)
+
+
+def _regret_interval(opt: LrOptimum, eta: float, eta_draws, regret: float, noise_sd: float, level) -> Interval:
+    """The regret's interval at one scale.
+
+    Where the scale is bracketed and the transferred LR lies in its window: the bootstrap's replicates, each
+    replicate's parabola at that replicate's transferred LR (the proxy's replicate optimum) minus its lowest
+    loss in the window. Elsewhere the regret is read off measured means, and only a lower bound is honest:
+    the loss at the transferred LR minus the mean at the best LR is at most the true regret (the true best
+    lies at or below that mean), less z x its standard error (the noise: the seeds' SD, else the window fit's
+    residual SD), with z Bonferroni-corrected for having picked the best of the swept LRs. Its upper bound is
+    infinite (no model says how low the best loss could go between the swept LRs), so it cannot pass.
+    """
+    nan = Interval(math.nan, math.nan, level)
+    if not math.isfinite(regret):
+        return nan
+    lo, hi = opt.window
+    if opt.bracketed and lo <= eta <= hi:
+        if opt.boot_coef is None or eta_draws is None or not len(eta_draws):
+            return nan
+        c = opt.boot_coef
+        u = np.log(np.asarray(eta_draws, dtype=float))
+        draws = c[:, 0] + c[:, 1] * u + c[:, 2] * u * u - _lowest_on(c, math.log(lo), math.log(hi))
+        return percentile_interval(draws, level)
+    sd = noise_sd if math.isfinite(noise_sd) else _residual_sd(opt)
+    if not math.isfinite(sd):
+        return nan
+    runs = pd.DataFrame(opt.points, columns=["lr", "loss"]).groupby("lr")["loss"].agg(["mean", "count"])
+    lrs, counts = runs.index.to_numpy(), runs["count"].to_numpy()
+    best = int(np.argmin(runs["mean"].to_numpy()))
+    near = np.argsort(np.abs(np.log(lrs / eta)))[:2]  # the two measured LRs the transferred one lies between
+    se = sd * math.sqrt(1.0 / counts[near].min() + 1.0 / counts[best])
+    z = _z(1.0 - (1.0 - level) / len(lrs))  # two-sided at level, split over the LRs the best was picked from
+    return Interval(regret - z * se, math.inf, level)
+
+
+def _lowest_on(coef: np.ndarray, u_lo: float, u_hi: float) -> np.ndarray:
+    """Each parabola's lowest value over [u_lo, u_hi] (its vertex where that lies inside and it curves up)."""
+    c0, c1, c2 = coef[:, 0], coef[:, 1], coef[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u_star = np.clip(np.where(c2 > 0, -c1 / (2 * c2), u_lo), u_lo, u_hi)
+    values = [c0 + c1 * u + c2 * u * u for u in (u_star, np.full_like(c0, u_lo), np.full_like(c0, u_hi))]
+    return np.minimum.reduce(values)
+
+
+def _residual_sd(opt: LrOptimum) -> float:
+    """The SD of the window fit's residuals (the noise a run's loss carries, when no seeds measure it)."""
+    lo, hi = opt.window
+    pts = np.array([p for p in opt.points if lo <= p[0] <= hi], dtype=float).reshape(-1, 2)
+    dof = len(pts) - 3
+    if dof <= 0:
+        return math.nan
+    return float(np.sqrt(np.sum((pts[:, 1] - opt.curve(pts[:, 0])) ** 2) / dof))
 
 
 def _loss_at(opt: LrOptimum, lr: float) -> float:
@@ -235,26 +304,53 @@ def _log_se(interval: Interval) -> float:
     return (math.log(interval.high) - math.log(interval.low)) / (2 * _z(interval.level))
 
 
-def _verdict(points: Sequence[ScalePoint], slope: float, interval: Interval) -> tuple[str, str]:
-    def allowed(p: ScalePoint) -> float:
-        floor = NOISE_SIGMAS * p.noise_sd if math.isfinite(p.noise_sd) else 0.0
-        return max(REGRET_TOL * p.optimum.loss_opt, floor)
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    why: str
+    decided_by: str
+    to_decide: str = ""
 
-    costly = [p for p in points if math.isfinite(p.regret) and p.regret > allowed(p)]
-    if costly:
-        p = max(costly, key=lambda q: q.regret_rel)
-        return FAIL, (f"at {readable(p.scale)} the transferred lr costs {p.regret:.4g} nats ({p.regret_rel:.2%}), above "
-                      f"the allowed {allowed(p):.4g}")
+
+def _verdict(axis: str, points: Sequence[ScalePoint], slope: float, interval: Interval) -> Verdict:
+    """method.md section 11: each interval against its band; pass only when every one lies inside."""
+    def at(p: ScalePoint) -> str:
+        return f"{axis}={readable(p.scale)}"
+
+    def regret_text(p: ScalePoint) -> str:
+        r = p.regret_interval
+        return f"regret {p.regret:.4g} [{r.low:.4g}, {r.high:.4g}] nats against an allowance of {p.allowance:.4g}"
+
     span = f"slope {slope:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+    costly = [p for p in points if p.regret_interval.low > p.allowance]
+    if costly:
+        p = max(costly, key=lambda q: q.regret_interval.low / q.allowance)
+        return Verdict(FAIL, f"at {at(p)} the transferred lr costs more than allowed: {regret_text(p)}",
+                       f"regret at {at(p)}")
     if interval.low > SLOPE_TOL or interval.high < -SLOPE_TOL:
-        return FAIL, f"the optimum drifts: {span} lies beyond +-{SLOPE_TOL}"
-    unknown = [p for p in points if not math.isfinite(p.regret) or not p.optimum.bracketed]
+        return Verdict(FAIL, f"the optimum drifts: {span} lies wholly beyond +-{SLOPE_TOL}", "slope")
+    unknown = [p for p in points if not p.optimum.bracketed or not math.isfinite(p.regret)]
     if unknown:
-        return INCONCLUSIVE, ("optimum not bracketed, or the transferred lr outside the sweep, at "
-                              f"{', '.join(readable(p.scale) for p in unknown)}")
-    if abs(slope) <= SLOPE_TOL or interval.low <= 0 <= interval.high:
-        return PASS, f"every regret within its allowance and no drift beyond +-{SLOPE_TOL} ({span})"
-    return INCONCLUSIVE, f"regrets within their allowance but {span} leaves the drift undecided"
+        where = ", ".join(at(p) for p in unknown)
+        return Verdict(INCONCLUSIVE, f"optimum not bracketed, or the transferred lr outside the sweep, at {where}",
+                       f"optimum at {where}", f"extend the LR sweep at {where} until its optimum is bracketed")
+    slope_in = -SLOPE_TOL <= interval.low and interval.high <= SLOPE_TOL
+    open_regrets = [p for p in points if not p.regret_interval.high <= p.allowance]
+    if slope_in and not open_regrets:
+        worst = max(points, key=lambda q: q.regret_interval.high / q.allowance)
+        return Verdict(PASS, f"{span} lies within +-{SLOPE_TOL}, and every regret's upper bound within its "
+                             f"allowance (the closest: {at(worst)}, {regret_text(worst)})", "slope and regrets")
+    if not slope_in:
+        wide = max((p for p in points), key=lambda q: _log_se(q.optimum.lr_interval)
+                   if math.isfinite(_log_se(q.optimum.lr_interval)) else math.inf)
+        reading = ("shows a drift, but not whether it exceeds the tolerance" if interval.low > 0 or interval.high < 0
+                   else "cannot tell a drift beyond the tolerance from none")
+        return Verdict(INCONCLUSIVE, f"{span} straddles +-{SLOPE_TOL}: it {reading}",
+                       "slope", f"more seeds or LR points near the optimum at {at(wide)} (its optimum's "
+                                f"interval is the widest), or more scales along {axis}")
+    p = max(open_regrets, key=lambda q: q.regret_interval.high / q.allowance)
+    return Verdict(INCONCLUSIVE, f"at {at(p)} the {regret_text(p)} straddles the allowance (or has no interval)",
+                   f"regret at {at(p)}", f"more seeds at {at(p)} and at the proxy, or LR points near both optima")
 
 
 def transferred_runs(df: pd.DataFrame, axis: str, *, by: Sequence[str] = (), keep: Sequence[str] = (),

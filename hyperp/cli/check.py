@@ -43,6 +43,8 @@ def report(results: list, title: str, lines, as_json: bool, output: Path | None 
             colour = {"pass": "green", "fail": "red"}.get(r.verdict, "yellow")
             limits = ", ".join(f"{k}={v:g}" for k, v in r.thresholds.items())
             con.print(f"verdict: [{colour}]{r.verdict}[/{colour}] ({r.why}); thresholds: {limits}", highlight=False)
+            if getattr(r, "to_decide", ""):
+                con.print(f"to decide it: {r.to_decide}", highlight=False)
             for w in r.warnings:
                 warn(w)
     if any(r.verdict == "fail" for r in results):

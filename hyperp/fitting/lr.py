@@ -74,6 +74,10 @@ class LrOptimum:
     n_fitted: int = 0  # runs inside the window, the ones the parabola is fitted to
     warnings: tuple[str, ...] = ()
     window: tuple[float, float] = (float("nan"), float("nan"))  # lowest and highest LR of the fitted window
+    # The bootstrap's replicates, for quantities derived from the fit (a transfer regret): each row's parabola
+    # (c0, c1, c2) and its optimum (the vertex, or the best point where that replicate is not bracketed).
+    boot_coef: np.ndarray | None = field(default=None, repr=False, compare=False)
+    boot_lr: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def curve(self, lr: np.ndarray) -> np.ndarray:
         """The fitted parabola at the given learning rates."""
@@ -154,7 +158,8 @@ def fit_lr_curve(lr: np.ndarray, loss: np.ndarray, *, diverged_lr: Sequence[floa
                      coef=_uncentered(d_coef, center), lr_range=(float(lo), float(hi)),
                      points=tuple(zip(lr_all.tolist(), loss_all.tolist())), diverged_lr=tuple(diverged.tolist()),
                      n_fitted=int(lr.size), warnings=tuple(_lr_warnings(reason, lr_opt, lr, lr_all)),
-                     window=(float(lr.min()), float(lr.max())))
+                     window=(float(lr.min()), float(lr.max())),
+                     boot_coef=_uncentered_rows(boot_coef, center), boot_lr=boot["lr"])
 
 
 def bracket_verdict(lr: np.ndarray, loss: np.ndarray, diverged_lr: Sequence[float] = (),
@@ -270,6 +275,12 @@ def _uncentered(d: np.ndarray, center: float) -> tuple[float, float, float]:
     """Coefficients of the centred parabola d0 + d1 v + d2 v^2 (v = u - center) in powers of u."""
     d0, d1, d2 = (float(x) for x in d)
     return (d0 - d1 * center + d2 * center**2, d1 - 2 * d2 * center, d2)
+
+
+def _uncentered_rows(d: np.ndarray, center: float) -> np.ndarray:
+    """`_uncentered` for every row of (k, 3) centred coefficients."""
+    d0, d1, d2 = d[:, 0], d[:, 1], d[:, 2]
+    return np.column_stack([d0 - d1 * center + d2 * center**2, d1 - 2 * d2 * center, d2])
 
 
 def _significant_curvature(c2: np.ndarray, sse: np.ndarray, design: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@ proxy's LR costs there.
 
 Left: eta* per scale with its interval (hollow: not bracketed), the fitted drift line, and the cone of slopes
 the check allows (+-SLOPE_TOL) opened from the proxy. Right: the transfer regret at each scale, relative to
-the best loss, against the check's allowance (REGRET_TOL, or NOISE_SIGMAS seed SDs where that is larger).
+the best loss, with its interval (a caret: only a lower bound is known there), against the check's allowance
+(REGRET_TOL); a scale with no regret (the proxy's LR outside its sweep) is marked with an x on the axis.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from hyperp.checks.transfer import NOISE_SIGMAS, REGRET_TOL, SLOPE_TOL, TransferCheck
+from hyperp.checks.transfer import REGRET_TOL, SLOPE_TOL, TransferCheck
 from hyperp.fitting.report import readable
 from hyperp.plots.style import families, group_label, new_figure, paper, readable_axis
 
 CONE_ALPHA = 0.08  # shading of the allowed-drift cone: visible, yet behind every point
 SHORT_RANGE = 4.0  # a log axis spanning less than this ratio labels every minor tick
-DODGE = 1.04  # factor between neighbouring groups' noise bars on the log axis, so they do not overlap
+DODGE = 1.04  # factor between neighbouring groups' interval bars on the log axis, so they do not overlap
 
 
 def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> Figure:
@@ -49,7 +50,7 @@ def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> 
         ax_eta.set_title(rf"drift: slope of ln $\eta^*$ (cone: $\pm${SLOPE_TOL:g} from the proxy)", fontsize=7)
         ax_regret.axhline(100 * REGRET_TOL, color="0.4", ls="--", lw=0.8)
         ax_regret.set_ylabel("transfer regret (% of best loss)")
-        ax_regret.set_title(f"regret at the proxy's LR (dashed: {REGRET_TOL:.0%}; bar: {NOISE_SIGMAS:g} seed SDs)",
+        ax_regret.set_title(f"regret at the proxy's LR (bar: interval; ^: lower bound; dashed: {REGRET_TOL:.0%})",
                             fontsize=7)
         if title:
             fig.suptitle(title, fontsize=8)
@@ -87,14 +88,19 @@ def _optima(ax, check: TransferCheck, c, m) -> None:
 
 def _regrets(ax, check: TransferCheck, c, m, dodge: float = 1.0) -> None:
     pts = [p for p in check.points if np.isfinite(p.regret_rel)]
+    for p in check.points:
+        if not np.isfinite(p.regret_rel):  # the proxy's LR outside this scale's sweep: say so where it belongs
+            ax.plot([p.scale * dodge], [0], "x", color=c, ms=5, mew=1.2, zorder=3)
     if not pts:
         return
     x = np.array([p.scale for p in pts])
     ax.plot(x, [100 * p.regret_rel for p in pts], m + "-", color=c, mec="k", mew=0.3, zorder=3)
     for p in pts:
-        if np.isfinite(p.noise_sd):
-            allowance = 100 * NOISE_SIGMAS * p.noise_sd / p.optimum.loss_opt
-            ax.vlines(p.scale * dodge, 0, allowance, color=c, lw=2, alpha=0.35)  # side by side per group
+        lo, hi = (100 * v / p.optimum.loss_opt for v in (p.regret_interval.low, p.regret_interval.high))
+        if np.isfinite(lo) and np.isfinite(hi):
+            ax.vlines(p.scale * dodge, lo, hi, color=c, lw=2, alpha=0.35)  # side by side per group
+        elif np.isfinite(lo):
+            ax.plot([p.scale * dodge], [lo], "^", color=c, ms=4, alpha=0.6)
 
 
 def _two_and_five(value: float, _pos) -> str:

@@ -10,8 +10,10 @@ Choices where method.md leaves one open:
 - The depth factor sqrt(d0/d) multiplies every parameter group's LR (for `muon` that is muP++'s rule with the
   width moving with depth). The token factor (T/T0)^-b multiplies every group by default (the paper's code);
   `token_scaling="hidden"` puts it on the hidden matrices only (the paper's table).
-- Weight decay for `muon` is lambda * d0/d on hidden matrices and the LM head; for `adamw` it is lambda on
-  the same matrices. Embeddings, norms and other vectors never decay.
+- Weight decay is coupled to the LR (W <- W (1 - lr wd), as torch's AdamW does). For `muon` it is
+  lambda * d0/d on the hidden matrices only: the LM head does not decay, as in the authors' code (its
+  no-decay group holds lm_head). For `adamw` it is lambda on the hidden matrices and the LM head.
+  Embeddings, norms and other vectors never decay.
 - `muon` multiplies the output logits by w0/w; the other schemes use 1.
 """
 
@@ -90,7 +92,7 @@ def resolve_hparams(cfg: RunConfig) -> ResolvedHParams:
         residual_alpha=1.0 / math.sqrt(2 * cfg.depth) if scheme in DEPTH_MUP else 1.0,
         logit_mult=cfg.base_width / cfg.d_model if scheme == "muon" else 1.0,
         hidden=group("hidden", matrix_wd),
-        head=group("head", matrix_wd),
+        head=group("head", 0.0 if scheme == "muon" else matrix_wd),
         embed=group("embed", 0.0),
         vector=group("vector", 0.0),
         head_init_std=cfg.head_init_std,
