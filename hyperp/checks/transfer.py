@@ -18,9 +18,9 @@ optionally several seeds:
 
 Verdict (method.md section 11: equivalence, not absence of evidence), with its thresholds stated in the
 result. A scale's regret has an interval: the bootstrap of its LR fit and of the proxy's (the residuals carry
-the seeds' spread when seeds are pooled), or, where the transferred LR lies outside the fitted window, the
-measured means perturbed by the noise (the seeds' SD, else the window fit's residual SD). A scale's allowance
-is REGRET_TOL x its best loss.
+the seeds' spread when seeds are pooled); where the regret is read off measured means instead (an unbracketed
+scale, or the transferred LR outside the fitted window), only a lower bound (`_regret_interval`), so such a
+scale can fail but never pass. A scale's allowance is REGRET_TOL x its best loss.
 - pass: every scale is bracketed, the slope's whole interval lies within +-SLOPE_TOL, and every regret's upper
   bound lies within its allowance (the data show the transfer costs less than the tolerance);
 - fail: the slope's whole interval lies beyond +-SLOPE_TOL, or some regret's lower bound exceeds its
@@ -341,8 +341,8 @@ def _verdict(axis: str, points: Sequence[ScalePoint], slope: float, interval: In
         return Verdict(PASS, f"{span} lies within +-{SLOPE_TOL}, and every regret's upper bound within its "
                              f"allowance (the closest: {at(worst)}, {regret_text(worst)})", "slope and regrets")
     if not slope_in:
-        wide = max((p for p in points), key=lambda q: _log_se(q.optimum.lr_interval)
-                   if math.isfinite(_log_se(q.optimum.lr_interval)) else math.inf)
+        # the scale whose optimum is least placed (an interval that could not be estimated counts as widest)
+        wide = max(points, key=lambda q: np.nan_to_num(_log_se(q.optimum.lr_interval), nan=math.inf))
         reading = ("shows a drift, but not whether it exceeds the tolerance" if interval.low > 0 or interval.high < 0
                    else "cannot tell a drift beyond the tolerance from none")
         return Verdict(INCONCLUSIVE, f"{span} straddles +-{SLOPE_TOL}: it {reading}",

@@ -273,8 +273,8 @@ def _design(u: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _uncentered(d: np.ndarray, center: float) -> tuple[float, float, float]:
     """Coefficients of the centred parabola d0 + d1 v + d2 v^2 (v = u - center) in powers of u."""
-    d0, d1, d2 = (float(x) for x in d)
-    return (d0 - d1 * center + d2 * center**2, d1 - 2 * d2 * center, d2)
+    c0, c1, c2 = _uncentered_rows(np.asarray(d, dtype=float)[None, :], center)[0]
+    return (float(c0), float(c1), float(c2))
 
 
 def _uncentered_rows(d: np.ndarray, center: float) -> np.ndarray:
