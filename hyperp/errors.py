@@ -28,6 +28,11 @@ class InputError(ValueError):
     exit_code = EXIT_BAD_INPUT
 
 
+class FitInputError(InputError):
+    """The input table cannot be fitted as asked; the message names the file or column at fault (raised by
+    hyperp.fitting, defined here so that the CLI can name it without loading pandas)."""
+
+
 class UnavailableError(RuntimeError):
     """The input is fine but the work cannot run now (lock held, cluster too small or unreachable, disk full)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -156,16 +158,37 @@ def test_best_runs_averages_seeds_and_returns_every_seed_of_the_best_lr():
     assert sorted(best_runs(runs)) == ["d", "e"]
 
 
-def test_a_cells_growth_is_its_seeds_mean_with_their_sd_as_noise_floor():
-    """Three seeds of one cell grow like T^0.55, T^0 and T^0.05: the largest single run (0.55) is above the
-    0.3 threshold, the cell's mean (0.2) is not; the SD over seeds is reported beside it."""
+def _seeded(powers, big=2.0):
+    """Runs of one cell (n_params 1000) growing like T^p per seed, and one flat run at n_params 4000."""
     tokens = np.geomspace(100, 10_000, 12)
     rows = [{"run_id": f"s{seed}", "tokens": t, "n_params": 1000, "lr": 0.02, "attn_z": 2.0 * t ** p}
-            for seed, p in enumerate((0.55, 0.0, 0.05)) for t in tokens]
-    rows += [{"run_id": "big", "tokens": t, "n_params": 4000, "lr": 0.02, "attn_z": 2.0} for t in tokens]
+            for seed, p in enumerate(powers) for t in tokens]
+    return rows + [{"run_id": "big", "tokens": t, "n_params": 4000, "lr": 0.02, "attn_z": big} for t in tokens]
+
+
+def test_a_cells_growth_is_its_seeds_mean_and_its_interval_decides():
+    """Three seeds of one cell grow like T^0.55, T^0 and T^0.05: the cell's mean (0.2) is below the 0.3
+    threshold, but its seeds' interval reaches past it, so the verdict is inconclusive (it used to pass on the
+    mean: absence of evidence); one seed alone (0.55) fails on its own regression's interval."""
+    rows = _seeded((0.55, 0.0, 0.05))
     res = check_stability(pd.DataFrame(rows), indicators=["attn_z"])
     (trend,) = res.trends
-    assert trend.verdict == "bounded" and res.verdict == PASS
+    assert trend.verdict == "inconclusive" and res.verdict == "inconclusive"
     assert 0.15 < trend.growth_max < 0.25 and trend.growth_run == "s0" and trend.growth_sd > 0.2
+    assert trend.growth_interval.low < GROWTH_TOL < trend.growth_interval.high
+    assert "n_params=1000" in res.decided_by and "seeds" in res.to_decide
     alone = check_stability(pd.DataFrame([r for r in rows if r["run_id"] in ("s0", "big")]), indicators=["attn_z"])
-    assert alone.trends[0].verdict == "growing"  # one seed alone would have failed it
+    assert alone.trends[0].verdict == "growing"  # one seed alone: wholly past the band
+
+
+def test_consistent_seeds_earn_a_pass_and_a_clear_growth_fails():
+    steady = check_stability(pd.DataFrame(_seeded((0.0, 0.02, 0.01))), indicators=["attn_z"])
+    assert steady.verdict == PASS and steady.trends[0].growth_interval.high <= GROWTH_TOL
+    growing = check_stability(pd.DataFrame(_seeded((0.6, 0.65, 0.7))), indicators=["attn_z"])
+    assert growing.verdict == FAIL and growing.trends[0].growth_interval.low > GROWTH_TOL
+
+
+def test_a_scale_slope_needs_an_interval_to_pass():
+    """Two scales of one run each: the slope has no interval, so the check cannot pass on it."""
+    two = check_stability(pd.DataFrame(_seeded((0.0,))), indicators=["attn_z"])
+    assert math.isnan(two.trends[0].slope_interval.low) and two.verdict == "inconclusive"

@@ -95,6 +95,28 @@ def test_a_clear_drift_under_noise_fails_on_its_regret_lower_bound():
     assert last.regret == pytest.approx(CURV * math.log(8 ** 0.5) ** 2, abs=0.01)
 
 
+def test_the_papers_depth_summary_fails_without_depth_mup_and_passes_with_it():
+    """method.md section 9 quotes the paper's depth sweeps: eta* ~ d^-0.64 over depth 8 to 24 without
+    depth-muP, flat with it (the paper's tables themselves are not in shared/, so their summary slopes stand in
+    for them). The same sweep design (9 LRs, 3 seeds, noise 0.002) fails the first and passes the second."""
+    def depth_sweep(exponent: float) -> pd.DataFrame:
+        rows = []
+        for d in (8, 12, 16, 24):
+            for seed in range(3):
+                rng = np.random.default_rng([d, seed])
+                for lr in LRS:
+                    eta = 0.02 * (d / 8) ** exponent
+                    loss = 3.0 - 0.05 * math.log2(d / 8) + CURV * math.log(lr / eta) ** 2 + rng.normal(0, 0.002)
+                    rows.append({"depth": d, "lr": lr, "seed": seed, "val_loss": loss, "status": "completed"})
+        return pd.DataFrame(rows)
+
+    (without,) = check_transfer(depth_sweep(-0.64), "depth", n_boot=400)
+    assert without.verdict == FAIL and without.slope_interval.high < -SLOPE_TOL, without.why
+    assert without.slope == pytest.approx(-0.64, abs=0.05)
+    (with_rule,) = check_transfer(depth_sweep(0.0), "depth", n_boot=400)
+    assert with_rule.verdict == PASS, with_rule.why
+
+
 def test_a_regret_read_off_measured_means_has_only_a_lower_bound_and_no_false_fail():
     """A flat optimum under noise 0.03 with 2 seeds leaves some scales unbracketed, where the regret is read
     off the measured means: the best of 9 noisy means sits low by selection, so its point regret is biased

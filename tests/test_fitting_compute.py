@@ -160,3 +160,27 @@ def test_best_of_reads_the_best_lrs_mean_over_seeds_not_its_luckiest_seed():
     assert [p.cel for p in res.cel_points] == pytest.approx([1.0] * C.size, rel=1e-4)
     luckiest = compare_methods(df.drop(columns="seed"), "steady", best_of=["flops"], n_boot=0)
     assert all(p.cel > 1.05 for p in luckiest.cel_points)  # what picking the luckiest run gives
+
+
+def test_an_lr_sweep_is_fitted_as_its_best_lr_per_size_by_default_and_says_so(tmp_path):
+    """Several LRs per (method, flops): the law is of the best run per size (seeds averaged), as --best-of flops
+    gives; the result says so. Fitting every LR (the old silent default) is there only on request."""
+    rows = []
+    for c in C:
+        for m, gap in (("base", 0.0), ("better", -0.02)):
+            for lr, bad in ((0.01, 0.3), (0.02, 0.0), (0.04, 0.2)):  # far-off LRs 0.2-0.3 nats worse
+                rows += [{"param": m, "flops": c, "lr": lr, "seed": s, "val_loss": law(c) + gap + bad + e,
+                          "status": "completed"} for s, e in enumerate((-0.001, 0.001))]
+    df = pd.DataFrame(rows)
+    default = compare_methods(df, "base", n_boot=0)
+    explicit = compare_methods(df, "base", best_of=["flops"], n_boot=0)
+    assert default.fits["base"].b == pytest.approx(explicit.fits["base"].b)
+    assert default.fits["base"].n_points == C.size  # one point per size
+    assert [p.cel for p in default.cel_points] == pytest.approx([p.cel for p in explicit.cel_points])
+    assert any("several learning rates" in w and "--every-lr" in w for w in default.warnings)
+    assert not any("several learning rates" in w for w in explicit.warnings)
+    every = compare_methods(df, "base", every_lr=True, n_boot=0)
+    assert every.fits["base"].n_points == 6 * C.size and every.notes == ()
+    df.to_parquet(tmp_path / "runs.parquet")
+    res = CliRunner().invoke(app, ["compute", str(tmp_path / "runs.parquet"), "--baseline", "base", "-B", "0"])
+    assert res.exit_code == 0 and "warning: several learning rates at one (param, flops)" in res.output

@@ -49,6 +49,20 @@ def test_chinchilla_best_of_lr_keeps_the_best_run_of_each_point():
         assert np.allclose(a, b)  # the lr = 0.01 run of each (N, D): the lowest loss
 
 
+def test_chinchilla_keeps_the_best_lr_of_each_point_by_default_and_says_so():
+    n, d, loss = grid_runs(ratio_fixed=False)
+    rows = [{"n_params": ni, "tokens": di, "lr": lr, "val_loss": li * (1 + 0.1 * abs(np.log2(lr / 0.01))),
+             "status": "completed"} for ni, di, li in zip(n, d, loss) for lr in (0.005, 0.01, 0.02)]
+    default = chinchilla_inputs(pd.DataFrame(rows))
+    for a, b in zip(default, chinchilla_inputs(pd.DataFrame(rows), best_of="lr")):
+        assert np.array_equal(a, b)
+    assert len(default.notes) == 1 and "--every-lr" in default.notes[0]
+    every = chinchilla_inputs(pd.DataFrame(rows), every_lr=True)
+    assert every[0].size == 3 * n.size and every.notes == ()
+    fit = fit_chinchilla(*default, starts=SMALL_STARTS, n_boot=0, notes=default.notes)
+    assert fit.warnings[0] == default.notes[0]
+
+
 def test_compute_law_flags_e_at_its_bound_and_few_points():
     c = np.geomspace(1e15, 1e19, 6)
     pure_power = 50.0 * c ** -0.1  # no irreducible term: E is pushed to its bound 0

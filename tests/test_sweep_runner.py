@@ -249,7 +249,10 @@ def test_failed_and_diverged_runs_are_recorded_and_not_retried(tmp_path: Path):
     assert out.counts == {"completed": 1, "diverged": 1, "failed": 1, "infra_failed": 0}
     top = pq.read_schema(root / "mixed" / "runs.parquet")  # a failed run keeps the integer columns integer
     assert top.equals(schema.arrow_schema()) and str(top.field("steps").type) == str(top.field("diverged_step").type) == "int64"
-    assert run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False).submitted == 0
+    rerun = CliRunner().invoke(app, ["run", str(spec), "--out", str(root), "--quiet",
+                                     "--run-fn", "hyperp.sweeps.stubs:train_or_raise"])
+    assert rerun.exit_code == 1 and "nothing to run" in rerun.output  # the failed run is kept as failed ...
+    assert "1 failed runs are kept as they are; --retry-failed runs them again" in rerun.output  # ... and said so
     retry = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False, retry_failed=True)
     assert retry.submitted == 1 and retry.counts["failed"] == 1  # only the failed one, and it fails again
 
@@ -277,6 +280,18 @@ def test_bracket_extends_edge_minimum_and_stops_when_bracketed(tmp_path: Path):
     assert (df.lr_search == "bracket").all() and df.run_id.is_unique
     again = run_sweep(spec, root, run_fn=STUB, progress=False)
     assert again.submitted == 0  # the extended grids are re-derived from the ledger
+
+
+def test_a_sweep_ends_with_a_line_per_unbracketed_cell_naming_its_edge_and_a_grid(tmp_path: Path):
+    body = (TINY + "[axes]\n"
+            'tags = [{lr_opt = "1000"}]\n'
+            'lr = { search = "bracket", grid = [0.001, 0.002], max_extend = 1 }\n')
+    spec = write(tmp_path, "edge", body)
+    res = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "sweeps"), "--quiet", "--run-fn", STUB])
+    assert res.exit_code == 0, res.output
+    (line,) = [ln for ln in res.output.splitlines() if "not bracketed" in ln]
+    assert "the best lr 0.004 is at the high edge: try grid = [0.002, 0.004, 0.008, 0.016, 0.032]" in line
+    assert sorted(ledger_df(tmp_path / "sweeps", "edge").lr) == [0.001, 0.002, 0.004]  # extended upward only
 
 
 def test_optuna_search_per_cell_resumes_from_its_study(tmp_path: Path):

@@ -184,6 +184,23 @@ def test_search_specs_parse():
     assert e.field == "axes.lr.high"
 
 
+def test_tokens_co_scaled_from_the_proxy_follow_the_authors_rule():
+    """tokens_per_param = "proxy": T = T0 N / N0 (ArchScale's pretrain.py), N0 the run at base_depth; the run at
+    the proxy's depth trains on T0 itself."""
+    from hyperp.sweeps.spec import param_counts
+
+    proxy = 'peak_tflops = 1.0\nbase_depth = 1\nbase_tokens = 65536\ntokens_per_param = "proxy"\n'
+    base = 'tokens_per_param_basis = "non_embedding"\n' + BASE.replace("peak_tflops = 1.0\n", proxy)
+    plan = make_plan(spec("[axes]\ndepth = [1, 2, 3]\n", base))
+    runs = sorted(plan.runs, key=lambda r: r.config.depth)
+    n = [param_counts(r.config).non_embedding for r in runs]
+    assert runs[0].config.tokens == 65536
+    for r, ni in zip(runs, n):
+        assert abs(r.config.tokens - 65536 * ni / n[0]) <= r.config.batch_tokens / 2  # rounded to whole batches
+    assert runs[2].config.tokens > runs[1].config.tokens > runs[0].config.tokens
+    assert error(base.replace('"proxy"', '"proxi"')).field == "base.tokens_per_param"
+
+
 # ---------------------------------------------------------------- bracketing rule (pure)
 
 
@@ -222,6 +239,74 @@ def test_bracket_search_and_fit_agree_when_the_best_run_is_interior_but_the_fit_
     from hyperp.fitting.lr import fit_lr_curve
     opt = fit_lr_curve(list(lrs), [kink(lr)["val_loss"] for lr in lrs], n_boot=0)
     assert s.done and s.bracketed == opt.bracketed and s.reason == opt.reason
+
+
+def test_a_two_point_grid_extends_toward_its_better_edge_only():
+    """The issue's case: a 2-point grid whose best run is its top (optimum 0.08 above 0.001-0.002) used to
+    extend below the grid first. Every added point now lies beyond the better edge, until bracketed."""
+    up = bracket_state(BracketSearch(grid=(0.001, 0.002), max_extend=10), _curve(0.08))
+    assert up.bracketed and up.grid[0] == 0.001 and up.grid == sorted(up.grid)
+    assert up.grid == pytest.approx([0.001 * 2 ** k for k in range(len(up.grid))])  # doubling upward only
+    assert up.best_lr == pytest.approx(0.064)  # the grid point nearest 0.08
+    down = bracket_state(BracketSearch(grid=(0.001, 0.002), max_extend=10), _curve(1e-4))
+    assert down.bracketed and down.grid[-1] == 0.002 and min(down.grid) < 1e-4
+
+
+def test_an_unbracketed_end_names_its_edge_and_a_grid_that_reaches_past_it():
+    high = bracket_state(BracketSearch(grid=(0.001, 0.002), max_extend=3), _curve(0.08))
+    assert high.done and not high.bracketed and high.edge == "high" and high.best_lr == 0.016
+    assert high.next_grid[0] < high.best_lr < high.next_grid[-1] and max(high.next_grid) > 0.08
+    low = bracket_state(BracketSearch(grid=(0.001, 0.002), max_extend=3), _curve(1e-5))
+    assert low.edge == "low" and min(low.next_grid) < 1e-5 * 10 and low.best_lr in low.next_grid
+    from hyperp.cli.sweep import unbracketed_hint
+    line = unbracketed_hint({"reason": high.reason, "best_lr": high.best_lr, "edge": high.edge,
+                             "next_grid": high.next_grid})
+    assert "high edge" in line and "try grid = [0.008, 0.016, 0.032, 0.064, 0.128]" in line
+
+
+def _well(lr_opt: float, width: float):
+    """A loss well that is a parabola in ln(lr) only near its minimum: a coarse grid cannot fit it."""
+    def lookup(lr: float):
+        u = math.log(lr / lr_opt) / width
+        return {"status": "completed", "val_loss": 2 - math.exp(-u * u / 2)}
+    return lookup
+
+
+def test_an_interior_best_with_a_poor_fit_is_refined_around_it():
+    from hyperp.fitting.lr import bracket_verdict, fit_lr_curve
+
+    grid = tuple(0.01 * 4.0 ** k for k in range(-3, 4))
+    well = _well(0.013, 0.5)
+    coarse = bracket_verdict(list(grid), [well(lr)["val_loss"] for lr in grid])
+    assert not coarse.bracketed and coarse.reason == "poor fit" and coarse.direction == 0
+    s = bracket_state(BracketSearch(grid=grid, max_extend=3), well)
+    added = sorted(set(s.grid) - set(grid))
+    assert s.bracketed and added and all(0.01 / 4 < lr < 0.01 * 4 for lr in added)  # between the best's neighbours
+    final = fit_lr_curve(s.grid, [well(lr)["val_loss"] for lr in s.grid], n_boot=0)
+    assert final.bracketed and abs(math.log(final.lr_opt / 0.013)) < 0.1
+
+
+def test_the_search_judges_on_the_rows_fit_lr_pools():
+    """The cell's repeats (its best LR with other seeds) enter the search's verdict as they enter `fit lr`'s:
+    on noisy cells the two always agree, and the repeats do change some verdicts."""
+    import numpy as np
+
+    from hyperp.fitting.lr import fit_lr_curve
+
+    rng = np.random.default_rng(7)
+    changed = 0
+    for _ in range(30):
+        noise = {lr: rng.normal(0, 0.03) for lr in (0.0025, 0.005, 0.01, 0.02, 0.04)}
+        lookup = lambda lr, n=noise: {"status": "completed", "val_loss": 1 + 0.05 * math.log(lr / 0.01) ** 2 + n[lr]}
+        alone = bracket_state(BracketSearch(grid=tuple(noise), max_extend=0), lookup)
+        repeats = [{"lr": alone.best_lr, "status": "completed", "val_loss": alone.best + d}
+                   for d in rng.normal(0.05, 0.03, 2)]
+        pooled = bracket_state(BracketSearch(grid=tuple(noise), max_extend=0), lookup, repeats)
+        rows = [(lr, lookup(lr)["val_loss"]) for lr in pooled.grid] + [(r["lr"], r["val_loss"]) for r in repeats]
+        fit = fit_lr_curve([lr for lr, _ in rows], [v for _, v in rows], n_boot=0)
+        assert pooled.bracketed == fit.bracketed
+        changed += pooled.bracketed != alone.bracketed
+    assert changed > 0
 
 
 def test_bracket_stops_at_max_extend_and_waits_for_pending():

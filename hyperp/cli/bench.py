@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json
-from hyperp.trainer.bench import MATCHED_MLP_RATIO  # torch: `hyperp bench` is loaded only when used
+from hyperp.cli.core import SUBAPPS, JsonFlag, as_count, command, new_app, print_json
 from hyperp.trainer.config import RunConfig
+from hyperp.trainer.defaults import MATCHED_MLP_RATIO
 
 app = new_app(SUBAPPS["bench"][1])
 DEFAULTS = RunConfig()
@@ -20,11 +20,14 @@ def bench() -> None:
 
 
 @command(app, "train")
-def train_bench(width: Annotated[int, typer.Option(help="Model width.")] = 256,
-                depth: Annotated[int, typer.Option(help="Transformer blocks.")] = DEFAULTS.depth,
-                head_dim: Annotated[int, typer.Option(help="Attention head dimension.")] = DEFAULTS.head_dim,
-                seq_len: Annotated[int, typer.Option(help="Context length in tokens.")] = DEFAULTS.seq_len,
-                batch_tokens: Annotated[int, typer.Option(help="Tokens per step.")] = DEFAULTS.batch_tokens,
+def train_bench(width: Annotated[int, typer.Option(parser=as_count, help="Model width.")] = 256,
+                depth: Annotated[int, typer.Option(parser=as_count, help="Transformer blocks.")] = DEFAULTS.depth,
+                head_dim: Annotated[int, typer.Option(parser=as_count, help="Attention head dimension.")]
+                = DEFAULTS.head_dim,
+                seq_len: Annotated[int, typer.Option(parser=as_count, help="Context length in tokens.")]
+                = DEFAULTS.seq_len,
+                batch_tokens: Annotated[int, typer.Option(parser=as_count, help="Tokens per step (1e4 works).")]
+                = DEFAULTS.batch_tokens,
                 params: Annotated[str, typer.Option(help="Comma-separated schemes; the first is the "
                                                          "reference.")] = "adamw,hyperp,muon",
                 steps: Annotated[int, typer.Option(help="Timed steps per scheme.")] = 10,

@@ -16,7 +16,7 @@ from hyperp import io
 from hyperp.cli.core import SUBAPPS, JsonFlag, command, json_text, new_app, print_json, warn
 from hyperp.cli.fit import ByOpt, LossColOpt, LrColOpt, MapOpt, OutOpt, SeedOpt, TableArg, WhereOpt, read
 from hyperp.errors import EXIT_RUNS_FAILED
-from hyperp.fitting.bootstrap import DEFAULT_N_BOOT
+from hyperp.fitting.defaults import DEFAULT_N_BOOT
 
 app = new_app(SUBAPPS["check"][1])
 
@@ -57,14 +57,23 @@ def coord_cmd(param: ParamOpt = "hyperp",
                                                                                 "(default 64, 128, 256).")] = None,
               steps: Annotated[int, typer.Option(min=0, help="Optimizer steps before the second reading.")] = 5,
               lr: Annotated[float | None, typer.Option(help="Base LR (default: the scheme's).")] = None,
+              seeds: Annotated[int, typer.Option(min=1, help="Seeds (each its own init and batch); the verdict "
+                                                             "needs their interval, so 1 is never a pass.")] = 3,
               as_json: JsonFlag = False) -> None:
-    """Coordinate check: block output RMS across widths at init and after a few steps (flat passes)."""
+    """Coordinate check: block output RMS across widths at init and after a few steps, over seeds (pass when
+    every branch's spread interval lies within the band)."""
     from hyperp.checks.coord import WIDTHS, check_coord  # noqa: PLC0415 (torch)
 
-    res = check_coord(param, tuple(widths or WIDTHS), steps, lr)
-    report([res], f"coordinate check of {param}: branch RMS by width {list(res.widths)}",
-           lambda r: [f"{m} {k}: " + ", ".join(f"{v:.3g}" for v in vals)
-                      for m, branches in r.rms.items() for k, vals in branches.items()], as_json)
+    res = check_coord(param, tuple(widths or WIDTHS), steps, lr, seeds=seeds)
+
+    def lines(r):
+        spreads = {(s.moment, s.branch): s for s in r.spreads}
+        return [f"{m} {k}: " + ", ".join(f"{v:.3g}" for v in vals) + f"; spread {spreads[m, k].value_text()}"
+                + ("" if r.seeds < 2 else ", per seed " + ", ".join(f"{x:.2f}" for x in spreads[m, k].per_seed))
+                for m, branches in r.rms.items() for k, vals in branches.items()]
+
+    report([res], f"coordinate check of {param}: branch RMS by width {list(res.widths)}"
+                  f"{f' (mean of {seeds} seeds)' if seeds > 1 else ''}", lines, as_json)
 
 
 @command(app, "transfer")
@@ -102,14 +111,17 @@ def transfer_cmd(table: TableArg,
 @command(app, "sphere")
 def sphere_cmd(param: ParamOpt = "hyperp",
                steps: Annotated[int, typer.Option(min=1, help="Training steps of the tiny model.")] = 20,
+               seeds: Annotated[int, typer.Option(min=1, help="Seeds (each its own init and batches); the verdict "
+                                                              "needs their interval, so 1 is never a pass.")] = 3,
                as_json: JsonFlag = False) -> None:
-    """Sphere facts on a trained tiny model: radius drift, and weight decay acting only at O(eta^2)."""
+    """Sphere facts on trained tiny models, over seeds: radius drift, and weight decay acting only at O(eta^2)."""
     from hyperp.checks.sphere import check_sphere  # noqa: PLC0415 (torch)
 
-    res = check_sphere(param, steps)
-    report([res], f"sphere check of {param} after {steps} steps",
-           lambda r: [f"radius drift {r.radius_drift:.2e}; decay effect ratio at lr/10 vs lr: {r.wd_ratio:.4f}"],
-           as_json)
+    res = check_sphere(param, steps, seeds)
+    report([res], f"sphere check of {param} after {steps} steps, {seeds} seed{'s' if seeds > 1 else ''}",
+           lambda r: [f"radius drift per seed: {', '.join(f'{v:.2e}' for v in r.drift.per_seed)}",
+                      f"decay effect ratio at lr/10 vs lr per seed: {', '.join(f'{v:.4f}' for v in r.ratio.per_seed)}",
+                      f"decided by: {r.decided_by}"], as_json)
 
 
 @command(app, "stability")
@@ -142,8 +154,8 @@ def stability_cmd(table: Annotated[Path, typer.Argument(
         results.append(check_stability(df[df.run_id.isin(ids)], scale=scale, source=str(table)))
         results[-1] = _labelled(results[-1], keys)
     report(results, f"stability indicators across {scale}",
-           lambda r: [f"{t.name}: growth {t.growth_max:.3f} per e-fold of tokens, slope {t.scale_slope:.3f} across "
-                      f"{r.scale}: {t.verdict}" for t in r.trends], as_json, output)
+           lambda r: [f"{t.name}: {t.decided_by} (growth per e-fold of {r.x}): {t.verdict}" for t in r.trends],
+           as_json, output)
 
 
 def _labelled(res, keys: dict):
@@ -164,4 +176,5 @@ def head_cmd(table: TableArg, mapping: MapOpt = None, where: WhereOpt = None, as
     res = check_head(read(table, mapping, where), source=str(table))
     report([res], "LM head diagnostic (cap = head_init_std * width; gain = the final norm's largest RMS gain)",
            lambda r: [f"{x['param']} width {x['width']} std {x['head_init_std']:g}: cap {x['cap']:.3g}, gain "
-                      f"{x['gain_max']:.3g}{'  <- binds' if x['binds'] else ''}" for x in r.runs], as_json, output)
+                      f"{x['gain_max']:.3g} [{x['gain_low']:.3g}, {x['gain_high']:.3g}] ({x['seeds']} seeds): "
+                      f"{x['cell']}" for x in r.runs], as_json, output)

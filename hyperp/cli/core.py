@@ -120,7 +120,31 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any):
     return app.command(name, cls=Command, **kwargs)
 
 
+def lazy(module: str, name: str):
+    """A stand-in for `from module import name` (a function) that imports `module` at the first call, so a
+    command module can name a heavy library's function at its top and `--help` still loads none of it."""
+    import importlib  # noqa: PLC0415
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as strict JSON (NaN and infinities as null).")]
+
+
+def as_count(text: str) -> int:
+    """The parser of every count option (tokens, sizes, steps): 1000000, 1_000_000 or 1e6, as a spec reads a
+    count (`hyperp.trainer.config.parse_count`); anything else is click's one-line error naming the option,
+    exit 2. Use as `typer.Option(parser=as_count)`."""
+    from hyperp.trainer.config import parse_count  # noqa: PLC0415
+
+    try:
+        return parse_count(text)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 # The nouns of `hyperp`: module of each sub-app and its one-line help. hyperp.cli imports a sub-app's module
 # only when that noun is used, so `hyperp --help` never loads the libraries behind them.

@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from hyperp.cli.core import PLAIN_PROGRESS_S, SUBAPPS, JsonFlag, PlainProgress, command, new_app, print_json
-# numpy and torch (through hyperp.trainer.data): `hyperp data` is loaded only when used; tokenizers loads in prepare.
-from hyperp.trainer.prepare import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_PERCENT, MAX_VOCAB, MIN_VOCAB, prepare
+from hyperp.cli.core import (PLAIN_PROGRESS_S, SUBAPPS, JsonFlag, PlainProgress, as_count, command, new_app,
+                             print_json)
+from hyperp.trainer.config import RunConfig
+from hyperp.trainer.defaults import DEFAULT_SHARD_TOKENS, MAX_VOCAB, MIN_VOCAB
 
 app = new_app(SUBAPPS["data"][1])
 MIB = 1 << 20
@@ -31,6 +32,8 @@ def progress_line(phase: str, done: int, total: int) -> str:
 def prepare_with_progress(console, every_s: float, **kwargs) -> dict:
     """Prepare with one live bar per phase on a terminal, else a plain line every `every_s` seconds."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    from hyperp.trainer.prepare import prepare  # noqa: PLC0415 (numpy, torch; tokenizers loads in prepare)
 
     if not console.is_terminal:
         plain = PlainProgress(every_s)
@@ -55,14 +58,16 @@ def prepare_command(
         out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: new, empty, or an earlier output "
                                                              "of this command (rewritten).")],
         vocab_size: Annotated[Optional[int], typer.Option(
-            help=f"Train a byte-level BPE tokenizer with this many tokens ({MIN_VOCAB}..{MAX_VOCAB}, "
-                 "<|endoftext|> included) on the training files.")] = None,
+            parser=as_count, help=f"Train a byte-level BPE tokenizer with this many tokens ({MIN_VOCAB}.."
+                                  f"{MAX_VOCAB}, <|endoftext|> included) on the training files.")] = None,
         tokenizer: Annotated[Optional[Path], typer.Option(
             "--tokenizer", help="Use this tokenizer.json instead of training one (<|endoftext|> is added if "
                                 "missing).")] = None,
-        shard_tokens: Annotated[int, typer.Option(help="Most tokens per .bin shard.")] = DEFAULT_SHARD_TOKENS,
+        shard_tokens: Annotated[int, typer.Option(
+            parser=as_count, help="Most tokens per .bin shard (1e8 works).")] = DEFAULT_SHARD_TOKENS,
         val_percent: Annotated[float, typer.Option(
-            help="Share of the files held out for validation (the trainer's val_percent rule).")] = DEFAULT_VAL_PERCENT,
+            help="Share of the files held out for validation (the trainer's val_percent rule).")]
+        = RunConfig().val_percent,
         progress_every: Annotated[float, typer.Option(
             help="Seconds between plain progress lines when stderr is not a terminal.")] = PLAIN_PROGRESS_S,
         as_json: JsonFlag = False) -> None:

@@ -4,8 +4,9 @@ Each command reads a table (Parquet, CSV or sweep directory), calls one API func
 or strict JSON with --json; -o/--output also writes the JSON to a file. Input problems (a missing or mistyped
 column, with a did-you-mean) exit with code 2 and a one-line message, never a traceback.
 
-This module is loaded only when `hyperp fit` or `hyperp plot` runs (hyperp.cli loads nouns lazily); it takes
-its defaults from the fitting library, so it imports it (numpy, scipy, pandas) at the top.
+This module is loaded when `hyperp fit`, `plot`, `check` or `predict` runs (hyperp.cli loads nouns lazily).
+Its defaults come from hyperp.fitting.defaults, which imports nothing, and each command imports the fitting
+library (numpy, scipy, pandas) in its body, so `--help` loads none of them.
 """
 
 from __future__ import annotations
@@ -14,18 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from hyperp import io
 from hyperp.cli.core import SUBAPPS, JsonFlag, command, json_text, new_app, warn
-from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
-from hyperp.fitting.chinchilla import BOOT_STARTS, HUBER_DELTA, chinchilla_inputs, fit_chinchilla
-from hyperp.fitting.chinchilla import DEFAULT_N_BOOT as CHINCHILLA_N_BOOT
-from hyperp.fitting.compute import compare_methods
-from hyperp.fitting.lr import R2_MIN, fit_optimal_lr
-from hyperp.fitting.powerlaw import fit_law
-from hyperp.fitting.report import fmt, fmt_interval, make_table
-from hyperp.fitting.table import FitInputError, load_table, parse_mapping, parse_where
+from hyperp.errors import FitInputError
+from hyperp.fitting.defaults import BOOT_STARTS, CHINCHILLA_N_BOOT, DEFAULT_LEVEL, DEFAULT_N_BOOT, HUBER_DELTA, R2_MIN
 
 app = new_app(SUBAPPS["fit"][1])
 
@@ -51,6 +45,9 @@ WorkersOpt = Annotated[int, typer.Option(min=1, help="Threads for the batched L-
 BestOfOpt = Annotated[list[str] | None, typer.Option(
     "--best-of", help="Keep the best LR per method and value of this column, its loss the mean over its seeds "
                       "(where the table has lr and seed). Repeatable.")]
+EveryLrOpt = Annotated[bool, typer.Option(
+    "--every-lr", help="Fit every run as a point of the law even where one size has several LRs (by default the "
+                       "best LR of each is kept, seeds averaged, and the fit says so).")]
 TransferAlongOpt = Annotated[str | None, typer.Option(
     "--transfer-along", help="The paper's protocol: tune the base LR at the smallest value of this axis (width, "
                              "depth, tokens, top_k) and use the loss at that LR at every scale (read off each "
@@ -72,6 +69,8 @@ def compute_table(df, transfer_along: str | None, best_of: list[str] | None, met
 
 def read(table: Path, mapping: list[str] | None, where: list[str] | None):
     """Load TABLE with --map and --where applied."""
+    from hyperp.fitting.table import load_table, parse_mapping, parse_where  # noqa: PLC0415 (pandas)
+
     return load_table(table, parse_mapping(mapping or []), parse_where(where or []))
 
 
@@ -84,6 +83,8 @@ def emit(result: Any, rich_table, as_json: bool, output: Path | None) -> None:
         typer.echo(text)
         return
     if rich_table is not None:
+        from rich.console import Console  # noqa: PLC0415
+
         Console(width=160).print(rich_table)
     print_warnings(result)
 
@@ -103,6 +104,9 @@ def lr_cmd(table: TableArg, by: ByOpt = None, lr_col: LrColOpt = "lr",
            n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
            as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Optimal learning rate per group: parabola in ln(lr), bootstrap interval for lr_opt."""
+    from hyperp.fitting.lr import fit_optimal_lr  # noqa: PLC0415 (scipy)
+    from hyperp.fitting.report import fmt, fmt_interval, make_table  # noqa: PLC0415
+
     df = read(table, mapping, where)
     res = fit_optimal_lr(df, by or [], lr_col=lr_col, loss_col=loss_col, all_status=all_status, r2_min=r2_min,
                          n_boot=n_boot, seed=seed, level=level, skip_sparse=skip_sparse, source=str(table))
@@ -125,6 +129,9 @@ def law_cmd(table: TableArg, x: Annotated[str, typer.Option("--x", help="x colum
             n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
             as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Power law y = a x^b (+ c) per group, with leave-one-out error and a bootstrap interval for b."""
+    from hyperp.fitting.powerlaw import fit_law  # noqa: PLC0415 (scipy)
+    from hyperp.fitting.report import fmt, fmt_interval, make_table  # noqa: PLC0415
+
     if space not in ("linear", "log"):
         raise FitInputError(f"--space must be 'linear' or 'log', got {space!r}")
     df = read(table, mapping, where)
@@ -163,14 +170,19 @@ def compute_cmd(table: TableArg,
                 x: Annotated[str, typer.Option("--x", help="Compute column.")] = "flops",
                 y: Annotated[str, typer.Option("--y", help="Loss column.")] = "val_loss",
                 at: Annotated[list[float] | None, typer.Option("--at", help="Fit-to-fit CEL at this compute. Repeatable.")] = None,
-                best_of: BestOfOpt = None, transfer_along: TransferAlongOpt = None,
+                best_of: BestOfOpt = None, every_lr: EveryLrOpt = False, transfer_along: TransferAlongOpt = None,
                 mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                 n_boot: BootOpt = DEFAULT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                 as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Loss versus compute per method (L = A C^-b + E) and CEL over the baseline, with a hold-out check."""
+    from rich.console import Console  # noqa: PLC0415
+
+    from hyperp.fitting.compute import compare_methods  # noqa: PLC0415 (numpy, pandas)
+    from hyperp.fitting.report import fmt, fmt_interval, make_table  # noqa: PLC0415
+
     df = compute_table(read(table, mapping, where), transfer_along, best_of, method_col, x, y, str(table))
     res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, at=at or [], best_of=best_of or [],
-                          all_status=all_status, n_boot=n_boot, seed=seed, level=level, source=str(table))
+                          every_lr=every_lr, all_status=all_status, n_boot=n_boot, seed=seed, level=level, source=str(table))
     if as_json or output is not None:
         emit(res, None, as_json, output)
     if as_json:
@@ -207,15 +219,18 @@ def chinchilla_cmd(table: TableArg,
                    best_of: Annotated[str | None, typer.Option(
                        "--best-of", help="A column swept at each (N, D), e.g. lr: keep only the lowest-loss value of "
                                          "each (N, D), seeds averaged at each value.")] = None,
-                   mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
+                   every_lr: EveryLrOpt = False, mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                    n_boot: BootOpt = CHINCHILLA_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                    as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Chinchilla approach 3: L(N, D) = E + A/N^alpha + B/D^beta by Huber/LSE L-BFGS from 4,500 starts."""
+    from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla  # noqa: PLC0415 (numpy, pandas)
+    from hyperp.fitting.report import fmt_interval, make_table  # noqa: PLC0415
+
     df = read(table, mapping, where)
-    n, d, loss = chinchilla_inputs(df, n_col=n_col, tokens_col=tokens_col, loss_col=loss_col,
-                                   flops_col=flops_col, all_status=all_status, best_of=best_of, source=str(table))
-    res = fit_chinchilla(n, d, loss, drop_worst=drop_worst, delta=delta, n_boot=n_boot,
-                         boot_starts=boot_starts, seed=seed, level=level, workers=workers)
+    points = chinchilla_inputs(df, n_col=n_col, tokens_col=tokens_col, loss_col=loss_col, flops_col=flops_col,
+                               all_status=all_status, best_of=best_of, every_lr=every_lr, source=str(table))
+    res = fit_chinchilla(*points, drop_worst=drop_worst, delta=delta, n_boot=n_boot, boot_starts=boot_starts,
+                         seed=seed, level=level, workers=workers, notes=points.notes)
     names = ("E", "A", "B", "alpha", "beta", "exponent_n", "exponent_d")
     rows = [[k, getattr(res, k), fmt_interval(res.intervals[k].low, res.intervals[k].high)] for k in names]
     title = (f"L(N, D) = E + A/N^alpha + B/D^beta  ({res.n_points} runs, {res.n_dropped} dropped, "

@@ -1,7 +1,7 @@
 """`hyperp plot ...`: figures from a table. Each command runs the matching fit and draws its result.
 
-matplotlib (hyperp.plots) loads inside each command; the fitting library loads with the options shared with
-`hyperp fit` (hyperp.cli.fit).
+matplotlib (hyperp.plots) and the fitting library (numpy, scipy, pandas) load inside each command; the
+options shared with `hyperp fit` (hyperp.cli.fit) and their defaults (hyperp.fitting.defaults) load none.
 """
 
 from __future__ import annotations
@@ -11,16 +11,24 @@ from typing import Annotated
 
 import typer
 
-from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json
-from hyperp.cli.fit import (AllStatusOpt, BestOfOpt, BootOpt, ByOpt, LevelOpt, LossColOpt, LrColOpt, MapOpt, SeedOpt,
-                            SkipSparseOpt, TableArg, TransferAlongOpt, WhereOpt, WorkersOpt, XOpt, compute_table, read)
-from hyperp.fitting.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT
-from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla
-from hyperp.fitting.compute import compare_methods
-from hyperp.fitting.lr import fit_optimal_lr
-from hyperp.fitting.powerlaw import fit_law
-from hyperp.fitting.table import (CURVES_FILE, RUNS_FILE, apply_mapping, filter_rows, load_table, parse_mapping,
-                                  parse_where)
+from hyperp.cli.core import SUBAPPS, JsonFlag, command, lazy, new_app, print_json
+from hyperp.cli.fit import (AllStatusOpt, BestOfOpt, BootOpt, ByOpt, EveryLrOpt, LevelOpt, LossColOpt, LrColOpt,
+                            MapOpt, SeedOpt, SkipSparseOpt, TableArg, TransferAlongOpt, WhereOpt, WorkersOpt, XOpt,
+                            compute_table, print_warnings, read)
+from hyperp.fitting.defaults import DEFAULT_LEVEL, DEFAULT_N_BOOT
+from hyperp.schema import CURVES_FILE, RUNS_FILE
+
+# The fitting library (numpy, scipy, pandas), imported on the first call: `hyperp plot --help` loads none of it.
+fit_optimal_lr = lazy("hyperp.fitting.lr", "fit_optimal_lr")
+fit_law = lazy("hyperp.fitting.powerlaw", "fit_law")
+compare_methods = lazy("hyperp.fitting.compute", "compare_methods")
+chinchilla_inputs = lazy("hyperp.fitting.chinchilla", "chinchilla_inputs")
+fit_chinchilla = lazy("hyperp.fitting.chinchilla", "fit_chinchilla")
+apply_mapping = lazy("hyperp.fitting.table", "apply_mapping")
+filter_rows = lazy("hyperp.fitting.table", "filter_rows")
+load_table = lazy("hyperp.fitting.table", "load_table")
+parse_mapping = lazy("hyperp.fitting.table", "parse_mapping")
+parse_where = lazy("hyperp.fitting.table", "parse_where")
 
 app = new_app(SUBAPPS["plot"][1])
 
@@ -78,7 +86,7 @@ def compute_plot(table: TableArg, output: OutFile,
                  method_col: Annotated[str, typer.Option(help="Column naming the method.")] = "param",
                  x: Annotated[str, typer.Option("--x", help="Compute column.")] = "flops",
                  y: Annotated[str, typer.Option("--y", help="Loss column.")] = "val_loss",
-                 best_of: BestOfOpt = None, transfer_along: TransferAlongOpt = None,
+                 best_of: BestOfOpt = None, every_lr: EveryLrOpt = False, transfer_along: TransferAlongOpt = None,
                  mapping: MapOpt = None, where: WhereOpt = None, all_status: AllStatusOpt = False,
                  n_boot: PlotBootOpt = PLOT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                  title: TitleOpt = None, as_json: JsonFlag = False) -> None:
@@ -86,8 +94,9 @@ def compute_plot(table: TableArg, output: OutFile,
     from hyperp.plots import plot_compute, save_figure  # noqa: PLC0415 (matplotlib)
 
     df = compute_table(read(table, mapping, where), transfer_along, best_of, method_col, x, y, str(table))
-    res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, best_of=best_of or [], all_status=all_status, n_boot=n_boot, seed=seed, level=level,
-                          source=str(table))
+    res = compare_methods(df, baseline, method_col=method_col, x=x, y=y, best_of=best_of or [], every_lr=every_lr,
+                          all_status=all_status, n_boot=n_boot, seed=seed, level=level, source=str(table))
+    print_warnings(res)
     _done(save_figure(plot_compute(res, title), output), as_json)
 
 
@@ -99,14 +108,16 @@ def chinchilla_plot(table: TableArg, output: OutFile,
                     flops_col: Annotated[str, typer.Option(help="FLOP column, used when there is no token "
                                                                 "column.")] = "flops",
                     loss_col: LossColOpt = "val_loss", mapping: MapOpt = None, where: WhereOpt = None,
-                    all_status: AllStatusOpt = False, workers: WorkersOpt = 1, title: TitleOpt = None,
-                    as_json: JsonFlag = False) -> None:
+                    all_status: AllStatusOpt = False, every_lr: EveryLrOpt = False, workers: WorkersOpt = 1,
+                    title: TitleOpt = None, as_json: JsonFlag = False) -> None:
     """Iso-loss contours of the Chinchilla fit in (C, N) with the compute-efficient frontier."""
     from hyperp.plots import plot_chinchilla, save_figure  # noqa: PLC0415 (matplotlib)
 
-    n, d, loss = chinchilla_inputs(read(table, mapping, where), n_col=n_col, tokens_col=tokens_col,
-                                   loss_col=loss_col, flops_col=flops_col, all_status=all_status, source=str(table))
-    fit = fit_chinchilla(n, d, loss, drop_worst=drop_worst, n_boot=0, workers=workers)
+    n, d, loss = points = chinchilla_inputs(read(table, mapping, where), n_col=n_col, tokens_col=tokens_col,
+                                            loss_col=loss_col, flops_col=flops_col, all_status=all_status,
+                                            every_lr=every_lr, source=str(table))
+    fit = fit_chinchilla(n, d, loss, drop_worst=drop_worst, n_boot=0, workers=workers, notes=points.notes)
+    print_warnings(fit)
     keep = fit.kept
     _done(save_figure(plot_chinchilla(fit, n[keep], d[keep], loss[keep], title), output), as_json)
 
@@ -118,14 +129,16 @@ def stability_plot(table: Annotated[Path, typer.Argument(
                    output: OutFile,
                    runs: Annotated[Path | None, typer.Option(
                        help=f"Runs table for the scale column (default: the directory's {RUNS_FILE}).")] = None,
-                   scale: Annotated[str, typer.Option(help="Column that sets a run's colour.")] = "n_params",
+                   scale: Annotated[str | None, typer.Option(
+                       help="Column that sets a run's colour (default: the run setting that varies among the "
+                            "runs: n_params, tokens_run, width, depth, top_k, lr, ..., seed last).")] = None,
                    x: Annotated[str, typer.Option("--x", help="x axis column.")] = "tokens",
                    metric: Annotated[list[str] | None, typer.Option(
                        "--metric", help="Indicator column to draw (default: every numeric indicator). "
                                         "Repeatable.")] = None,
                    mapping: MapOpt = None, where: WhereOpt = None, title: TitleOpt = None,
                    as_json: JsonFlag = False) -> None:
-    """Stability indicators versus tokens, one line per run coloured by scale.
+    """Stability indicators versus tokens, one line per run coloured by the run setting that varies (or --scale).
 
     --where filters on curve columns and on the runs' settings; a run setting named like a curve column
     is NAME_run (e.g. tokens_run, the run's budget)."""
@@ -154,10 +167,13 @@ def transfer_plot(table: TableArg, output: OutFile,
     check's (same replicates, same seed), so the verdicts in the legend are the check's."""
     from hyperp.checks.transfer import check_transfer  # noqa: PLC0415
     from hyperp.plots import plot_transfer, save_figure  # noqa: PLC0415 (matplotlib)
+    from hyperp.plots.transfer import method_name  # noqa: PLC0415
 
-    checks = check_transfer(read(table, mapping, where), axis, by=by or [], proxy=proxy, lr_col=lr_col,
-                            loss_col=loss_col, n_boot=n_boot, seed=seed, source=str(table))
-    _done(save_figure(plot_transfer(checks, title), output), as_json)
+    df = read(table, mapping, where)
+    checks = check_transfer(df, axis, by=by or [], proxy=proxy, lr_col=lr_col, loss_col=loss_col, n_boot=n_boot,
+                            seed=seed, source=str(table))
+    name = None if by else method_name(df)  # the one group of a check without --by is named by its method
+    _done(save_figure(plot_transfer(checks, title, name=name), output), as_json)
 
 
 @command(app, "head")

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json, warn
+from hyperp.cli.core import SUBAPPS, JsonFlag, as_count, command, new_app, print_json, warn
 from hyperp.cli.fit import BootOpt, LevelOpt, MapOpt, SeedOpt, TableArg, WhereOpt, read
-from hyperp.fitting.bootstrap import DEFAULT_LEVEL
+from hyperp.fitting.defaults import DEFAULT_LEVEL
 
 app = new_app(SUBAPPS["predict"][1])  # one command: typer makes `hyperp predict` that command itself
 
@@ -18,7 +18,8 @@ app = new_app(SUBAPPS["predict"][1])  # one command: typer makes `hyperp predict
 @command(app, "predict")
 def predict_command(table: TableArg,
                     param: Annotated[str, typer.Option(help="Scheme of the target (a value of the method column).")],
-                    tokens: Annotated[float, typer.Option(help="Target token budget (1e11 works).")],
+                    tokens: Annotated[int, typer.Option(parser=as_count,
+                                                        help="Target token budget (1e11 works).")],
                     depth: Annotated[int | None, typer.Option(help="Target depth (default: the sweep's).")] = None,
                     width: Annotated[int | None, typer.Option(help="Target width (default: aspect_ratio x depth).")]
                     = None,
@@ -35,7 +36,7 @@ def predict_command(table: TableArg,
 
     if loss_law not in ("compute", "chinchilla"):
         raise FitInputError(f"--loss-law: expected compute or chinchilla, got {loss_law!r}")
-    target = {"param": param, "depth": depth, "width": width, "top_k": top_k, "tokens": int(tokens)}
+    target = {"param": param, "depth": depth, "width": width, "top_k": top_k, "tokens": tokens}
     res = predict(read(table, mapping, where), target, method_col=method_col, lr_x=lr_x, loss_law=loss_law,
                   n_boot=n_boot, seed=seed, level=level, source=str(table))
     if as_json:

@@ -3,7 +3,7 @@
     hyperp sweep plan SPEC [--json] [--out ROOT] [--throughput FLOPS] [--mfu F]
     hyperp sweep run SPEC [--address auto|ray://host:port] [--out ROOT] [--retry-failed] [--num-cpus N]
                           [--run-fn module:function] [--quiet] [--json]
-    hyperp sweep status DIR [--json] [--watch [--interval S] [--count N]]
+    hyperp sweep status DIR [--json] [--watch [--interval S] [--count N] | --wait [--interval S]]
     hyperp sweep ls [ROOT] [--json]
 
 ROOT (default ./sweeps) holds one directory per sweep, named by the spec's `name`. Exit codes: the table of
@@ -27,7 +27,7 @@ import typer
 
 from hyperp.cli.core import (PLAIN_PROGRESS_S, SUBAPPS, JsonFlag, PlainProgress, command, duration, new_app,
                              print_json, warn)
-from hyperp.errors import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, InputError
+from hyperp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED, InputError
 
 app = new_app(SUBAPPS["sweep"][1])
 
@@ -314,9 +314,11 @@ def run(spec: SpecArg,
                f"in {res.elapsed_s:.1f}s; ledger {res.sweep_dir / ledger.LEDGER_FILE}")
         typer.echo(msg if res.submitted or res.interrupted else f"nothing to run. {msg}")
     report_failed(failed)
+    if failed and not res.submitted and not retry_failed and not as_json:
+        typer.echo(f"{len(failed)} failed runs are kept as they are; --retry-failed runs them again", err=True)
     for s in res.searches:
         if s["search"] == "bracket" and s["done"] and not s["bracketed"]:
-            warn(f"cell {cell_label(s, res.plan)}: lr not bracketed ({s['reason']})")
+            warn(f"cell {cell_label(s, res.plan)}: {unbracketed_hint(s)}")
     if res.interrupted:
         typer.echo(f"error: interrupted: {res.pending} runs left; run the same command again to resume", err=True)
         raise typer.Exit(EXIT_INTERRUPTED)
@@ -324,6 +326,18 @@ def run(spec: SpecArg,
         if res.pending:
             typer.echo(f"error: {res.pending} runs left unfinished; run the same command again", err=True)
         raise typer.Exit(EXIT_RUNS_FAILED)
+
+
+def unbracketed_hint(search: dict[str, Any]) -> str:
+    """One line on a bracket search that ended unbracketed: why, where its best run sits, what to try."""
+    line = f"lr not bracketed ({search['reason']})"
+    grid = ", ".join(f"{lr:g}" for lr in search.get("next_grid") or [])
+    if not grid:
+        return line
+    if search.get("edge") == "interior":
+        return (f"{line}; the best lr {search['best_lr']:g} is interior, so noise or a flat optimum: "
+                f"add seeds (seeds = 3) or try grid = [{grid}]")
+    return f"{line}; the best lr {search['best_lr']:g} is at the {search['edge']} edge: try grid = [{grid}]"
 
 
 def cell_label(search: dict[str, Any], plan) -> str:
@@ -392,9 +406,26 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
     totals = {k: sum(r[k] for r in rows) for k in ("planned", *ledger.STATUSES, "running", "pending")}
     in_flight = [run_progress(sweep_dir, rid, plan_fields.get(rid) or cells.get(running_cells.get(rid), {}))
                  for rid in sorted(running)]
-    return {"sweep": plan["sweep"], "dir": str(sweep_dir), "active": active, "updated_at": state.get("updated_at"),
-            "varying": [k for k in plan["varying"] if k != "lr"], "cells": rows, "totals": totals,
-            "stale_records": stale, "in_flight": in_flight}
+    searching = [s for cid, s in searches.items() if cid in cells and not search_done(s)]
+    finished = not active and totals["running"] == totals["pending"] == 0 and not searching
+    return {"sweep": plan["sweep"], "dir": str(sweep_dir), "active": active, "starting": False, "finished": finished,
+            "updated_at": state.get("updated_at"), "varying": [k for k in plan["varying"] if k != "lr"],
+            "cells": rows, "totals": totals, "stale_records": stale, "in_flight": in_flight}
+
+
+def starting_status(sweep_dir: Path) -> dict[str, Any]:
+    """The status of a sweep whose driver holds the lock and has not written its plan yet: the keys of
+    `sweep_status`, nothing counted."""
+    from hyperp.sweeps import ledger  # noqa: PLC0415
+
+    totals = {k: 0 for k in ("planned", *ledger.STATUSES, "running", "pending")}
+    return {"sweep": sweep_dir.name, "dir": str(sweep_dir), "active": True, "starting": True, "finished": False,
+            "updated_at": None, "varying": [], "cells": [], "totals": totals, "stale_records": 0, "in_flight": []}
+
+
+def search_done(search: dict[str, Any]) -> bool:
+    """An LR search that wants no more runs: done, and its seed repeats of the best LR recorded."""
+    return bool(search.get("done")) and search.get("seed_runs_done", 0) >= len(search.get("seed_run_ids") or [])
 
 
 def run_progress(sweep_dir: Path, run_id: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -411,37 +442,81 @@ def run_progress(sweep_dir: Path, run_id: str, fields: dict[str, Any]) -> dict[s
 def status(sweep_dir: SweepDirArg, as_json: JsonFlag = False,
            watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every --interval seconds: the runs "
                                                                     "in flight (step, loss, tokens/s, ETA) and the "
-                                                                    "counts. Read-only; Ctrl-C to stop.")] = False,
-           interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes of --watch.")]
+                                                                    "counts, until the sweep is finished (exit 0; 1 "
+                                                                    "when runs failed) or Ctrl-C (exit 0). "
+                                                                    "Read-only.")] = False,
+           wait: Annotated[bool, typer.Option("--wait", help="Print nothing until the sweep is finished (no driver, "
+                                                            "no run running or pending, every LR search done), "
+                                                            "then its status; exit 0, or 1 when runs failed or "
+                                                            "infra-failed. Waits through a driver that is starting "
+                                                            "or stopped (bound it with `timeout`).")] = False,
+           interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes of --watch or --wait.")]
            = WATCH_INTERVAL_S,
            count: Annotated[int, typer.Option(min=0, help="With --watch, stop after this many refreshes "
-                                                          "(0: until Ctrl-C).")] = 0):
+                                                          "(0: until the sweep is finished or Ctrl-C).")] = 0):
     """The cells of a sweep by status: completed, diverged, failed, infra_failed, running, pending; best lr."""
     from hyperp.sweeps import ledger  # noqa: PLC0415
 
-    sweep_dir = ledger.find_sweep_dir(sweep_dir, DEFAULT_ROOT)
-    if not watch:
-        show_status(sweep_status(sweep_dir), as_json)
+    if not (watch or wait):
+        show_status(sweep_status(ledger.find_sweep_dir(sweep_dir, DEFAULT_ROOT)), as_json)
         return
+    try:
+        st = follow(follow_dir(sweep_dir), as_json, watch, interval, count)
+    except KeyboardInterrupt:
+        if watch:
+            return  # leaving a watch is the normal way out: exit 0
+        raise  # a wait cut short did not see the sweep finish: exit 130
+    if st["finished"]:
+        raise typer.Exit(finished_code(st))
+
+
+def follow_dir(path: Path) -> Path:
+    """The sweep to watch or wait on: `path` itself while a driver holds its lock but has not written its plan
+    yet (it is starting), else what `sweep status` reads."""
+    from hyperp.sweeps import ledger  # noqa: PLC0415
+
+    if starting(path):
+        return path
+    return ledger.find_sweep_dir(path, DEFAULT_ROOT)
+
+
+def starting(sweep_dir: Path) -> bool:
+    """A driver holds the sweep's lock and has not written plan.json yet."""
+    from hyperp.sweeps import ledger  # noqa: PLC0415
+
+    return not (sweep_dir / ledger.PLAN_FILE).is_file() and ledger.is_running(sweep_dir)
+
+
+def follow(sweep_dir: Path, as_json: bool, watch: bool, interval: float, count: int) -> dict[str, Any]:
+    """Poll the sweep until it is finished (or --count refreshes of a watch): a watch shows every poll, a wait
+    only the last. Returns the last status."""
     from rich.console import Console  # noqa: PLC0415
 
     console = Console()
     n = 0
-    try:
-        while True:
-            st = sweep_status(sweep_dir)
-            if console.is_terminal and not as_json:
-                console.clear()
-            show_status(st, as_json, indent=None if as_json else 2)
-            n += 1
-            if count and n >= count:
-                return
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        return  # leaving a watch is the normal way out: exit 0
+    while True:
+        st = starting_status(sweep_dir) if starting(sweep_dir) else sweep_status(sweep_dir)
+        done = st["finished"]
+        if watch and console.is_terminal and not as_json:
+            console.clear()
+        if watch or done:
+            show_status(st, as_json, indent=None if as_json and watch else 2)
+        n += 1
+        if done or (watch and count and n >= count):
+            return st
+        time.sleep(interval)
+
+
+def finished_code(st: dict[str, Any]) -> int:
+    """The exit code of a watch or wait that saw the sweep finish: 1 when some runs failed or infra-failed."""
+    failed = st["totals"]["failed"] + st["totals"]["infra_failed"]
+    return EXIT_RUNS_FAILED if failed else EXIT_OK
 
 
 def show_status(st: dict[str, Any], as_json: bool, indent: int | None = 2) -> None:
+    if st["starting"] and not as_json:
+        typer.echo(f"{st['dir']}: a driver is starting (it holds the lock and has not written its plan yet)")
+        return
     if as_json:
         print_json(st, indent)  # with --watch: one JSON object per line per refresh
         return
@@ -449,7 +524,8 @@ def show_status(st: dict[str, Any], as_json: bool, indent: int | None = 2) -> No
 
     con = _console()
     t = st["totals"]
-    title = (f"sweep {st['sweep']} ({'running' if st['active'] else 'idle'}): {t['completed']} completed, "
+    state = "running" if st["active"] else "finished" if st["finished"] else "stopped, runs left"
+    title = (f"sweep {st['sweep']} ({state}): {t['completed']} completed, "
              f"{t['diverged']} diverged, {t['failed']} failed, {t['infra_failed']} infra_failed, "
              f"{t['running']} running, {t['pending']} pending")
     table = Table(title=title)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional, get_args
 
 import typer
 
-from hyperp.cli.core import PLAIN_PROGRESS_S, JsonFlag, PlainProgress, duration, print_json
+from hyperp.cli.core import PLAIN_PROGRESS_S, JsonFlag, PlainProgress, as_count, duration, print_json
 from hyperp.trainer.config import RunConfig, field_types
 
 SKIPPED_FIELDS = {"tags"}  # not a scalar flag; settable from a TOML file
@@ -31,7 +31,8 @@ def flag_type(name: str, hint: Any) -> Any:
 
 
 def config_options() -> list[inspect.Parameter]:
-    """One keyword option per RunConfig field, default None meaning 'not given on the command line'."""
+    """One keyword option per RunConfig field, default None meaning 'not given on the command line'. Integer
+    fields are counts and read as a spec reads them: 1000000, 1_000_000 or 1e6."""
     params = []
     for f in dataclasses.fields(RunConfig):
         if f.name in SKIPPED_FIELDS:
@@ -41,7 +42,7 @@ def config_options() -> list[inspect.Parameter]:
         decls = [f"{flag}/--no-{f.name.replace('_', '-')}"] if kind is bool else [flag]
         default = "unset" if f.default is None else f.default
         option = typer.Option(None, *decls, help=f"{f.metadata['help']} (default: {default})", show_default=False,
-                              rich_help_panel=PANEL)
+                              rich_help_panel=PANEL, parser=as_count if kind is int else None)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=Optional[kind]))
     return params

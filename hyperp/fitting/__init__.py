@@ -2,22 +2,39 @@
 
 Pure functions taking arrays or DataFrames and returning frozen dataclasses with a `to_dict()`; the
 `hyperp fit` CLI (`hyperp.cli.fit`) is a thin layer over them. The math is method.md section 7.
+
+The names below load on first use (PEP 562), so importing a light submodule (`hyperp.fitting.defaults`, the
+CLI's option defaults) does not load numpy, scipy and pandas.
 """
 
-from hyperp.fitting.bootstrap import Interval, case_weights, percentile_interval, residual_draws
-from hyperp.fitting.chinchilla import ChinchillaFit, chinchilla_inputs, default_grid, fit_chinchilla, huber_objective
-from hyperp.fitting.compute import (CelPoint, ComputeComparison, ComputeLawFit, HoldOut, cel_at_points,
-                                    compare_methods, compute_efficiency, fit_loss_compute)
-from hyperp.fitting.lbfgs import LbfgsResult, minimize_lbfgs_batch
-from hyperp.fitting.lr import LrOptima, LrOptimum, fit_lr_curve, fit_optimal_lr
-from hyperp.fitting.powerlaw import LawFit, PowerLawFit, fit_law, fit_power_law
-from hyperp.fitting.report import to_json, to_jsonable
-from hyperp.fitting.table import FitInputError, load_table, parse_mapping
+from __future__ import annotations
 
-__all__ = [
-    "CelPoint", "ChinchillaFit", "ComputeComparison", "ComputeLawFit", "FitInputError", "HoldOut", "Interval",
-    "LawFit", "LbfgsResult", "LrOptima", "LrOptimum", "PowerLawFit", "case_weights", "cel_at_points",
-    "chinchilla_inputs", "compare_methods", "compute_efficiency", "default_grid", "fit_chinchilla", "fit_law",
-    "fit_loss_compute", "fit_lr_curve", "fit_optimal_lr", "fit_power_law", "huber_objective", "load_table",
-    "minimize_lbfgs_batch", "parse_mapping", "percentile_interval", "residual_draws", "to_json", "to_jsonable",
-]
+import importlib
+
+_WHERE = {
+    "bootstrap": ("Interval", "case_weights", "percentile_interval", "residual_draws"),
+    "chinchilla": ("ChinchillaFit", "chinchilla_inputs", "default_grid", "fit_chinchilla", "huber_objective"),
+    "compute": ("CelPoint", "ComputeComparison", "ComputeLawFit", "HoldOut", "cel_at_points", "compare_methods",
+                "compute_efficiency", "fit_loss_compute"),
+    "lbfgs": ("LbfgsResult", "minimize_lbfgs_batch"),
+    "lr": ("LrOptima", "LrOptimum", "fit_lr_curve", "fit_optimal_lr"),
+    "powerlaw": ("LawFit", "PowerLawFit", "fit_law", "fit_power_law"),
+    "report": ("to_json", "to_jsonable"),
+    "table": ("FitInputError", "load_table", "parse_mapping"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hyperp.fitting' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"hyperp.fitting.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

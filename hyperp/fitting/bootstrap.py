@@ -24,8 +24,7 @@ import numpy as np
 from scipy.stats import norm
 from scipy.stats import t as student_t
 
-DEFAULT_N_BOOT = 1000
-DEFAULT_LEVEL = 0.95
+from hyperp.fitting.defaults import DEFAULT_LEVEL, DEFAULT_N_BOOT  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -121,3 +120,12 @@ def small_sample_factor(dof: int, level: float = DEFAULT_LEVEL) -> float:
         return 1.0
     q = 0.5 + level / 2.0
     return float(student_t.ppf(q, dof) / norm.ppf(q))
+
+
+def t_interval(center: float, se: float, dof: float, level: float = DEFAULT_LEVEL) -> Interval:
+    """center +- t(level, dof) se: the interval of a mean over seeds or of a regression slope. NaN ends
+    without a standard error or a degree of freedom (no interval, so no verdict can rest on it)."""
+    if not (dof >= 1 and np.isfinite(se) and np.isfinite(center)):
+        return Interval(np.nan, np.nan, level)
+    half = float(student_t.ppf(0.5 + level / 2.0, dof)) * float(se)
+    return Interval(float(center) - half, float(center) + half, level)

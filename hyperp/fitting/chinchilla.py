@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from hyperp.fitting.bootstrap import Interval, case_weights, percentile_interval, rng_for
+from hyperp.fitting.defaults import BOOT_STARTS, HUBER_DELTA
+from hyperp.fitting.defaults import CHINCHILLA_N_BOOT as DEFAULT_N_BOOT
 from hyperp.fitting.diagnostics import interval_crosses, not_separable, too_few_points
 from hyperp.fitting.lbfgs import CONVERGED_F, CONVERGED_G, LbfgsResult, minimize_lbfgs_batch
-from hyperp.fitting.table import FitInputError, fit_rows, lowest, numeric_column, require_columns
+from hyperp.fitting.table import (FitInputError, best_lr_note, fit_rows, lowest, numeric_column, require_columns,
+                                  several_lrs)
 
-HUBER_DELTA = 1e-3  # Hoffmann et al.'s delta: residuals in log-loss beyond 1e-3 count linearly
 # The initialization grid of Hoffmann et al. / Epoch, in parameter order (a, b, e, alpha, beta).
 GRID_A = tuple(np.arange(0.0, 30.0, 5.0))  # 0, 5, ..., 25
 GRID_B = GRID_A
@@ -34,11 +36,9 @@ GRID_E = (-1.0, -0.5, 0.0, 0.5, 1.0)
 GRID_ALPHA = (0.0, 0.5, 1.0, 1.5, 2.0)
 GRID_BETA = GRID_ALPHA
 PARAM_NAMES = ("a", "b", "e", "alpha", "beta")
-# Bootstrap replicates restart from the best distinct optima of the full-grid fit rather than from all
-# 4,500 starts (which would cost 4,500 x n_boot runs): the replicate's data are a reweighting of the
-# original data, so its optimum lies in one of the original basins.
-BOOT_STARTS = 4
-DEFAULT_N_BOOT = 200
+# HUBER_DELTA: Hoffmann et al.'s delta. BOOT_STARTS: bootstrap replicates restart from the best distinct optima
+# of the full-grid fit rather than from all 4,500 starts (which would cost 4,500 x n_boot runs): the replicate's
+# data are a reweighting of the original data, so its optimum lies in one of the original basins.
 # L-BFGS stopping tolerances. scipy's defaults (ftol 2.2e-9 times max(|f|, 1), gtol 1e-5) are absolute for
 # this objective (a sum of Huber terms ~1e-3), and stop runs before they have moved along the flat valleys
 # of (a, alpha) and (b, beta): the full-grid optimum still lands right (many starts reach it), but bootstrap
@@ -104,14 +104,26 @@ class ChinchillaFit:
         return out
 
 
+class ChinchillaInputs(tuple):
+    """(n, d, loss), unpacked as a tuple; `notes` says what was done to the table (the best LR kept)."""
+
+    notes: tuple[str, ...]
+
+    def __new__(cls, n: np.ndarray, d: np.ndarray, loss: np.ndarray, notes: tuple[str, ...] = ()):
+        self = super().__new__(cls, (n, d, loss))
+        self.notes = tuple(notes)
+        return self
+
+
 def chinchilla_inputs(df, *, n_col: str = "n_params", tokens_col: str = "tokens", loss_col: str = "val_loss",
                       flops_col: str = "flops", all_status: bool = False, best_of: str | None = None,
-                      source: str = "table"):
+                      every_lr: bool = False, source: str = "table") -> ChinchillaInputs:
     """(n, d, loss) arrays from a runs table; tokens come from flops / (6 N) when the table has no tokens.
 
     best_of: a column swept at each (N, D), such as `lr`: only the lowest-loss run of each (N, D) is kept, so
     that an LR sweep contributes its best run instead of every LR (a loss at a bad LR is not L(N, D)); the
-    seeds at each value (a `seed` column) are averaged first.
+    seeds at each value (a `seed` column) are averaged first. Without best_of, a table with several LRs at
+    one (N, D) keeps the best LR of each all the same and says so in `notes`; every_lr fits every run.
     """
     require_columns(df, [n_col, loss_col, *([best_of] if best_of else [])], source=source)
     df = fit_rows(df, all_status, source=source)
@@ -126,7 +138,9 @@ def chinchilla_inputs(df, *, n_col: str = "n_params", tokens_col: str = "tokens"
     loss = numeric_column(df, loss_col, source=source)
     if not np.isfinite(loss).any():
         raise FitInputError(f"{source}: column {loss_col!r} has no finite values (all NaN?)")
-    return _best_per_point(df, best_of, n, d, loss) if best_of else (n, d, loss)
+    if not best_of and not every_lr and several_lrs(df.assign(_n=n, _d=d), ["_n", "_d"]):
+        return ChinchillaInputs(*_best_per_point(df, "lr", n, d, loss), notes=(best_lr_note("(N, D)", "--best-of lr"),))
+    return ChinchillaInputs(*(_best_per_point(df, best_of, n, d, loss) if best_of else (n, d, loss)))
 
 
 def _best_per_point(df, best_of: str, n: np.ndarray, d: np.ndarray, loss: np.ndarray):
@@ -191,14 +205,16 @@ def _huber_block(params, log_n, log_d, log_loss, weights, delta):
 def fit_chinchilla(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, drop_worst: int = 0,
                    delta: float = HUBER_DELTA, starts: np.ndarray | None = None,
                    n_boot: int = DEFAULT_N_BOOT, boot_starts: int = BOOT_STARTS, seed: int = 0,
-                   level: float = 0.95, workers: int = 1, ftol: float = FTOL, gtol: float = GTOL) -> ChinchillaFit:
+                   level: float = 0.95, workers: int = 1, ftol: float = FTOL, gtol: float = GTOL,
+                   notes: tuple[str, ...] = ()) -> ChinchillaFit:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta by Huber/LSE L-BFGS from a grid of starts.
 
     n: parameters, d: training tokens, loss: final loss, one entry per run. drop_worst removes that many
     highest-loss runs first (Epoch drops 5). starts: (k, 5) rows (a, b, e, alpha, beta), default the
     4,500-point grid. n_boot bootstrap replicates resample runs with replacement and refit from the
     `boot_starts` best distinct optima of the main fit. workers: threads sharing the batch (numpy releases
-    the GIL in its array loops; it pays only on an otherwise idle machine, so the default is 1). ftol, gtol: L-BFGS stopping tolerances (see FTOL).
+    the GIL in its array loops; it pays only on an otherwise idle machine, so the default is 1). ftol, gtol: L-BFGS stopping tolerances (see FTOL). notes: what was done to the table (`ChinchillaInputs.notes`),
+    carried into the fit's warnings.
     """
     log_n, log_d, log_loss, kept = _prepare(n, d, loss, drop_worst)
     grid = default_grid() if starts is None else np.atleast_2d(np.asarray(starts, dtype=float))
@@ -213,7 +229,7 @@ def fit_chinchilla(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, drop_worst
     fit = _make_fit(best, f_best, boot, level, delta=delta, n_points=log_n.size, n_dropped=drop_worst, kept=kept,
                     n_starts=grid.shape[0], n_converged=int(converged.sum()), n_at_best=int(at_best.sum()),
                     iterations_max=int(res.iterations.max()), n_boot=n_boot, seed=seed)
-    return dataclasses.replace(fit, warnings=tuple(_warnings(fit, log_n, log_d, float(np.exp(log_loss.min())))))
+    return dataclasses.replace(fit, warnings=(*notes, *_warnings(fit, log_n, log_d, float(np.exp(log_loss.min())))))
 
 
 def _warnings(fit: ChinchillaFit, log_n: np.ndarray, log_d: np.ndarray, min_loss: float) -> list[str]:

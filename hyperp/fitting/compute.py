@@ -25,7 +25,8 @@ from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, p
                                       percentile_intervals, residual_draws, rng_for)
 from hyperp.fitting.diagnostics import at_bound, interval_crosses, too_few_points
 from hyperp.fitting.profile import RowData, exp_outer, ls_line, minimize_profile
-from hyperp.fitting.table import FitInputError, finite_pairs, fit_rows, lowest, numeric_column, require_columns
+from hyperp.fitting.table import (FitInputError, best_lr_note, finite_pairs, fit_rows, lowest, numeric_column,
+                                  require_columns, several_lrs)
 
 B_MAX = 2.0  # upper end of the exponent search; loss-compute exponents are ~0.05-0.5
 B_GRID_POINTS = 81  # spacing 0.025
@@ -109,10 +110,11 @@ class ComputeComparison:
     fits: dict[str, ComputeLawFit]
     cel_points: tuple[CelPoint, ...]
     cel_at: tuple[CelPoint, ...]
+    notes: tuple[str, ...] = ()  # what was done to the table before fitting (the best LR kept per point)
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        return tuple(f"{self.method_col}={m}: {w}" for m, f in self.fits.items() for w in f.warnings)
+        return self.notes + tuple(f"{self.method_col}={m}: {w}" for m, f in self.fits.items() for w in f.warnings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "method_col": self.method_col, "warnings": list(self.warnings),
@@ -206,13 +208,15 @@ def compute_efficiency(method: ComputeLawFit, baseline: ComputeLawFit, compute: 
 
 def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param", x: str = "flops",
                     y: str = "val_loss", at: Sequence[float] = (), best_of: Sequence[str] = (),
-                    all_status: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                    every_lr: bool = False, all_status: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
                     level: float = DEFAULT_LEVEL, source: str = "table") -> ComputeComparison:
     """Fit every method's compute law; CEL of each other method over `baseline` at its runs and at `at`.
 
     best_of: columns within a method (e.g. n_params, tokens) over which only the lowest-loss run is kept,
     so that an LR sweep contributes its best run per model rather than every LR; where the table has `lr`
     and `seed`, the seeds of each LR are averaged first (the best LR's mean, not its luckiest seed).
+    Without best_of, a table with several LRs at one (method, x) keeps the best LR of each (best_of = [x])
+    and says so in `notes`: the law is of the best run per size. every_lr fits every run instead.
     """
     require_columns(df, [method_col, x, y, *best_of], source=source)
     df = fit_rows(df, all_status, source=source)
@@ -223,7 +227,11 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
     work = work[np.isfinite(work["_c"]) & np.isfinite(work["_l"])]
     if work.empty:
         raise FitInputError(f"{source}: no rows with finite {x!r} and {y!r}")
-    if best_of:
+    notes: tuple[str, ...] = ()
+    if not best_of and not every_lr and several_lrs(work, ["_m", "_c"]):
+        notes = (best_lr_note(f"({method_col}, {x})", f"--best-of {x}"),)
+        work = lowest(work, ["_m", "_c"], "_l")
+    elif best_of:
         work = lowest(work, ["_m", *best_of], "_l")
     methods = sorted(work["_m"].unique())
     if baseline not in methods:
@@ -247,7 +255,7 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
         if len(at):
             cel_at += compute_efficiency(fits[m], fits[baseline], np.asarray(at, dtype=float), m, level)
     return ComputeComparison(baseline=baseline, method_col=method_col, fits=fits, cel_points=tuple(cel_points),
-                             cel_at=tuple(cel_at))
+                             cel_at=tuple(cel_at), notes=notes)
 
 
 def _validate(compute, loss) -> tuple[np.ndarray, np.ndarray]:

@@ -31,13 +31,11 @@ from scipy.stats import t as student_t
 
 from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, percentile_interval,
                                       residual_draws, rng_for)
+from hyperp.fitting.defaults import R2_MIN  # below it the vertex is not trusted (why 0.5: defaults.py)
 from hyperp.fitting.diagnostics import too_few_points
 from hyperp.fitting.table import (FitInputError, finite_losses, group_indices, numeric_column, require_columns,
                                   status_masks)
 
-# Below this R^2 the parabola does not describe the sweep (noise-dominated or not U-shaped) and the vertex is
-# not trusted. 0.5 is loose on purpose: near a flat optimum a good sweep still leaves much unexplained noise.
-R2_MIN = 0.5
 MIN_LR_POINTS = 3  # distinct learning rates a parabola needs
 # Distinct LRs on each side of the best run that the parabola is fitted on: 5 points on a grid of factor-2
 # steps span 16x, over which measured loss-vs-ln(lr) curves are close to parabolic, and leave 2 degrees of
@@ -123,7 +121,7 @@ class BracketVerdict:
 
     bracketed: bool
     reason: str
-    direction: int  # -1: extend the sweep to lower LRs, +1: higher, 0: extending would not help
+    direction: int  # -1: extend the sweep to lower LRs, +1: higher, 0: the best run is interior (refine around it)
 
 
 def fit_lr_curve(lr: np.ndarray, loss: np.ndarray, *, diverged_lr: Sequence[float] = (), r2_min: float = R2_MIN,
@@ -164,21 +162,29 @@ def fit_lr_curve(lr: np.ndarray, loss: np.ndarray, *, diverged_lr: Sequence[floa
 
 def bracket_verdict(lr: np.ndarray, loss: np.ndarray, diverged_lr: Sequence[float] = (),
                     r2_min: float = R2_MIN) -> BracketVerdict:
-    """Is the optimum of this sweep bracketed (the definition of `fit_lr_curve`), and if not, which way to
-    extend it: toward the edge the best run sits on, or toward lower LRs when too few runs have a finite
-    loss (the usual cause: the high LRs diverged)."""
+    """Is the optimum of this sweep bracketed (the definition of `fit_lr_curve`), and if not, where to add
+    LRs: beyond the edge the best run sits on (a sweep of 2 included), or around an interior best (0).
+    Rows at one LR (seeds) are pooled, as `fit_lr_curve` pools them."""
     lr = np.asarray(lr, dtype=float)
     loss = np.asarray(loss, dtype=float)
     keep = np.isfinite(lr) & np.isfinite(loss)
     diverged = np.concatenate([np.asarray(diverged_lr, dtype=float), lr[~keep]])
     lr, loss = lr[keep], loss[keep]
     if np.unique(lr).size < MIN_LR_POINTS:
-        return BracketVerdict(False, TOO_FEW, -1)
+        return BracketVerdict(False, TOO_FEW, _too_few_direction(lr, loss, diverged))
     opt = fit_lr_curve(lr, loss, diverged_lr=diverged, r2_min=r2_min, n_boot=0)
     direction = 0
     if _best_at_edge(lr, loss, diverged):
         direction = -1 if lr[np.argmin(loss)] <= np.min(lr) else 1
     return BracketVerdict(opt.bracketed, opt.reason, direction)
+
+
+def _too_few_direction(lr: np.ndarray, loss: np.ndarray, diverged: np.ndarray) -> int:
+    """Where to add LRs while fewer than 3 have a finite loss: beyond the best run when it is the highest LR
+    swept (nothing diverged above it), else downward (nothing finite, or the LRs above diverged)."""
+    if np.unique(lr).size < 2:
+        return -1
+    return 1 if lr[np.argmin(loss)] >= np.concatenate([lr, diverged]).max() else -1
 
 
 def _clean(lr, loss, diverged_lr, group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,14 +16,10 @@ import numpy as np
 import pandas as pd
 
 from hyperp import io, schema
-from hyperp.errors import InputError, did_you_mean
+from hyperp.errors import FitInputError, did_you_mean
 from hyperp.schema import COMPLETED, CURVES_FILE, DIVERGED, RUNS_FILE  # noqa: F401 (the ledger's names)
 
 STATUS_COL = "status"
-
-
-class FitInputError(InputError):
-    """The input table cannot be fitted as asked; the message names the file or column at fault."""
 
 
 def load_table(path: str | Path, mapping: Mapping[str, str] | None = None,
@@ -225,6 +221,17 @@ def best_rows(df: pd.DataFrame, by: Sequence[str], loss: str = "val_loss", sourc
     done = fit_rows(df, source=source)
     done = done[np.isfinite(pd.to_numeric(done[loss], errors="coerce"))]
     return lowest(done, by, loss, lr_col, seed_col)
+
+
+def several_lrs(df: pd.DataFrame, keys: Sequence[str], lr_col: str = "lr") -> bool:
+    """Some group of `keys` holds runs at more than one learning rate: an LR sweep, not one point of a law."""
+    return lr_col in df.columns and bool((df.groupby(list(keys), dropna=False)[lr_col].nunique() > 1).any())
+
+
+def best_lr_note(point: str, flag: str) -> str:
+    """What a law fit says when it kept the best LR of each point by default."""
+    return (f"several learning rates at one {point}: fitted the best LR of each (seeds averaged), as {flag} "
+            f"does; --every-lr fits every run instead")
 
 
 def lowest(df: pd.DataFrame, by: Sequence[str], loss: str, lr_col: str | None = "lr",

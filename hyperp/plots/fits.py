@@ -14,12 +14,12 @@ from matplotlib.transforms import blended_transform_factory
 
 from hyperp.fitting.chinchilla import ChinchillaFit
 from hyperp.fitting.compute import ComputeComparison, compute_efficiency
-from hyperp.fitting.lr import LrOptima
+from hyperp.fitting.lr import TOO_FEW, LrOptima
 from hyperp.fitting.powerlaw import LawFit
-from hyperp.plots.style import (MAX_LEGEND, color, families, group_label, marker, new_figure, paper, readable_axis,
-                                scale_colors)
+from hyperp.plots.style import (CURVE_POINTS, EXTRAPOLATION, MAX_LEGEND, color, families, fitted_curve, group_label,
+                                legend_entry, marker, new_figure, number, paper, readable_axis, scale_colors,
+                                short_reason, write_reason)
 
-CURVE_POINTS = 200  # samples along every fitted curve
 # Column names as mathtext for axis labels and titles; any other column is shown as it is.
 SYMBOLS = {"lr": r"$\eta$", "lr_opt": r"$\eta^*$", "loss_opt": r"$L^*$", "tokens": r"$T$", "n_params": r"$N$",
            "flops": r"$C$", "val_loss": r"$L$", "depth": r"$d$", "width": r"$w$", "top_k": r"$k$"}
@@ -31,8 +31,8 @@ def symbol(column: str) -> str:
 
 def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
     """Loss versus LR per group (scheme by colour, budget or size by shade and marker): runs, the parabola
-    over its window, the optimum starred with its interval (hollow when not bracketed), diverged LRs as
-    crosses along the top edge."""
+    over its window, the optimum starred with its interval (hollow when not bracketed, with the reason beside
+    it), diverged LRs as crosses along the top edge, groups left out for too few LRs in the legend."""
     n_groups = len(result.optima)
     styles = families([o.group for o in result.optima])
     with paper():
@@ -52,6 +52,8 @@ def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
                 ax.hlines(opt.loss_opt, interval.low, interval.high, color=c, lw=1.2, zorder=3)
             ax.plot([opt.lr_opt], [opt.loss_opt], "*", ms=9, color=c, mec="k", mew=0.5, zorder=4,
                     mfc=c if opt.bracketed else "white")
+            if not opt.bracketed:
+                write_reason(ax, opt.reason, (opt.lr_opt, opt.loss_opt))
             if opt.diverged_lr:
                 ax.plot(opt.diverged_lr, np.full(len(opt.diverged_lr), 0.97), "x", color=c, transform=trans,
                         clip_on=False)
@@ -63,7 +65,8 @@ def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
         bars = [o.lr_interval for o in result.optima if np.isfinite(o.lr_interval.low)]
         bar = f", bar: its {bars[0].level:.0%} interval" if bars else ""
         ax.set_title(title or rf"star: optimum{bar} (hollow: not bracketed), $\times$: diverged", fontsize=7)
-        if any(o.group for o in result.optima):
+        _skipped_entries(ax, result.skipped)
+        if any(o.group for o in result.optima) or result.skipped:
             fig.legend(loc="outside lower center", ncols=2 if n_groups > 3 else 1)
     return fig
 
@@ -80,11 +83,13 @@ def plot_law(laws: Sequence[LawFit], title: str | None = None) -> Figure:
                 ex = np.array([(e[lf.x], e[lf.y]) for e in lf.excluded], dtype=float)
                 ax.plot(ex[:, 0], ex[:, 1], marker(i), mfc="white", color=c, zorder=3,
                         label="not bracketed (left out)" if i == 0 else None)
+                for e, (xe, ye) in zip(lf.excluded, ex):
+                    write_reason(ax, e["reason"], (xe, ye), offset=(4, 4))
             grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, CURVE_POINTS)
             bi = f.intervals["b"]
             label = f"b = {f.b:.3f} [{bi.low:.3f}, {bi.high:.3f}]"
             label = f"{group_label(lf.group)}: {label}" if lf.group else label
-            ax.plot(grid, f.predict(grid), "-", color=c, label=label)
+            fitted_curve(ax, f.predict, (grid[0], grid[-1]), (x.min(), x.max()), c, label=label)
             if len(f.boot_params):
                 lo, hi = f.band(grid)
                 ax.fill_between(grid, lo, hi, color=c, alpha=0.18, lw=0)
@@ -100,6 +105,7 @@ def plot_law(laws: Sequence[LawFit], title: str | None = None) -> Figure:
                         for c in (lf0.y, lf0.x))
         form = rf"${y_sym} = a\,{x_sym}^{{b}}" + (" + c$" if lf0.fit.offset else "$")
         ax.set_title(title or f"{form} ({lf0.fit.space} space, {lf0.fit.intervals['b'].level:.0%} band)")
+        legend_entry(ax, EXTRAPOLATION, "--")
         ax.legend(loc="best")
     return fig
 
@@ -117,19 +123,20 @@ def plot_compute(result: ComputeComparison, title: str | None = None) -> Figure:
             pts = np.array(f.points)
             ax.plot(pts[:, 0], pts[:, 1], marker(i), color=c, zorder=3)
             at_bound = any(w.startswith("E = ") for w in f.warnings)
-            ax.plot(grid, f.predict(grid), "-", color=c,
-                    label=rf"{m}: $b$={f.b:.3f}, $E$={f.E:.3g}" + (" (at its bound)" if at_bound else ""))
+            fitted_curve(ax, f.predict, (grid[0], grid[-1]), (pts[:, 0].min(), pts[:, 0].max()), c,
+                         label=rf"{m}: $b$={f.b:.3f}, $E$={number(f.E)}" + (" (at its bound)" if at_bound else ""))
             if f.holdout is not None:
                 h = f.holdout
                 ax.plot([h.compute], [h.observed], "o", ms=8, mfc="none", mec=c, mew=0.9, zorder=4,
-                        label=f"held out: predicted {h.predicted:.3g} ({h.rel_err:+.1%})")
+                        label=f"held out: predicted {number(h.predicted)} ({h.rel_err:+.1%})")
             if len(f.boot_params):
                 lo, hi = f.band(grid)
                 ax.fill_between(grid, lo, hi, color=c, alpha=0.15, lw=0)
         ax.set_xscale("log")
-        readable_axis(ax.xaxis)
+        readable_axis(ax.xaxis, minor=True)
         ax.set_xlabel(r"training FLOPs $C$")
         ax.set_ylabel(r"validation loss $L$")
+        legend_entry(ax, EXTRAPOLATION, "--")
         ax.legend(loc="upper right", fontsize=5.5)
         base = result.fits[result.baseline]
         base_c = np.array(base.points)[:, 0]
@@ -144,14 +151,9 @@ def plot_compute(result: ComputeComparison, title: str | None = None) -> Figure:
             lo = np.array([p.interval.low for p in curve])
             hi = np.array([p.interval.high for p in curve])
             ax2.fill_between(c_grid, lo, hi, color=color(i), alpha=0.15, lw=0)
-            pts = [p for p in result.cel_points if p.method == m]
-            if pts:
-                pc = np.array([(p.compute, p.cel, p.interval.low, p.interval.high) for p in pts])
-                err = np.abs(np.vstack([pc[:, 1] - pc[:, 2], pc[:, 3] - pc[:, 1]]))
-                ax2.errorbar(pc[:, 0], pc[:, 1], yerr=np.nan_to_num(err), fmt=marker(i), color=color(i),
-                             ms=3, elinewidth=0.6, capsize=1.5)
+            _cel_points(ax2, [p for p in result.cel_points if p.method == m], i)
         ax2.set_xscale("log")
-        readable_axis(ax2.xaxis)
+        readable_axis(ax2.xaxis, minor=True)
         ax2.set_xlabel("baseline training FLOPs")
         ax2.set_ylabel(f"CEL over {result.baseline}")
         ax2.legend(loc="best")
@@ -178,9 +180,8 @@ def plot_chinchilla(fit: ChinchillaFit, n: np.ndarray, d: np.ndarray, loss: np.n
         cs = ax.contour(C, N, L, levels=lv, cmap=cmap, norm=norm, linewidths=0.7)
         ax.clabel(cs, cs.levels[::2], fmt=lambda v: f"{v:.2f}", fontsize=5.5, inline=True)
         sc = ax.scatter(c, n, c=loss, cmap=cmap, norm=norm, s=6, edgecolors="k", linewidths=0.2, zorder=3)
-        n_opt, _ = fit.optimal_allocation(cg)
-        ax.plot(cg, n_opt, "-", color="#D55E00", lw=1.6,
-                label=rf"efficient frontier $N_{{opt}} \propto C^{{{fit.exponent_n:.3f}}}$")
+        fitted_curve(ax, lambda cc: fit.optimal_allocation(cc)[0], (cg[0], cg[-1]), (c.min(), c.max()), "#D55E00",
+                     lw=1.6, label=rf"efficient frontier $N_{{opt}} \propto C^{{{fit.exponent_n:.3f}}}$")
         ax.set_xscale("log")
         ax.set_yscale("log")
         readable_axis(ax.xaxis)
@@ -188,11 +189,35 @@ def plot_chinchilla(fit: ChinchillaFit, n: np.ndarray, d: np.ndarray, loss: np.n
         ax.set_ylim(ng.min(), ng.max())
         ax.set_xlabel(r"training FLOPs $C = 6ND$")
         ax.set_ylabel(r"parameters $N$")
-        fig.legend(loc="outside lower center")  # below the axes: never over the contour labels
+        legend_entry(ax, EXTRAPOLATION, "--")
+        fig.legend(loc="outside lower center", ncols=2)  # below the axes: never over the contour labels
         fig.colorbar(sc, ax=ax, label="loss")
-        ax.set_title(title or (rf"$E$={fit.E:.3g}, $A$={fit.A:.4g}, $B$={fit.B:.4g}, "
+        ax.set_title(title or (rf"$E$={number(fit.E)}, $A$={number(fit.A)}, $B$={number(fit.B)}, "
                                rf"$\alpha$={fit.alpha:.3f}, $\beta$={fit.beta:.3f}"))
     return fig
+
+
+def _skipped_entries(ax, skipped) -> None:
+    """A legend entry per group left out of the LR fit (skip_sparse), with its reason: it has no optimum."""
+    for s in skipped:
+        keys = {k: v for k, v in s.items() if k != "n_points"}
+        ax.plot([], [], "x", color="0.4",
+                label=f"{group_label(keys)}: no optimum ({short_reason(TOO_FEW)}, {s['n_points']} runs)")
+
+
+def _cel_points(ax, pts, i: int) -> None:
+    """CEL at the baseline's runs with intervals; a run whose loss the method's law never reaches (CEL 0) as an
+    x on the axis, with that reason in the legend."""
+    if not pts:
+        return
+    pc = np.array([(p.compute, p.cel, p.interval.low, p.interval.high) for p in pts])
+    ok = np.isfinite(pc[:, 1]) & (pc[:, 1] > 0)
+    err = np.abs(np.vstack([pc[ok, 1] - pc[ok, 2], pc[ok, 3] - pc[ok, 1]]))
+    ax.errorbar(pc[ok, 0], pc[ok, 1], yerr=np.nan_to_num(err), fmt=marker(i), color=color(i), ms=3,
+                elinewidth=0.6, capsize=1.5)
+    if not ok.all():
+        ax.plot(pc[~ok, 0], np.zeros((~ok).sum()), "x", color=color(i), ms=5, clip_on=False,
+                label=f"{pts[0].method}: loss out of its law's reach")
 
 
 def _clip_y(ax, y: np.ndarray) -> None:

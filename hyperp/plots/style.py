@@ -29,6 +29,10 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 SEQUENTIAL = "viridis"  # for ordered groups (model scale) and loss levels
 MAX_LEGEND = 12  # beyond this many groups a legend stops being readable: colour by a colorbar instead
+SMALL = 0.01  # below this a number reads better as 3e-3 than as 0.003 (LRs, init stds)
+SHORT_RANGE = 4.0  # a log axis spanning less than this ratio labels every minor tick
+CURVE_POINTS = 200  # samples along every fitted curve
+EXTRAPOLATION = "extrapolation"  # the legend label (and gid) of a fitted curve's dashed part beyond its data
 
 RC = {
     "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 6.5,
@@ -91,20 +95,80 @@ def scale_colors(values: np.ndarray):
     return (lambda x: cmap(0.9 * norm(x))), norm, cmap  # 0.9: skip the washed-out yellow end
 
 
+def number(v) -> str:
+    """The one number format of every legend, label and tick: `readable` (128k, 1M, 6e18, 0.0213) to 3
+    significant digits, so never 1.65e+04 (16512.3 -> 16.5k, 999.7 -> 1k), and 3e-3 below SMALL."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return str(v)
+    x = float(v)
+    if not np.isfinite(x) or x == 0:
+        return readable(x)
+    if abs(x) < SMALL:
+        mantissa, exp = f"{x:.2e}".split("e")
+        return f"{float(mantissa):g}e{int(exp)}"
+    if not x.is_integer():  # rounded first: readable prints a fractional 16512.3 with %g (1.65e+04)
+        x = float(f"{x:.3g}")
+    return readable(x)
+
+
 def group_label(group: dict) -> str:
-    """'param=hyperp, tokens=128k' from a group dict ('all' when empty)."""
-    if not group:
-        return "all"
-    return ", ".join(f"{k}={readable(v)}" for k, v in group.items())
+    """'param=hyperp, tokens=128k' from a group dict; '' for the one group of an ungrouped fit (no 'all')."""
+    return ", ".join(f"{k}={number(v)}" for k, v in group.items())
+
+
+def short_reason(reason: str) -> str:
+    """Why an LR optimum is not bracketed, in the few words a marker's annotation has room for."""
+    from hyperp.fitting.lr import AT_EDGE, CONCAVE, OUTSIDE, POOR_FIT, TOO_FEW  # noqa: PLC0415 (scipy: LR plots only)
+
+    short = {AT_EDGE: "best LR at grid edge", CONCAVE: "not U-shaped", OUTSIDE: "vertex off the window",
+             POOR_FIT: "poor parabola fit", TOO_FEW: "< 3 LRs"}
+    return short.get(reason, reason)
+
+
+def write_reason(ax, reason: str, xy: tuple[float, float], offset: tuple[float, float] = (5, -8)) -> None:
+    """Why an optimum is not bracketed (`short_reason`), written small beside its marker, on a light backing so
+    that it stays legible over lines."""
+    ax.annotate(short_reason(reason), xy, xytext=offset, textcoords="offset points", fontsize=5, color="0.25",
+                bbox=dict(fc="white", ec="none", alpha=0.7, pad=0.3))
 
 
 def readable_axis(axis, minor: bool = False) -> None:
-    """Major (and with `minor`, minor) tick labels of a (log) axis through `readable`."""
+    """Major (and with `minor`, minor) tick labels of a (log) axis through `number`."""
     from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
 
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: readable(v)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: number(v)))
     if minor:
-        axis.set_minor_formatter(FuncFormatter(lambda v, _pos: readable(v)))
+        axis.set_minor_formatter(FuncFormatter(lambda v, _pos: _minor_label(axis, v)))
+
+
+def _minor_label(axis, value: float) -> str:
+    """Within a short range every minor tick carries its label; across a wider one only 2x and 5x a power of
+    ten do (every label would collide). Judged at draw time, on the axis's final limits."""
+    lo, hi = sorted(axis.get_view_interval())
+    if lo > 0 and hi / lo < SHORT_RANGE:
+        return number(value)
+    mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
+    return number(value) if np.isclose(mantissa, 2) or np.isclose(mantissa, 5) else ""
+
+
+def fitted_curve(ax, predict, span: tuple[float, float], fitted: tuple[float, float], c, label=None,
+                 **style) -> None:
+    """`predict` over the log-spaced `span`: solid over the `fitted` range (the data the fit saw) and dashed
+    beyond it, where the curve is an extrapolation (tagged for `legend_entry(ax, EXTRAPOLATION, "--")`)."""
+    lo, hi = max(span[0], fitted[0]), min(span[1], fitted[1])
+    x = np.geomspace(lo, hi, CURVE_POINTS)
+    ax.plot(x, predict(x), "-", color=c, label=label, **style)
+    for a, b in ((span[0], lo), (hi, span[1])):
+        if b > a * (1 + 1e-9):
+            x = np.geomspace(a, b, CURVE_POINTS // 4)
+            ax.plot(x, predict(x), "--", color=c, gid=EXTRAPOLATION, **style)
+
+
+def legend_entry(ax, gid: str, fmt: str) -> None:
+    """One grey legend entry labelled `gid`, after the others, for every line tagged `gid` whatever its colour
+    (the dashed parts of curves, the markers of missing points)."""
+    if any(ln.get_gid() == gid for ln in ax.lines):
+        ax.plot([], [], fmt, color="0.4", lw=0.9, label=gid)
 
 
 def families(groups: list[dict]) -> list[tuple]:

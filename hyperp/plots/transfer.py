@@ -4,7 +4,8 @@ proxy's LR costs there.
 Left: eta* per scale with its interval (hollow: not bracketed), the fitted drift line, and the cone of slopes
 the check allows (+-SLOPE_TOL) opened from the proxy. Right: the transfer regret at each scale, relative to
 the best loss, with its interval (a caret: only a lower bound is known there), against the check's allowance
-(REGRET_TOL); a scale with no regret (the proxy's LR outside its sweep) is marked with an x on the axis.
+(REGRET_TOL); a scale with no regret (the proxy's LR outside its sweep) is marked with an x on the axis, its
+reason in the legend. An unbracketed optimum has the reason written beside it.
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import NullFormatter
 
 from hyperp.checks.transfer import REGRET_TOL, SLOPE_TOL, TransferCheck
-from hyperp.fitting.report import readable
-from hyperp.plots.style import families, group_label, new_figure, paper, readable_axis
+from hyperp.plots.style import families, group_label, legend_entry, new_figure, paper, readable_axis, write_reason
 
 CONE_ALPHA = 0.08  # shading of the allowed-drift cone: visible, yet behind every point
-SHORT_RANGE = 4.0  # a log axis spanning less than this ratio labels every minor tick
+NO_REGRET = "no regret: the proxy's LR lies outside this scale's sweep"
 DODGE = 1.04  # factor between neighbouring groups' interval bars on the log axis, so they do not overlap
 
 
-def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> Figure:
-    """Both panels for every group of the check (scheme by colour)."""
+def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None, name: str | None = None) -> Figure:
+    """Both panels for every group of the check (scheme by colour). `name` (the method) labels the one group
+    of a check without `by`; without it that group's legend entry is its verdict alone."""
     styles = families([c.group for c in checks]) if checks else []
     with paper():
         fig, (ax_eta, ax_regret) = new_figure(ncols=2, size=(7.0, 2.9 + 0.12 * len(checks)))
         for i, (check, (c, m)) in enumerate(zip(checks, styles)):
-            _optima(ax_eta, check, c, m)
+            _optima(ax_eta, check, c, m, group_label(check.group) or name)
             _regrets(ax_regret, check, c, m, dodge=DODGE ** (i - (len(checks) - 1) / 2))
         axis = checks[0].axis if checks else "scale"
         scales = sorted({p.scale for c in checks for p in c.points})
@@ -41,14 +42,11 @@ def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> 
             readable_axis(ax.xaxis)
             ax.set_xlabel(axis)
         ax_eta.set_yscale("log")
-        readable_axis(ax_eta.yaxis)
-        lo, hi = ax_eta.get_ylim()
-        # within a decade every minor tick can carry its label; across decades only 2x and 5x fit
-        ax_eta.yaxis.set_minor_formatter(FuncFormatter(lambda v, _p: readable(v)) if hi / lo < SHORT_RANGE
-                                         else FuncFormatter(_two_and_five))
+        readable_axis(ax_eta.yaxis, minor=True)
         ax_eta.set_ylabel(r"optimal base LR $\eta^*$")
         ax_eta.set_title(rf"drift: slope of ln $\eta^*$ (cone: $\pm${SLOPE_TOL:g} from the proxy)", fontsize=7)
         ax_regret.axhline(100 * REGRET_TOL, color="0.4", ls="--", lw=0.8)
+        legend_entry(ax_regret, NO_REGRET, "x")
         ax_regret.set_ylabel("transfer regret (% of best loss)")
         ax_regret.set_title(f"regret at the proxy's LR (bar: interval; ^: lower bound; dashed: {REGRET_TOL:.0%})",
                             fontsize=7)
@@ -58,7 +56,13 @@ def plot_transfer(checks: Sequence[TransferCheck], title: str | None = None) -> 
     return fig
 
 
-def _optima(ax, check: TransferCheck, c, m) -> None:
+def method_name(df, column: str = "param") -> str | None:
+    """The table's one method (its single value of `column`), or None where it has none or several."""
+    values = df[column].dropna().unique() if column in df.columns else []
+    return str(values[0]) if len(values) == 1 else None
+
+
+def _optima(ax, check: TransferCheck, c, m, name: str | None) -> None:
     pts = check.points
     x = np.array([p.scale for p in pts])
     eta = np.array([p.optimum.lr_opt for p in pts])
@@ -71,13 +75,15 @@ def _optima(ax, check: TransferCheck, c, m) -> None:
     ax.errorbar(x[ok], eta[ok], yerr=arms, fmt="none", ecolor=c, lw=0.9)
     for p, xi, yi in zip(pts, x, eta):
         ax.plot([xi], [yi], m, color=c, mec="k", mew=0.3, mfc=c if p.optimum.bracketed else "white", zorder=3)
+        if not p.optimum.bracketed:
+            write_reason(ax, p.optimum.reason, (xi, yi))
     proxy_eta = next(p.optimum.lr_opt for p in pts if p.scale == check.proxy)
     grid = np.geomspace(x.min(), x.max(), 50)
     ratio = grid / check.proxy
     ax.fill_between(grid, proxy_eta * ratio ** -SLOPE_TOL, proxy_eta * ratio ** SLOPE_TOL, color=c, alpha=CONE_ALPHA,
                     lw=0)
     s, si = check.slope, check.slope_interval
-    label = f"{group_label(check.group)}: {check.verdict}"
+    label = f"{name}: {check.verdict}" if name else check.verdict
     if np.isfinite(s):
         good = np.array([p.optimum.bracketed for p in pts])
         mid = np.exp(np.mean(np.log(eta[good])) + s * (np.log(grid) - np.mean(np.log(x[good]))))
@@ -90,7 +96,7 @@ def _regrets(ax, check: TransferCheck, c, m, dodge: float = 1.0) -> None:
     pts = [p for p in check.points if np.isfinite(p.regret_rel)]
     for p in check.points:
         if not np.isfinite(p.regret_rel):  # the proxy's LR outside this scale's sweep: say so where it belongs
-            ax.plot([p.scale * dodge], [0], "x", color=c, ms=5, mew=1.2, zorder=3)
+            ax.plot([p.scale * dodge], [0], "x", color=c, ms=5, mew=1.2, zorder=3, gid=NO_REGRET)
     if not pts:
         return
     x = np.array([p.scale for p in pts])
@@ -101,9 +107,3 @@ def _regrets(ax, check: TransferCheck, c, m, dodge: float = 1.0) -> None:
             ax.vlines(p.scale * dodge, lo, hi, color=c, lw=2, alpha=0.35)  # side by side per group
         elif np.isfinite(lo):
             ax.plot([p.scale * dodge], [lo], "^", color=c, ms=4, alpha=0.6)
-
-
-def _two_and_five(value: float, _pos) -> str:
-    """Minor log ticks labelled at 2 and 5 times a power of ten only (every minor label collides)."""
-    mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
-    return readable(value) if np.isclose(mantissa, 2) or np.isclose(mantissa, 5) else ""

@@ -14,8 +14,8 @@ stopped is re-run with the same lr (same run id, so it resumes from its checkpoi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,16 +48,20 @@ class BracketState:
     best_lr: float | None = None
     best: float | None = None
     reason: str = ""
+    edge: str = ""  # where the best run sits once done unbracketed: "low", "high" or "interior"
+    next_grid: list[float] = field(default_factory=list)  # a grid to try when done unbracketed
 
 
-def bracket_state(search: BracketSearch, lookup: Callable[[float], dict[str, Any] | None]) -> BracketState:
-    """Replay the bracketing rule over the finished runs (`lookup(lr)` -> row or None).
+def bracket_state(search: BracketSearch, lookup: Callable[[float], dict[str, Any] | None],
+                  repeats: Sequence[dict[str, Any]] = ()) -> BracketState:
+    """Replay the bracketing rule over the finished runs (`lookup(lr)` -> the cell's run at lr, or None).
 
-    Bracketed means what `hyperp fit lr` means by it (`hyperp.fitting.lr.bracket_verdict`): a significant
-    parabola near the best run with its vertex inside the sweep, the best run not on an edge. While the best
-    run is on an edge (or fewer than 3 LRs have a finite loss), the grid grows by one point beyond that edge
-    (downward when too few are finite), at most max_extend times; an interior best whose parabola still
-    fails the test ends the search unbracketed, with the fit's reason.
+    Bracketed means what `hyperp fit lr` means by it (`hyperp.fitting.lr.bracket_verdict`), judged on the
+    rows `fit lr --by <cell columns>` reads: the grid's runs pooled with the cell's `repeats` (its runs with
+    other seeds). While the best run is on an edge (or fewer than 3 LRs have a finite loss), one point is
+    added beyond the better edge at the edge's spacing (downward when nothing finite lies above); while the
+    best is interior but its parabola fails the test, the two geometric midpoints beside it are added. Each
+    step counts against max_extend.
     """
     from hyperp.fitting.lr import bracket_verdict  # noqa: PLC0415 (scipy: only when a search is replayed)
 
@@ -68,24 +72,56 @@ def bracket_state(search: BracketSearch, lookup: Callable[[float], dict[str, Any
         if pending:
             return BracketState(grid, pending, extensions, done=False, bracketed=False, reason="running")
         scores = {lr: score(lookup(lr), search.metric) for lr in grid}
-        usable = {lr: s for lr, s in scores.items() if s is not None}
-        if not usable:
+        finite = {lr: s for lr, s in scores.items() if s is not None and math.isfinite(s)}
+        pooled = [(lr, s) for lr, s in scores.items() if s is not None]
+        pooled += [(float(r["lr"]), s) for r in repeats if (s := score(r, search.metric)) is not None]
+        if not pooled:
             return BracketState(grid, [], extensions, True, False, reason="no usable run (all failed)")
-        finite = {lr: s for lr, s in usable.items() if math.isfinite(s)}
         best_lr = min(finite, key=lambda lr: (finite[lr], lr)) if finite else None
         best = finite[best_lr] if best_lr is not None else None
-        verdict = bracket_verdict(list(finite), list(finite.values()),
-                                  diverged_lr=[lr for lr, s in usable.items() if not math.isfinite(s)])
-        if verdict.bracketed or verdict.direction == 0:
-            return BracketState(grid, [], extensions, True, verdict.bracketed, best_lr, best, reason=verdict.reason)
-        if extensions >= search.max_extend:
-            return BracketState(grid, [], extensions, True, False, best_lr, best,
-                                reason=f"{verdict.reason} after max_extend={search.max_extend} extensions")
-        if verdict.direction < 0:
-            grid.insert(0, nice(grid[0] / (grid[1] / grid[0])))
-        else:
-            grid.append(nice(grid[-1] * (grid[-1] / grid[-2])))
+        verdict = bracket_verdict([lr for lr, s in pooled if math.isfinite(s)],
+                                  [s for s in (s for _, s in pooled) if math.isfinite(s)],
+                                  diverged_lr=[lr for lr, s in pooled if not math.isfinite(s)])
+        if verdict.bracketed:
+            return BracketState(grid, [], extensions, True, True, best_lr, best, reason=verdict.reason)
+        added = _next_points(grid, verdict.direction, best_lr)
+        if not added or extensions >= search.max_extend:
+            why = (f"after max_extend={search.max_extend} extensions" if added else
+                   "and the grid cannot be refined further")
+            edge = {-1: "low", 1: "high"}.get(verdict.direction, "interior")
+            return BracketState(grid, [], extensions, True, False, best_lr, best, reason=f"{verdict.reason} {why}",
+                                edge=edge, next_grid=_grid_to_try(grid, edge, best_lr))
+        grid = sorted(grid + added)
         extensions += 1
+
+
+def _next_points(grid: list[float], direction: int, best_lr: float | None) -> list[float]:
+    """The LRs one step of the search adds: beyond an edge, or the midpoints beside an interior best."""
+    if direction < 0:
+        return [nice(grid[0] / (grid[1] / grid[0]))]
+    if direction > 0:
+        return [nice(grid[-1] * (grid[-1] / grid[-2]))]
+    i = grid.index(best_lr)
+    mids = {nice(math.sqrt(grid[j] * best_lr)) for j in (i - 1, i + 1) if 0 <= j < len(grid)}
+    return sorted(mids - set(grid))
+
+
+GRID_TO_TRY = 5  # points of the grid suggested for a cell left unbracketed
+
+
+def _grid_to_try(grid: list[float], edge: str, best_lr: float | None) -> list[float]:
+    """A grid for the next sweep of a cell left unbracketed: from the best run onward past its edge at the
+    edge's spacing, or (interior) at half the spacing around it; [] when there is no finite best."""
+    if best_lr is None:
+        return []
+    if edge == "interior":
+        i = grid.index(best_lr)
+        j = i + 1 if i + 1 < len(grid) else i - 1
+        step = math.sqrt(max(grid[j], best_lr) / min(grid[j], best_lr))
+        return [nice(best_lr * step ** k) for k in range(-(GRID_TO_TRY // 2), GRID_TO_TRY // 2 + 1)]
+    ratio = grid[-1] / grid[-2] if edge == "high" else grid[1] / grid[0]
+    sign = 1 if edge == "high" else -1
+    return sorted(nice(best_lr * ratio ** (sign * k)) for k in range(-1, GRID_TO_TRY - 1))
 
 
 class CellSearch:
@@ -139,7 +175,14 @@ class Bracket(CellSearch):
         return self._ids[lr]
 
     def state(self, results: Results) -> BracketState:
-        return bracket_state(self.search, lambda lr: results.get(self._id(lr)))
+        return bracket_state(self.search, lambda lr: results.get(self._id(lr)), self.repeats(results))
+
+    def repeats(self, results: Results) -> list[dict[str, Any]]:
+        """The cell's finished runs outside its own grid runs (its best LR with other seeds): `fit lr` pools
+        them into the cell's parabola, so the search judges with them too."""
+        cid = self.cell.cell_id
+        return [row for rid, row in results.items()
+                if row.get("cell_id") == cid and row.get("lr") is not None and rid != self._id(float(row["lr"]))]
 
     def wanted(self, results: Results) -> list[float]:
         return self.state(results).pending
@@ -153,7 +196,7 @@ class Bracket(CellSearch):
         return {"cell_id": self.cell.cell_id, "search": "bracket", "grid": s.grid,
                 "run_ids": [self._id(lr) for lr in s.grid], "extensions": s.extensions, "done": s.done,
                 "bracketed": s.bracketed, "best_lr": s.best_lr, "best": s.best, "reason": s.reason,
-                "metric": self.search.metric} | self.seed_summary(results)
+                "edge": s.edge, "next_grid": s.next_grid, "metric": self.search.metric} | self.seed_summary(results)
 
 
 @dataclass

@@ -18,7 +18,8 @@ Format (every key but `name` and `[base]` is optional; see examples/*.toml)::
 
     [axes]                          # crossed: one run per combination, first axis slowest
     depth = [2, 4]                  # any RunConfig field can be an axis
-    tokens_per_param = [10, 20]     # T follows N: tokens = round(tpp * N / batch_tokens) * batch_tokens
+    tokens_per_param = [10, 20]     # T follows N: tokens = round(tpp * N / batch_tokens) * batch_tokens;
+                                    # "proxy": T = base_tokens * N / N(proxy), the authors' co-scaling
     lr = [0.01, 0.02, 0.04]         # or an LR search table, see below
     param = ["hyperp", "adamw"]
 
@@ -87,6 +88,9 @@ from hyperp.trainer.config import ConfigError, RunConfig, coerce
 
 RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
 EXTRA_FIELDS = ("tokens_per_param",)  # spec-only fields that resolve into RunConfig fields
+# tokens_per_param = "proxy": the authors' rule T = T0 N / N0 (ArchScale's pretrain.py), tokens co-scaled with
+# the parameters from the proxy's (base_tokens at base_depth/base_width), N counted by tokens_per_param_basis.
+PROXY_TOKENS = "proxy"
 TOP_KEYS = ("name", "description", "version_tag", "max_retries", "max_concurrent", "checkpoints_per_run",
             "tokens_per_param_basis", "max_runs", "base", "axes", "zip", "override", "resources", "command")
 DEFAULT_MAX_RUNS = 100_000  # a larger grid is almost always a typo; it would take minutes to expand in memory
@@ -289,7 +293,7 @@ def _check_field(name: str, where: str) -> None:
 def _check_value(name: str, value: Any, where: str) -> Any:
     """Type-check one value of a field; an `lr` table is an LR search."""
     if name == "tokens_per_param":
-        return _number(where, value)
+        return value if value == PROXY_TOKENS else _number(where, value)
     if name == "lr" and isinstance(value, dict):
         return parse_search(value, where)
     if isinstance(value, dict) and name != "tags":
@@ -759,6 +763,8 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
     explicit_ckpt = "checkpoint_every" in values
     try:
         cfg = RunConfig.from_dict(values, source="sweep run")
+        if tpp == PROXY_TOKENS:
+            tpp = cfg.base_tokens / getattr(param_counts(proxy_of(cfg)), spec.tokens_per_param_basis)
         if tpp is not None:
             n = getattr(param_counts(cfg), spec.tokens_per_param_basis)
             steps = max(1, round(tpp * n / cfg.batch_tokens))
@@ -769,6 +775,12 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
         raise SpecError(e.field, f"{_msg(e)} (in the run with {_describe(values) or 'the base config'})") from None
     info = static_columns(cfg) | {"tokens_per_param": float(tpp) if tpp is not None else math.nan}
     return cfg, search, info
+
+
+def proxy_of(cfg: RunConfig) -> RunConfig:
+    """The proxy a run's LR was tuned on: the run at base_depth and, where its width is given, base_width (a
+    width from the aspect ratio follows the depth)."""
+    return cfg.replace(depth=cfg.base_depth, width=cfg.base_width if cfg.width else 0)
 
 
 def _neutral_only(a: RunConfig, b: RunConfig, values: dict[str, Any]) -> tuple[str, str]:

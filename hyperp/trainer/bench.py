@@ -35,11 +35,11 @@ import torch.nn.functional as F
 
 from hyperp.trainer.config import RunConfig
 from hyperp.trainer.data import load_corpus, train_batch
+from hyperp.trainer.defaults import MATCHED_MLP_RATIO  # SwiGLU 3 w (8w/3) = GELU MLP 2 w (4w) weights
 from hyperp.trainer.loop import build, mixed_precision, ns_flops_per_step, resolve_device
 from hyperp.trainer.metrics import (ParamCounts, compute_dtype, count_params, matmul_flops, matmul_peak_flops,
                                      probe_sizes, training_flops)
 
-MATCHED_MLP_RATIO = 8 / 3  # SwiGLU 3 w (8w/3) = GELU MLP 2 w (4w) weights
 GPT_MLP_RATIO = 4  # the classic block's MLP hidden size, in widths
 REFERENCE = "gpt-block"  # the reference's row name
 PEAK_PROBE_S = 2.0  # seconds of square matmuls for the peak

@@ -258,6 +258,35 @@ def field_types() -> dict[str, Any]:
     return get_type_hints(RunConfig)
 
 
+def integral(value: Any) -> Any:
+    """An integer-valued float (1e6: how TOML, JSON and the command line may write a count) as an int; any other
+    value unchanged."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def parse_count(text: str | int) -> int:
+    """A count (tokens, steps, sizes) from the command line, read as a spec reads one: 1000000, 1_000_000 or
+    1e6 (an integer-valued number), never negative. ValueError says what was expected."""
+    value = integral(_number(text) if isinstance(text, str) else text)  # not text: an option's default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number such as 1000000, 1_000_000 or 1e6, got {text!r}")
+    if value < 0:
+        raise ValueError(f"expected a count >= 0, got {text!r}")
+    return value
+
+
+def _number(text: str) -> int | float | None:
+    """The number a text spells (Python's syntax: 1000000, 1_000_000, 1e6, 1.5), or None."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return None
+
+
 def coerce(name: str, value: Any) -> Any:
     """Check `value` against the field's type, allowing int -> float; raise ConfigError naming the field."""
     hint = field_types()[name]
@@ -269,8 +298,7 @@ def coerce(name: str, value: Any) -> Any:
     if value is None and type(None) in args:
         return None
     if hint is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # TOML/JSON may write 1e6 for a token count
+        value = integral(value)  # TOML/JSON may write 1e6 for a token count
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(name, f"expected an integer, got {value!r}")
         return value

@@ -41,9 +41,9 @@ import torch
 from hyperp import io
 from hyperp.errors import InputError
 from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.trainer.defaults import BYTE_VOCAB  # text corpora are read as bytes
 
 STDLIB = "stdlib"
-BYTE_VOCAB = 256  # text corpora are read as bytes
 SHARD_MAGIC = 20240520
 SHARD_VERSION = 1  # header[1] of a speedrun shard of uint16 tokens
 SHARD_HEADER_INTS = 256

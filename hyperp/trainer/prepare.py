@@ -31,13 +31,11 @@ import hyperp
 from hyperp import io
 from hyperp.errors import InputError, UnavailableError
 from hyperp.trainer.config import RunConfig
-from hyperp.trainer.data import (BYTE_VOCAB, PREPARED_FORMAT, PREPARED_META, SPLITS, DataError, prepared_meta,
-                                 shard_name, split_files, text_files, write_shard)
+from hyperp.trainer.data import (PREPARED_FORMAT, PREPARED_META, SPLITS, DataError, prepared_meta, shard_name,
+                                 split_files, text_files, write_shard)
+from hyperp.trainer.defaults import DEFAULT_SHARD_TOKENS, MAX_VOCAB, MIN_VOCAB
 
 EOT = "<|endoftext|>"
-MIN_VOCAB = BYTE_VOCAB + 1  # the 256 byte tokens and <|endoftext|>
-MAX_VOCAB = 1 << 16  # token ids are stored as uint16
-DEFAULT_SHARD_TOKENS = 1 << 24
 DEFAULT_VAL_PERCENT = RunConfig().val_percent  # the trainer's: the same files are held out as in a bytes run
 TOKENIZER_FILE = "tokenizer.json"
 SOURCES = "expected 'stdlib' or a directory of text files"
