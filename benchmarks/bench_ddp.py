@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from hyperp.kernels.ns import newton_schulz_torch
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import hidden_shapes, train
 
 ALL_REDUCE_REPS = 10

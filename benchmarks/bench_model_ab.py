@@ -19,7 +19,7 @@ import time
 import torch
 
 from hyperp.trainer.bench import MATCHED_MLP_RATIO, contestants, prepare
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 DROPPED = 3  # warm-up rounds
 

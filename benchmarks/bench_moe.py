@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import build
 from hyperp.trainer.metrics import count_params
 from hyperp.trainer.model import SwiGLU, mlp_hidden

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import hyperp
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 ID_HEX = 12  # hex digits of a run/cell id: 48 bits, collision-free for any realistic number of runs
 

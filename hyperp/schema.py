@@ -21,7 +21,7 @@ import math
 from dataclasses import fields
 from typing import Any, get_args
 
-from hyperp.trainer.config import RunConfig, field_types
+from hyperp.config import RunConfig, field_types
 
 # 1: no schema_version column, ids over the full config and the package version (hyperp 0.1.0)
 # 2: every column typed, schema_version/results_version/git_commit/extra_json, ids of hyperp.identity

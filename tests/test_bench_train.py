@@ -5,7 +5,7 @@ import math
 import torch
 
 from hyperp.trainer.bench import REFERENCE, GPTReference, bench_train, format_report
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 TINY = dict(depth=1, width=32, head_dim=16, seq_len=16, batch_tokens=64, tokens=64)
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from hyperp.checks.head import FAIL, GAIN_TOL, INCONCLUSIVE, PASS, check_head
 from hyperp.cli import app
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 
 SHAPE = dict(depth=1, width=32, head_dim=16, seq_len=64, batch_tokens=1024, tokens=1024 * 60, lr=0.1,

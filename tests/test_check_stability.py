@@ -13,7 +13,7 @@ import hyperp.trainer.optim as optim
 from hyperp.checks.stability import FAIL, GROWTH_TOL, PASS, check_stability, growth_rate
 from hyperp.cli import app
 from hyperp.schema import RUNS_DIR, write_records
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 
 

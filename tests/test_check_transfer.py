@@ -16,7 +16,7 @@ from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, SLOPE_T
 from hyperp.cli import app
 from hyperp.fitting.table import FitInputError
 from hyperp.schema import write_records
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 
 WIDTHS = (64, 128, 256, 512)

@@ -20,7 +20,7 @@ import hyperp.errors as errors
 from hyperp.cli import app
 from hyperp.cli.core import new_app
 from hyperp.sweeps.stubs import TINY_BASE_TOML
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 ROOT = Path(__file__).parents[1]
 HEAVY = ("torch", "matplotlib", "scipy", "ray", "optuna")

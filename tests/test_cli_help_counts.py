@@ -124,7 +124,7 @@ def test_every_token_count_option_reads_1e6_as_a_spec_does():
 
 def test_spec_and_command_line_read_the_same_counts():
     """The spec's rule (an integer-valued float is a count: TOML's 1e6) and the command line's are one."""
-    from hyperp.trainer.config import RunConfig, parse_count
+    from hyperp.config import RunConfig, parse_count
 
     assert RunConfig.from_dict({"tokens": 1e6, "batch_tokens": 8192.0}).tokens == 1_000_000 == parse_count("1e6")
     with pytest.raises(ValueError, match="tokens"):

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import build, train
 from hyperp.trainer.metrics import matmul_flops
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.data import (SHARD_HEADER_INTS, SHARD_MAGIC, DataError, is_val_file, load_corpus,
                                  stdlib_files, train_batch, val_batches)
 from hyperp.trainer.loop import train

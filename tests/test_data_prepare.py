@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 import hyperp.trainer.prepare as prepare_module
 from hyperp.cli import app
-from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.data import SPLITS, DataError, load_corpus, read_shard, split_files
 from hyperp.trainer.loop import train
 from hyperp.trainer.prepare import EOT, prepare

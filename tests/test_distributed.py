@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from hyperp import identity
 from hyperp.trainer import distributed
-from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.loop import train
 
 BASE = dict(depth=2, aspect_ratio=16, head_dim=16, seq_len=64, batch_tokens=1024, tokens=16 * 1024,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.hparams import resolve_hparams
 
 SHAPES = [(4, 2**20), (8, 2**22), (16, 2**24), (2, 2**18)]  # (depth, tokens) with proxy d0=4, T0=2^20

@@ -9,7 +9,7 @@ import torch
 
 from hyperp import identity
 from hyperp.identity import RESULT_NEUTRAL_FIELDS, RESULTS_VERSION, ROUNDING_NEUTRAL_FIELDS, cell_id, run_id
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 
 # A tiny CPU run (8 steps, about half a second); peak_tflops given so no matmul probe runs.

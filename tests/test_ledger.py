@@ -20,7 +20,7 @@ from hyperp.sweeps import ledger
 from hyperp.sweeps.runner import Driver, execute, resolve_run_fn, run_sweep, train_run
 from hyperp.sweeps.spec import loads_spec, make_plan
 from hyperp.sweeps.stubs import TINY_BASE_TOML
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 README = Path(__file__).resolve().parents[1] / "hyperp" / "sweeps" / "README.md"
 INT_COLUMNS = [name for name, kind in schema.COLUMNS if kind == schema.INT]

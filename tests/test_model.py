@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hyperp.trainer import model as model_module
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.metrics import count_params, training_flops
 from hyperp.trainer.model import (RMSNorm, Transformer, mlp_hidden, norm_rope, pair_order, rope_table,
                                   rotate_pairs)

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.hparams import resolve_hparams
 from hyperp.trainer.loop import train
 from hyperp.trainer.metrics import count_params

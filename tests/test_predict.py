@@ -14,7 +14,7 @@ import pytest
 from hyperp.fitting.predict import predict
 from hyperp.fitting.table import FitInputError
 from hyperp.sweeps.spec import static_columns
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.hparams import resolve_hparams
 
 

@@ -26,7 +26,7 @@ from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import SpecError, loads_spec, make_plan
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.trainer import checkpoint
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.data import DataError, load_corpus
 from hyperp.trainer.loop import LoopState, build, train
 from test_data import write_shard
@@ -245,7 +245,7 @@ def test_stop_signals_raise_and_restore():
 TRAIN_SCRIPT = """
 import json, sys
 from hyperp.errors import Terminated
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 cfg = RunConfig.from_dict(json.loads(sys.argv[1]))
 try:

@@ -13,7 +13,7 @@ from hyperp.sweeps.ledger import read_ledger
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import loads_spec, make_plan
 from hyperp.sweeps.stubs import TINY_BASE_TOML
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 
 pytest.importorskip("ray.train")
@@ -49,7 +49,7 @@ import json, sys, time
 from pathlib import Path
 import ray
 from hyperp.sweeps import data_parallel
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 
 def slow_run(cfg, out_dir):  # rank 0 marks each step and slows the group down, so the test can stop it midway

@@ -26,7 +26,7 @@ from hyperp.cli.sweep import app, sweep_status
 from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.spec import loads_spec, make_plan
 from hyperp.sweeps.stubs import TINY_BASE_TOML
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
 from hyperp.trainer.model import Transformer
 

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.data import DataError
 from hyperp.trainer.loop import STABILITY_COLUMNS, lr_mult, train
 

@@ -135,7 +135,7 @@ def branch_rms(param: str, width: int, steps: int = STEPS, lr: float | None = No
     The base token budget defaults to the check's own few steps, so the token rule's factor is 1 and the steps
     run at the base LR: a 5-step "budget" against the 1M-token default would multiply a HyperP LR by 5.5x, an
     LR no run of the proxy ever uses (the factor is the same at every width, so it is not what is checked)."""
-    from hyperp.trainer.config import RunConfig  # noqa: PLC0415 (torch: only when a check runs)
+    from hyperp.config import RunConfig  # noqa: PLC0415 (torch: only when a check runs)
     from hyperp.trainer.data import load_corpus, train_batch  # noqa: PLC0415
     from hyperp.trainer.loop import build  # noqa: PLC0415
 

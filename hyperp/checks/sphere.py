@@ -165,7 +165,7 @@ def _why(verdict: str, drift: Estimate, ratio: Estimate, decided: Estimate) -> s
 
 
 def _trained(param: str, steps: int, overrides: dict[str, Any]):
-    from hyperp.trainer.config import RunConfig  # noqa: PLC0415 (torch: only when a check runs)
+    from hyperp.config import RunConfig  # noqa: PLC0415 (torch: only when a check runs)
     from hyperp.trainer.data import load_corpus, train_batch  # noqa: PLC0415
     from hyperp.trainer.loop import build  # noqa: PLC0415
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from hyperp.cli.core import SUBAPPS, JsonFlag, as_count, command, new_app, print_json
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.defaults import MATCHED_MLP_RATIO
 
 app = new_app(SUBAPPS["bench"][1])

@@ -137,9 +137,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as stri
 
 def as_count(text: str) -> int:
     """The parser of every count option (tokens, sizes, steps): 1000000, 1_000_000 or 1e6, as a spec reads a
-    count (`hyperp.trainer.config.parse_count`); anything else is click's one-line error naming the option,
+    count (`hyperp.config.parse_count`); anything else is click's one-line error naming the option,
     exit 2. Use as `typer.Option(parser=as_count)`."""
-    from hyperp.trainer.config import parse_count  # noqa: PLC0415
+    from hyperp.config import parse_count  # noqa: PLC0415
 
     try:
         return parse_count(text)

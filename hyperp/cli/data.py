@@ -9,7 +9,7 @@ import typer
 
 from hyperp.cli.core import (PLAIN_PROGRESS_S, SUBAPPS, JsonFlag, PlainProgress, as_count, command, new_app,
                              print_json)
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.defaults import DEFAULT_SHARD_TOKENS, MAX_VOCAB, MIN_VOCAB
 
 app = new_app(SUBAPPS["data"][1])

@@ -1,6 +1,6 @@
 """`hyperp train`: one run from flags named like the config fields, or a TOML file.
 
-The flags are generated from RunConfig's fields (hyperp.trainer.config, pure Python): each shows the field's
+The flags are generated from RunConfig's fields (hyperp.config, pure Python): each shows the field's
 own documentation and default, Literal fields show their choices. torch loads only when the command runs.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional, get_args
 import typer
 
 from hyperp.cli.core import PLAIN_PROGRESS_S, JsonFlag, PlainProgress, as_count, duration, print_json
-from hyperp.trainer.config import RunConfig, field_types
+from hyperp.config import RunConfig, field_types
 
 SKIPPED_FIELDS = {"tags"}  # not a scalar flag; settable from a TOML file
 PANEL = "Run config (RunConfig fields; also the axes of a sweep)"

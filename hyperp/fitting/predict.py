@@ -99,7 +99,7 @@ def predict(df: pd.DataFrame, target: dict[str, Any], *, method_col: str = "para
 def target_config(df: pd.DataFrame, target: dict[str, Any], method_col: str, source: str):
     """The target's RunConfig: the sweep's proxy settings (from a run of the target's scheme) with the target's
     shape and budget on top."""
-    from hyperp.trainer.config import RunConfig  # noqa: PLC0415
+    from hyperp.config import RunConfig  # noqa: PLC0415
 
     require_columns(df, ["config_json"], source=source)
     param = target.get("param")

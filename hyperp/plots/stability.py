@@ -23,7 +23,7 @@ from hyperp.fitting.table import (CURVES_FILE, RUNS_FILE, FitInputError, load_ta
                                   require_columns)
 from hyperp.plots.style import MAX_LEGEND, color, new_figure, number, paper, readable_axis, scale_colors
 from hyperp.schema import CURVE_COLUMNS, RUNS_DIR, STABILITY_INDICATORS
-from hyperp.trainer.config import field_types
+from hyperp.config import field_types
 
 RUN_DIRS = RUNS_DIR  # a sweep keeps each run's files in runs/<run_id>/
 # Known indicators, drawn first and in this order (the trainer's, then the gradient norm every curve row

@@ -172,7 +172,7 @@ def is_command_json(values: Any) -> bool:
 
 def config_from_json(text: str):
     """The config a run's `config_json` holds: a CommandConfig, or a RunConfig."""
-    from hyperp.trainer.config import RunConfig  # noqa: PLC0415
+    from hyperp.config import RunConfig  # noqa: PLC0415
 
     values = json.loads(text)
     return CommandConfig.from_dict(values) if is_command_json(values) else RunConfig.from_dict(values)

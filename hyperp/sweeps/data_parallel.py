@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperp import io
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.distributed import STOP_FILE
 
 TRAIN_DIR = "ray_train"  # Ray Train's storage (its run state), inside the run's directory

@@ -49,7 +49,7 @@ from hyperp import identity, io, schema
 from hyperp.schema import (ATTEMPT_FILE, COMPLETED, CURVES_FILE, DIVERGED, ERROR_FILE, FAILED,  # noqa: F401
                            INFRA_FAILED, LOCK_FILE, OPTUNA_DB, PLAN_FILE, RUNS_DIR, SCHEMA_VERSION, SEARCH_FILE,
                            SPEC_FILE, STATE_FILE, STATUSES)
-from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.config import ConfigError, RunConfig
 
 LEDGER_FILE = schema.RUNS_FILE  # <sweep>/runs.parquet
 RECORD_FILE = schema.RUNS_FILE  # <sweep>/runs/<run_id>/runs.parquet

@@ -65,7 +65,7 @@ from hyperp.sweeps.ledger import (SweepLock, load_records, migrate, needs_migrat
 from hyperp.sweeps.command import command_run, config_from_json
 from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.spec import Plan, PlannedRun, Resources, SpecError, SweepSpec, load_spec, make_plan
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 RunFn = Callable[[RunConfig, str], dict[str, Any]]  # (a CommandConfig for command_run)
 log = logging.getLogger(__name__)

@@ -84,7 +84,7 @@ from hyperp.errors import close_match
 from hyperp.sweeps import command as cmd
 from hyperp.sweeps import identity
 from hyperp.sweeps.command import CommandConfig
-from hyperp.trainer.config import ConfigError, RunConfig, coerce
+from hyperp.config import ConfigError, RunConfig, coerce
 
 RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
 EXTRA_FIELDS = ("tokens_per_param",)  # spec-only fields that resolve into RunConfig fields

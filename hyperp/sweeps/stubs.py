@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 
 # The [base] of a tiny real-trainer run (about a second on one core), shared by sweep tests and benchmarks.

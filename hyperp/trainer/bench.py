@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.data import load_corpus, train_batch
 from hyperp.trainer.defaults import MATCHED_MLP_RATIO  # SwiGLU 3 w (8w/3) = GELU MLP 2 w (4w) weights
 from hyperp.trainer.loop import build, mixed_precision, ns_flops_per_step, resolve_device

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from hyperp import io
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 CHECKPOINT = "checkpoint.pt"
 BAD_SUFFIX = ".bad"

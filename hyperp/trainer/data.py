@@ -40,7 +40,7 @@ import torch
 
 from hyperp import io
 from hyperp.errors import InputError
-from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.defaults import BYTE_VOCAB  # text corpora are read as bytes
 
 STDLIB = "stdlib"

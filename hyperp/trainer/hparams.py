@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 # Which optimizer updates each parameter group, per scheme (method.md section 2).
 GROUP_OPTIMIZERS: dict[str, dict[str, str]] = {

@@ -23,7 +23,7 @@ import torch
 from hyperp import identity, io, schema
 from hyperp.signals import StopSignals
 from hyperp.trainer import checkpoint, distributed
-from hyperp.trainer.config import ConfigError, RunConfig
+from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.data import check_corpus, load_corpus, train_batch, val_batches
 from hyperp.trainer.hparams import ResolvedHParams, resolve_hparams
 from hyperp.trainer.metrics import ParamCounts, compute_dtype, count_params, matmul_peak_flops, training_flops

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 
 @dataclass(frozen=True)

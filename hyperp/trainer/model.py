@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 
 OUTLIER_SIGMAS = 5.0  # method.md section 6: elements farther than 5 std from the per-token mean
 

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.profiler import record_function
 
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.distributed import active, all_reduce_sum, rank_and_world
 from hyperp.trainer.model import SwiGLU, mlp_hidden, z_value
 

@@ -30,7 +30,7 @@ import numpy as np
 import hyperp
 from hyperp import io
 from hyperp.errors import InputError, UnavailableError
-from hyperp.trainer.config import RunConfig
+from hyperp.config import RunConfig
 from hyperp.trainer.data import (PREPARED_FORMAT, PREPARED_META, SPLITS, DataError, prepared_meta, shard_name,
                                  split_files, text_files, write_shard)
 from hyperp.trainer.defaults import DEFAULT_SHARD_TOKENS, MAX_VOCAB, MIN_VOCAB
