@@ -29,7 +29,8 @@ import torch.multiprocessing as mp
 
 from hyperp.kernels.ns import newton_schulz_torch
 from hyperp.config import RunConfig
-from hyperp.trainer.loop import hidden_shapes, train
+from hyperp.trainer.loop import train
+from hyperp.trainer.metrics import hidden_shapes
 
 ALL_REDUCE_REPS = 10
 

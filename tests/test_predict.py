@@ -13,7 +13,7 @@ import pytest
 
 from hyperp.fitting.predict import predict
 from hyperp.fitting.table import FitInputError
-from hyperp.sweeps.spec import static_columns
+from hyperp.trainer.metrics import static_columns
 from hyperp.config import RunConfig
 from hyperp.trainer.hparams import resolve_hparams
 

@@ -187,7 +187,7 @@ def test_search_specs_parse():
 def test_tokens_co_scaled_from_the_proxy_follow_the_authors_rule():
     """tokens_per_param = "proxy": T = T0 N / N0 (ArchScale's pretrain.py), N0 the run at base_depth; the run at
     the proxy's depth trains on T0 itself."""
-    from hyperp.sweeps.spec import param_counts
+    from hyperp.trainer.metrics import param_counts
 
     proxy = 'peak_tflops = 1.0\nbase_depth = 1\nbase_tokens = 65536\ntokens_per_param = "proxy"\n'
     base = 'tokens_per_param_basis = "non_embedding"\n' + BASE.replace("peak_tflops = 1.0\n", proxy)

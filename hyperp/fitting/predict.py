@@ -75,7 +75,7 @@ def predict(df: pd.DataFrame, target: dict[str, Any], *, method_col: str = "para
     lr_law = _lr_law(runs, lr_x, n_boot, seed, level, source)
     loss_fit = _loss_law(runs, loss_law, n_boot, seed, level, source)
     # Only now that both laws stand: the target model (torch, meta device) and the scheme's rule.
-    from hyperp.sweeps.spec import static_columns  # noqa: PLC0415
+    from hyperp.trainer.metrics import static_columns  # noqa: PLC0415
     from hyperp.trainer.hparams import resolve_hparams  # noqa: PLC0415
 
     shape = static_columns(cfg)

@@ -98,9 +98,6 @@ SEARCHES = ("bracket", "optuna")
 METRICS = ("val_loss", "best_val_loss", "train_loss")
 SAMPLERS = ("tpe", "random")
 TOKENS_BASES = ("total", "active", "non_embedding", "active_matrix")  # ParamCounts attributes
-# RunConfig fields that determine the model's shape (and so its parameter count).
-SHAPE_FIELDS = ("depth", "width", "aspect_ratio", "head_dim", "n_kv_heads", "seq_len", "vocab_size", "mlp_ratio",
-                "attn_gate", "rope_theta", "moe_every", "sparsity", "top_k", "shared_expert", "sqrt_gate")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -616,33 +613,17 @@ def expand_points(spec: SweepSpec, max_runs: int | None = None) -> list[dict[str
 # ---------------------------------------------------------------- static run facts (no training)
 
 
-@functools.lru_cache(maxsize=4096)
-def _counts(shape: tuple[tuple[str, Any], ...]):
-    import torch  # noqa: PLC0415
-
-    from hyperp.trainer.metrics import count_params  # noqa: PLC0415
-    from hyperp.trainer.model import Transformer  # noqa: PLC0415
-
-    cfg = RunConfig(**dict(shape))
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    return count_params(model, cfg)
-
-
 def param_counts(cfg: RunConfig):
-    """ParamCounts of the run's model, built on the meta device (no memory, no init); cached per shape."""
-    return _counts(tuple((k, getattr(cfg, k)) for k in SHAPE_FIELDS))
+    """ParamCounts of the run's model (hyperp.trainer.metrics: torch loads only when a plan is built)."""
+    from hyperp.trainer.metrics import param_counts as counts  # noqa: PLC0415
+
+    return counts(cfg)
 
 
 def static_columns(cfg: RunConfig) -> dict[str, Any]:
-    """Columns known before training: shape, parameter counts and planned FLOPs (trainer conventions)."""
-    from hyperp.trainer.metrics import training_flops  # noqa: PLC0415
+    from hyperp.trainer.metrics import static_columns as columns  # noqa: PLC0415
 
-    c = param_counts(cfg)
-    tokens = cfg.total_steps * cfg.batch_tokens  # what the trainer will actually consume
-    return {"width": cfg.d_model, "n_heads": cfg.n_heads, "n_params": c.total,
-            "n_params_non_embedding": c.non_embedding, "n_params_active": c.active,
-            "n_params_active_matrix": c.active_matrix, "flops_planned": training_flops(c, cfg, tokens)}
+    return columns(cfg)
 
 
 # ---------------------------------------------------------------- the plan

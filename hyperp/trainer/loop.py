@@ -26,7 +26,8 @@ from hyperp.trainer import checkpoint, distributed
 from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.data import check_corpus, load_corpus, train_batch, val_batches
 from hyperp.trainer.hparams import ResolvedHParams, resolve_hparams
-from hyperp.trainer.metrics import ParamCounts, compute_dtype, count_params, matmul_peak_flops, training_flops
+from hyperp.trainer.metrics import (ParamCounts, compute_dtype, count_params, hidden_shapes, matmul_peak_flops,
+                                    training_flops)
 from hyperp.trainer.model import Transformer
 from hyperp.trainer.optim import Optimizers, build_optimizers, ns_flops
 
@@ -333,13 +334,6 @@ def ns_flops_per_step(cfg: RunConfig, hp: ResolvedHParams) -> float:
     if hp.hidden.optimizer not in ("muon", "muonh"):
         return 0.0
     return sum(ns_flops(shape, cfg.ns_steps) for shape in hidden_shapes(cfg))
-
-
-def hidden_shapes(cfg: RunConfig) -> list[tuple[int, ...]]:
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    return [tuple(p.shape) for name, p in model.named_parameters()
-            if p.ndim >= 2 and not name.startswith(("embed.", "head."))]
 
 
 def write_outputs(out: Path, result: RunResult) -> None:

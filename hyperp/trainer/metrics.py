@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -37,6 +38,53 @@ def count_params(model: torch.nn.Module, cfg: RunConfig) -> ParamCounts:
     active = total - inactive
     return ParamCounts(total=total, non_embedding=total - embed - head, active=active,
                        active_matrix=active - embed - vectors)
+
+
+# RunConfig fields that determine the model's shape (and so its parameter count).
+SHAPE_FIELDS = ("depth", "width", "aspect_ratio", "head_dim", "n_kv_heads", "seq_len", "vocab_size", "mlp_ratio",
+                "attn_gate", "rope_theta", "moe_every", "sparsity", "top_k", "shared_expert", "sqrt_gate")
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What accounting needs of a model, read off one meta-device build (no memory, no init)."""
+
+    counts: ParamCounts
+    hidden_shapes: tuple[tuple[int, ...], ...]  # the hidden matrices' shapes (embedding and head excluded)
+
+
+@functools.lru_cache(maxsize=4096)
+def _facts(shape: tuple[tuple[str, Any], ...]) -> ModelFacts:
+    from hyperp.trainer.model import Transformer  # noqa: PLC0415 (the model imports this module)
+
+    cfg = RunConfig(**dict(shape))
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    hidden = tuple(tuple(p.shape) for name, p in model.named_parameters()
+                   if p.ndim >= 2 and not name.startswith(("embed.", "head.")))
+    return ModelFacts(count_params(model, cfg), hidden)
+
+
+def model_facts(cfg: RunConfig) -> ModelFacts:
+    """The run's ModelFacts, cached per shape."""
+    return _facts(tuple((k, getattr(cfg, k)) for k in SHAPE_FIELDS))
+
+
+def param_counts(cfg: RunConfig) -> ParamCounts:
+    return model_facts(cfg).counts
+
+
+def hidden_shapes(cfg: RunConfig) -> list[tuple[int, ...]]:
+    return list(model_facts(cfg).hidden_shapes)
+
+
+def static_columns(cfg: RunConfig) -> dict[str, Any]:
+    """Columns known before training: shape, parameter counts and planned FLOPs."""
+    c = param_counts(cfg)
+    tokens = cfg.total_steps * cfg.batch_tokens  # what the trainer will actually consume
+    return {"width": cfg.d_model, "n_heads": cfg.n_heads, "n_params": c.total,
+            "n_params_non_embedding": c.non_embedding, "n_params_active": c.active,
+            "n_params_active_matrix": c.active_matrix, "flops_planned": training_flops(c, cfg, tokens)}
 
 
 def attention_flops_per_token(cfg: RunConfig) -> float:
