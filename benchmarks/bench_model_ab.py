@@ -2,10 +2,13 @@
 beside the current one in one process, the same weights in both, forward+backward alternated with the GPT
 block of `hyperp bench train` (the order rotated every round), paired per-round ratios to the earlier model.
 Both models must compute the same function (same loss printed first); the per-round pairing resolves a few
-percent, which `hyperp bench train`'s run-to-run spread does not.
+percent, which `hyperp bench train`'s run-to-run spread does not. The earlier model.py takes the layers it
+shares with the MoE from `hyperp/trainer/layers.py`: the current one, or an earlier one given as --before-layers.
 
 Usage: git show HEAD~1:hyperp/trainer/model.py > /tmp/before.py
-       python benchmarks/bench_model_ab.py --before /tmp/before.py [--rounds 20] [--width 256] [--depth 4]
+       git show HEAD~1:hyperp/trainer/layers.py > /tmp/before_layers.py  # when layers.py changed
+       python benchmarks/bench_model_ab.py --before /tmp/before.py [--before-layers /tmp/before_layers.py]
+              [--rounds 20] [--width 256] [--depth 4]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import importlib.util
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -24,16 +28,28 @@ from hyperp.config import RunConfig
 DROPPED = 3  # warm-up rounds
 
 
-def load_module(path: str):
-    spec = importlib.util.spec_from_file_location("model_before", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+LAYERS = "hyperp.trainer.layers"
+
+
+def load_module(path: str, name: str = "model_before", layers: str | None = None):
+    """The module at `path`; with `layers`, it imports that file as hyperp.trainer.layers while it loads."""
+    current = sys.modules.get(LAYERS)
+    if layers:
+        sys.modules[LAYERS] = load_module(layers, "layers_before")
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if current is not None:
+            sys.modules[LAYERS] = current
     return module
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", required=True, help="an earlier hyperp/trainer/model.py")
+    ap.add_argument("--before-layers", help="an earlier hyperp/trainer/layers.py (default: the current one)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--depth", type=int, default=4)
@@ -43,7 +59,7 @@ def main() -> None:
                     threads=args.threads)
     cfg, device = prepare(cfg, MATCHED_MLP_RATIO)
     after, gpt = (c.model for c in contestants(cfg, ["adamw"], device, False))
-    before = load_module(args.before).Transformer(cfg)
+    before = load_module(args.before, layers=args.before_layers).Transformer(cfg)
     before.load_state_dict(after.state_dict())
     x, y = (torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.seq_len)) for _ in range(2))
     with torch.no_grad():

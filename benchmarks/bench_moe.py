@@ -29,7 +29,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from hyperp.config import RunConfig
 from hyperp.trainer.loop import build
 from hyperp.trainer.metrics import count_params
-from hyperp.trainer.model import SwiGLU, mlp_hidden
+from hyperp.trainer.layers import SwiGLU, mlp_hidden
 from hyperp.trainer.moe import MoE
 
 MOE = dict(moe_every=1, sparsity=8, top_k=4)

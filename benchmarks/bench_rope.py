@@ -1,4 +1,4 @@
-"""QK-norm + RoPE, forward and backward, as the model computes it (`hyperp.trainer.model.norm_rope`: the pairs
+"""QK-norm + RoPE, forward and backward, as the model computes it (`hyperp.trainer.layers.norm_rope`: the pairs
 laid side by side, one complex multiplication) against the textbook form written here as the reference
 (torch's rms_norm, then the halves x[:D/2], x[D/2:] rotated and concatenated), timed alternately in one process
 on the shape one attention projection gives at width 256 (32 sequences of 256 tokens, 8 heads of 32).
@@ -16,7 +16,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hyperp.trainer.model import norm_rope, pair_order, rope_table
+from hyperp.trainer.layers import norm_rope, pair_order, rope_table
 
 THETA, EPS = 10000.0, 1e-6
 

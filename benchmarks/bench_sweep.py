@@ -43,18 +43,18 @@ def bench_overhead(tmp: Path, n: int) -> dict[str, float]:
 
     seeds = ", ".join(str(i) for i in range(n))
     warm = spec_file(tmp, "warm", TINY + "[axes]\nseed = [0, 1, 2, 3]\n")
-    run_sweep(warm, tmp / "sweeps", run_fn=STUB, progress=False)  # start the 2 workers
+    run_sweep(warm, tmp / "sweeps", run_fn=STUB)  # start the 2 workers
     out = {}
     for slots in (2, 1):
         name = f"overhead{slots}"
         spec = spec_file(tmp, name, f"max_concurrent = {slots}\n" + TINY + f"[axes]\nseed = [{seeds}]\n")
         t0 = time.perf_counter()
-        res = run_sweep(spec, tmp / "sweeps", run_fn=STUB, progress=False)
+        res = run_sweep(spec, tmp / "sweeps", run_fn=STUB)
         wall = time.perf_counter() - t0
         assert res.counts["completed"] == n, res.counts
         out[f"wall_{slots}"] = wall
         t0 = time.perf_counter()
-        noop = run_sweep(spec, tmp / "sweeps", run_fn=STUB, progress=False)
+        noop = run_sweep(spec, tmp / "sweeps", run_fn=STUB)
         out[f"noop_{slots}"] = time.perf_counter() - t0
         assert noop.submitted == 0
     return out
@@ -80,7 +80,8 @@ def bench_tune(tmp: Path, n: int) -> float:
 def sample_row() -> dict:
     """A realistic ledger row: a real (tiny) trainer row plus the sweep columns."""
     from hyperp.sweeps.runner import config_row
-    from hyperp.sweeps.spec import loads_spec, make_plan
+    from hyperp.sweeps.plan import make_plan
+    from hyperp.sweeps.spec import loads_spec
     from hyperp.trainer.loop import train
 
     plan = make_plan(loads_spec('name = "x"\n' + TINY))
@@ -140,7 +141,7 @@ def bench_real(tmp: Path, steps: int, reps: int, n_runs: int = 8) -> list[dict[s
             f"[axes]\nseed = [{seeds}]\n[resources]\ncpus = 1\n")
     warm = spec_file(tmp, "realwarm", "max_concurrent = 2\n" + body.replace(f"tokens = {1024 * steps}", "tokens = 4096")
                      .replace(f"seed = [{seeds}]", "seed = [100, 101]"))
-    run_sweep(warm, tmp / "sweeps", progress=False)  # both workers import torch and load the corpus
+    run_sweep(warm, tmp / "sweeps")  # both workers import torch and load the corpus
     rounds = []
     for rep in range(reps):
         out = {"load": os.getloadavg()[0]}
@@ -148,7 +149,7 @@ def bench_real(tmp: Path, steps: int, reps: int, n_runs: int = 8) -> list[dict[s
             # a version_tag per round gives fresh run ids, so nothing is skipped as already done
             spec = spec_file(tmp, f"real{slots}_{rep}", f'max_concurrent = {slots}\nversion_tag = "r{rep}s{slots}"\n' + body)
             t0 = time.perf_counter()
-            res = run_sweep(spec, tmp / "sweeps", progress=False)
+            res = run_sweep(spec, tmp / "sweeps")
             out[f"wall_{slots}"] = time.perf_counter() - t0
             assert res.counts["completed"] == n_runs and res.submitted == n_runs, res.counts
             df = pd.read_parquet(res.sweep_dir / "runs.parquet")

@@ -108,6 +108,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """A JSON file's value, or `default` when the file is missing or unreadable (a writer's files are replaced
+    atomically, so a reader sees the old file or the new one)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return default
+
+
 def write_parquet(path: str | Path, df) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
 from hyperp import io
 from hyperp.checks.transfer import check_transfer
 from hyperp.fitting import fit_optimal_lr
-from hyperp.fitting.report import readable
 from hyperp.plots.fits import plot_lr
 from hyperp.plots.style import save_figure
 from hyperp.plots.transfer import plot_transfer
@@ -65,10 +61,11 @@ def sweep_dir(out: Path, spec_text: str | None = None) -> Path:
     return out / "sweeps" / loads_spec(spec_text or SPEC, source="hyperp quickstart").name
 
 
-def run_quickstart(out: Path, console: Console, spec_text: str | None = None, progress: bool = True) -> dict:
-    """The sweep (SPEC unless `spec_text`; a progress bar on `console` when `progress`), the checks, the plots."""
+def run_quickstart(out: Path, spec_text: str | None = None, on_progress=None) -> tuple[dict, list]:
+    """The sweep (SPEC unless `spec_text`; `on_progress` gets the sweep's progress, as `run_sweep`'s), the
+    transfer checks, the plots and summary.json. Returns the summary and the checks (TransferCheck)."""
     spec = loads_spec(spec_text or SPEC, source="hyperp quickstart")
-    outcome = run_sweep(spec, out / "sweeps", console=console, progress=progress)
+    outcome = run_sweep(spec, out / "sweeps", on_progress=on_progress)
     runs = io.read_parquet(outcome.sweep_dir / "runs.parquet")
     checks = check_transfer(runs, AXIS, by=["param"], source=str(outcome.sweep_dir))
     save_figure(plot_transfer(checks, title="quickstart: does the width-32 LR transfer?"), out / "transfer.png")
@@ -77,30 +74,4 @@ def run_quickstart(out: Path, console: Console, spec_text: str | None = None, pr
     summary = {"sweep_dir": str(outcome.sweep_dir), "counts": outcome.counts,
                "transfer": [c.to_dict() for c in checks]}
     io.write_json(out / "summary.json", io.jsonable(summary))
-    print_summary(checks, out, console)
-    return summary
-
-
-def print_summary(checks, out: Path, console: Console) -> None:
-    table = Table(title=f"LR transfer across {AXIS} (proxy: the smallest)")
-    for col in ("param", AXIS, "eta* [95% interval]", "best loss", "regret at proxy's eta* [95% interval]"):
-        table.add_column(col, justify="right")
-    for c in checks:
-        for p in c.points:
-            o = p.optimum
-            table.add_row(c.group["param"], readable(p.scale),
-                          f"{o.lr_opt:.3g} [{o.lr_interval.low:.3g}, {o.lr_interval.high:.3g}]"
-                          + ("" if o.bracketed else " (not bracketed)"),
-                          f"{o.loss_opt:.4f}", f"{p.regret:.4f} [{p.regret_interval.low:.4f}, "
-                                               f"{p.regret_interval.high:.4f}] ({p.regret_rel:.2%})")
-    console.print(table)
-    for c in checks:
-        s = c.slope_interval
-        colour = {"pass": "green", "fail": "red"}.get(c.verdict, "yellow")
-        console.print(f"{c.group['param']}: ln eta* = const + s ln {AXIS}, s = {c.slope:.3f} [{s.low:.3f}, {s.high:.3f}]; "
-                      f"verdict [{colour}]{c.verdict}[/{colour}]: {c.why}", highlight=False)
-        if c.to_decide:
-            console.print(f"  to decide it: {c.to_decide}", highlight=False)
-        for w in c.warnings:
-            console.print(f"  [yellow]warning:[/yellow] {w}", highlight=False)
-    console.print(f"outputs in {out}/ (summary.json, transfer.png, lr.png, sweeps/)")
+    return summary, checks

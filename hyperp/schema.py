@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any, get_args
 
 from hyperp.config import RunConfig, field_types
@@ -124,6 +124,73 @@ def config_columns(cfg: RunConfig) -> dict[str, Any]:
         return cfg.config_columns()
     return cfg.to_dict() | {"width": cfg.d_model, "lr": cfg.base_lr, "tags": tags_text(cfg.tags),
                             "config_json": cfg.to_json()}
+
+
+# ---------------------------------------------------------------- the trainer's record
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What the trainer measured of one run, as plain values; `trainer_record` makes it a ledger row."""
+
+    run_id: str
+    cell_id: str
+    hparams: dict[str, Any]  # the resolved hyperparameters as hparams.json holds them (ResolvedHParams.to_dict)
+    params: dict[str, int]  # parameter counts: total, non_embedding, active, active_matrix (ParamCounts)
+    steps: int  # steps trained, a resumed run's earlier steps included
+    diverged_step: int  # -1: did not diverge
+    resumed_step: int  # -1: trained from scratch in this call
+    curves: list[dict[str, Any]]  # the step curves' rows (CURVE_COLUMNS and the indicators), in step order
+    train_time: float  # seconds in training steps (eval excluded)
+    opt_time: float  # seconds in optimizer steps
+    flops_per_token: float  # training FLOPs per token (method.md section 7)
+    ns_flops_per_step: float  # Newton-Schulz FLOPs of one optimizer step
+    peak_flops: float  # the machine's matmul peak, FLOP/s
+    hardware: str
+    device_type: str  # cpu or cuda
+    provenance: dict[str, Any]  # code_version, git_commit, results_version (hyperp.identity.code_columns)
+
+
+def _logged(curves: list[dict[str, Any]], name: str) -> list[float]:
+    """The values of one curve column over the rows that logged it."""
+    return [r[name] for r in curves if not is_null(r.get(name))]
+
+
+def stability_summary(curves: list[dict[str, Any]]) -> dict[str, float]:
+    """<indicator>_final and <indicator>_max of each stability indicator over the run (NaN when not logged)."""
+    out = {}
+    for name in STABILITY_INDICATORS:
+        values = _logged(curves, name)
+        out[f"{name}_final"] = float(values[-1]) if values else math.nan
+        out[f"{name}_max"] = float(max(values)) if values else math.nan
+    return out
+
+
+def trainer_record(cfg: RunConfig, run: TrainedRun) -> dict[str, Any]:
+    """The record the trainer writes for `cfg` (runs.parquet in its output directory)."""
+    hp, n = run.hparams, run.params
+    trained = run.steps * cfg.batch_tokens
+    tokens_per_s = trained / max(run.train_time, 1e-9)
+    status = DIVERGED if run.diverged_step >= 0 else COMPLETED
+    val = _logged(run.curves, "val_loss")
+    return config_columns(cfg) | {
+        "run_id": run.run_id, "cell_id": run.cell_id, "n_heads": cfg.n_heads, "lr": hp["base_lr"],
+        "lr_hidden": hp["hidden"]["lr"], "lr_head": hp["head"]["lr"], "lr_embed": hp["embed"]["lr"],
+        "lr_vector": hp["vector"]["lr"], "wd_hidden": hp["hidden"]["weight_decay"],
+        "residual_alpha": hp["residual_alpha"], "logit_mult": hp["logit_mult"], "depth_factor": hp["depth_factor"],
+        "token_factor": hp["token_factor"],
+        "status": status, "steps": run.steps, "tokens_trained": trained, "diverged_step": run.diverged_step,
+        "train_loss": float(run.curves[-1]["train_loss"]) if run.curves else math.nan,
+        "val_loss": float(val[-1]) if status == COMPLETED and val else math.nan,
+        "best_val_loss": float(min(val)) if val else math.nan,
+        "n_params": n["total"], "n_params_non_embedding": n["non_embedding"], "n_params_active": n["active"],
+        "n_params_active_matrix": n["active_matrix"],
+        "flops": run.flops_per_token * trained, "ns_flops": run.ns_flops_per_step * run.steps,
+        "wall_time_s": run.train_time, "opt_time_s": run.opt_time, "tokens_per_s": tokens_per_s,
+        "mfu": run.flops_per_token * tokens_per_s / run.peak_flops, "peak_flops": run.peak_flops,
+        "hardware": run.hardware, "device_type": run.device_type,
+        "error": "",
+    } | run.provenance | stability_summary(run.curves) | {"resumed_step": run.resumed_step}
 
 
 # ---------------------------------------------------------------- normalisation

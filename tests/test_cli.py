@@ -230,7 +230,7 @@ from hyperp.trainer.progress import ProgressWriter
 
 
 def run(cfg, out_dir):
-    # what the trainer reports after step 3 of 8 (hyperp.sweeps.runner.train_run does this from train's on_step)
+    # what the trainer reports after step 3 of 8 (hyperp.sweeps.worker.train_run does this from train's on_step)
     ProgressWriter(out_dir)(SimpleNamespace(step=3, total_steps=8, tokens=3 * 512, loss=2.5, tokens_per_s=1000.0))
     return stub_run(cfg, out_dir)
 """

@@ -17,8 +17,10 @@ import pytest
 
 from hyperp import identity, io, schema
 from hyperp.sweeps import ledger
-from hyperp.sweeps.runner import Driver, execute, resolve_run_fn, run_sweep, train_run
-from hyperp.sweeps.spec import loads_spec, make_plan
+from hyperp.sweeps.plan import make_plan
+from hyperp.sweeps.runner import Driver, run_sweep
+from hyperp.sweeps.spec import loads_spec
+from hyperp.sweeps.worker import execute, resolve_run_fn, train_run
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.config import RunConfig
 
@@ -103,7 +105,7 @@ def test_run_finished_after_the_driver_died_is_adopted_not_retrained(tmp_path):
     assert trainer_row["sweep"] is None and trainer_row["run_id"] == run.run_id  # not stamped by a driver
     assert pq.read_table(out / schema.CURVES_FILE).column("run_id").to_pylist()[0] == run.run_id
 
-    again = run_sweep(spec, tmp_path / "sweeps", progress=False)
+    again = run_sweep(spec, tmp_path / "sweeps")
     assert again.submitted == 0 and not again.started_ray and again.counts[schema.COMPLETED] == 1
     rec = ledger.read_record(out / schema.RUNS_FILE)
     assert rec["sweep"] == "one" and rec["cell_id"] == run.cell_id and rec["lr_search"] == "grid"
@@ -122,7 +124,7 @@ def test_record_without_sweep_columns_of_any_schema_is_adopted(tmp_path):
     out = ledger.run_dir(root / "bare", run.run_id)
     out.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([row]), out / schema.RUNS_FILE)
-    res = run_sweep(spec, root, progress=False)
+    res = run_sweep(spec, root)
     assert res.submitted == 0 and res.counts[schema.COMPLETED] == 1
     rec = ledger.read_record(out / schema.RUNS_FILE)
     assert rec["run_id"] == run.run_id and rec["sweep"] == "bare" and rec["steps"] == 8 and rec["val_loss"] == 4.0
@@ -230,7 +232,7 @@ def test_migrate_renames_rewrites_and_a_rerun_schedules_nothing(tmp_path):
     stranger.mkdir()
     (stranger / schema.RUNS_FILE).write_bytes((sweep / "runs" / next(iter(ids)) / schema.RUNS_FILE).read_bytes())
 
-    res = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run", progress=False)  # migrates on load
+    res = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run")  # migrates on load
     assert res.submitted == 0 and not res.started_ray and res.counts[schema.COMPLETED] == len(ids) == 6
     assert sorted(p.name for p in (sweep / "runs").iterdir()) == sorted([*ids.values(), stranger.name])
     for old, new in ids.items():
@@ -251,7 +253,7 @@ def test_migrate_renames_rewrites_and_a_rerun_schedules_nothing(tmp_path):
     assert snapshot(sweep) == before
     records = ledger.load_records(sweep)
     assert not ledger.needs_migration(sweep, records, TAG)  # the stranger is stale, not a reason to migrate again
-    assert run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run", progress=False).submitted == 0
+    assert run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run").submitted == 0
     driver_files = (schema.LOCK_FILE, schema.STATE_FILE)  # a sweep run takes the lock and writes its heartbeat
     assert {k: v for k, v in snapshot(sweep).items() if k not in driver_files} == \
         {k: v for k, v in before.items() if k not in driver_files}
@@ -289,14 +291,14 @@ def test_an_unstamped_seed_run_is_adopted_into_its_searchs_cell(tmp_path):
     spec = one_run_spec(tmp_path, "adopt", '[axes]\ntags = [{lr_opt = "0.01"}]\n'
                         'lr = { search = "bracket", grid = [0.005, 0.01, 0.02], seeds = 2 }\n')
     root = tmp_path / "sweeps"
-    run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run", progress=False)
+    run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run")
     sweep = root / "adopt"
     (cell,) = make_plan(loads_spec(spec.read_text())).cells
     seeded = next(r for r in ledger.load_records(sweep).values() if r["seed"] == 1)
     cfg = RunConfig.from_dict(json.loads(seeded["config_json"]))
     assert identity.cell_id(cfg, TAG) != cell  # its own config names another cell
     ledger.write_record(sweep, seeded | {"sweep": None, "cell_id": identity.cell_id(cfg, TAG)})
-    again = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run", progress=False)
+    again = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:stub_run")
     assert again.submitted == 0
     rec = ledger.read_record(sweep / "runs" / seeded["run_id"] / schema.RUNS_FILE)
     assert rec["sweep"] == "adopt" and rec["cell_id"] == cell
@@ -342,7 +344,7 @@ def test_a_results_version_bump_carries_over_only_the_configs_it_did_not_change(
     unchanged, changed = (r for r in sorted(plan.runs, key=lambda r: -r.config.mlp_ratio))
     assert identity.carries_over(unchanged.config, 1) and not identity.carries_over(changed.config, 1)
 
-    res = run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:stub_run", progress=False)
+    res = run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:stub_run")
     assert res.submitted == 1 and res.counts[schema.COMPLETED] == 2  # only the changed config trained again
     carried = ledger.read_record(sweep / "runs" / unchanged.run_id / schema.RUNS_FILE)
     assert carried["results_version"] == 1 and carried["run_id"] == unchanged.run_id  # provenance kept

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from hyperp.trainer import model as model_module
 from hyperp.config import RunConfig
 from hyperp.trainer.metrics import count_params, training_flops
-from hyperp.trainer.model import (RMSNorm, Transformer, mlp_hidden, norm_rope, pair_order, rope_table,
-                                  rotate_pairs)
+from hyperp.trainer.layers import RMSNorm, mlp_hidden, norm_rope, pair_order, rope_table, rotate_pairs
+from hyperp.trainer.model import Transformer
 
 # The width coordinate check (hyperp passes, fixed-LR AdamW fails) is tests/test_check_coord.py, on
 # hyperp.checks.coord, the same function `hyperp check coord` runs.
@@ -181,7 +181,7 @@ def test_stability_statistics_only_on_stats_steps(monkeypatch):
 
 
 def test_fused_swiglu_matches_torch_and_its_gradient():
-    from hyperp.trainer.model import swiglu
+    from hyperp.trainer.layers import swiglu
 
     gu = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(swiglu, (gu,))

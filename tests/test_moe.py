@@ -16,7 +16,8 @@ from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.hparams import resolve_hparams
 from hyperp.trainer.loop import train
 from hyperp.trainer.metrics import count_params
-from hyperp.trainer.model import SwiGLU, Transformer
+from hyperp.trainer.layers import SwiGLU
+from hyperp.trainer.model import Transformer
 from hyperp.trainer.moe import MoE, maxvio
 from hyperp.trainer.optim import MuonH, build_optimizers, frob
 

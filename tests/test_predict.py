@@ -78,12 +78,12 @@ LEDGER = "examples/ledgers/predict_tiny.parquet"
 def no_model(monkeypatch):
     """Building the target (torch) or fitting a law now fails the test: the inputs must be refused first."""
     import hyperp.fitting.predict as predict_module
-    import hyperp.sweeps.spec
+    import hyperp.trainer.metrics
 
     def forbidden(*args, **kwargs):
         raise AssertionError("built or fitted before the inputs were checked")
 
-    monkeypatch.setattr(hyperp.sweeps.spec, "static_columns", forbidden)
+    monkeypatch.setattr(hyperp.trainer.metrics, "static_columns", forbidden)
     monkeypatch.setattr(predict_module, "fit_law", forbidden)
     monkeypatch.setattr(predict_module, "fit_loss_compute", forbidden)
 

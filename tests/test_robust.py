@@ -21,14 +21,16 @@ from hyperp import io
 from hyperp.errors import InputError, Terminated, UnavailableError, first_line
 from hyperp.signals import StopSignals
 from hyperp.sweeps import ledger
-from hyperp.sweeps import spec as spec_module
+from hyperp.sweeps import plan as plan_module
 from hyperp.sweeps.runner import run_sweep
-from hyperp.sweeps.spec import SpecError, loads_spec, make_plan
+from hyperp.sweeps.plan import make_plan
+from hyperp.sweeps.spec import SpecError, loads_spec
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.trainer import checkpoint
 from hyperp.config import RunConfig
 from hyperp.trainer.data import DataError, load_corpus
-from hyperp.trainer.loop import LoopState, build, train
+from hyperp.trainer.checkpoint import LoopState
+from hyperp.trainer.loop import build, train
 from test_data import write_shard
 
 STUB = "hyperp.sweeps.stubs:stub_run"
@@ -308,7 +310,7 @@ def test_huge_grid_is_refused_before_it_is_built(monkeypatch):
                      for k in ("seed", "val_tokens", "log_every", "eval_every", "stats_every", "threads"))
     spec = loads_spec('name = "big"\n' + TINY_BASE_TOML + "[axes]\n" + axes)
     built = []
-    monkeypatch.setattr(spec_module, "_put", lambda *a, **k: built.append(a))  # where a point gets its values
+    monkeypatch.setattr(plan_module, "_put", lambda *a, **k: built.append(a))  # where a point gets its values
     with pytest.raises(SpecError) as e:
         make_plan(spec)
     assert e.value.field == "max_runs" and "1,000,000,000,000" in str(e.value)
@@ -338,7 +340,7 @@ def refused(tmp_path: Path, spec_text: str, exc: type[BaseException], **kwargs) 
     spec.write_text(spec_text)
     root = tmp_path / "sweeps"
     with pytest.raises(exc) as e:
-        run_sweep(spec, root, run_fn=STUB, progress=False, **kwargs)
+        run_sweep(spec, root, run_fn=STUB, **kwargs)
     assert not root.exists() and not ray_running()  # nothing written, no Ray
     assert "\n" not in str(e.value)
     return e.value
@@ -374,7 +376,7 @@ def test_run_too_big_for_this_machine_is_refused_without_ray(tmp_path, monkeypat
 
 
 def test_local_gpus_are_counted_without_torch(tmp_path, monkeypatch):
-    from hyperp.sweeps.runner import local_gpus
+    from hyperp.sweeps.cluster import local_gpus
 
     driver, dev = tmp_path / "gpus", tmp_path / "dev"
     dev.mkdir()
@@ -413,7 +415,7 @@ def test_locked_sweep_is_unavailable_and_untouched(tmp_path):
     assert held.acquire()
     before = tree(tmp_path / "sweeps")
     with pytest.raises(UnavailableError, match="already being run by process"):
-        run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+        run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
     assert tree(tmp_path / "sweeps") == before and not ray_running()
     held.release()
 

@@ -48,7 +48,7 @@ def test_disk_full_is_infra_failed_with_one_line_and_retried(tmp_path, local_ray
     body = TINY_BASE_TOML + '[axes]\nseed = [0, 1]\ntags = [{disk_full = "1"}, {raise = "boom"}, {}]\n'
     spec = write(tmp_path, "full", body)
     root = tmp_path / "sweeps"
-    out = run_sweep(spec, root, run_fn=STUB, progress=False)
+    out = run_sweep(spec, root, run_fn=STUB)
     rows = records(root / "full")
     assert sorted(r["status"] for r in rows.values()) == ["completed"] * 2 + ["failed"] * 2 + ["infra_failed"] * 2
     for r in rows.values():
@@ -62,7 +62,7 @@ def test_disk_full_is_infra_failed_with_one_line_and_retried(tmp_path, local_ray
         assert f["status"] == rows[rid]["status"] and f["error"] == rows[rid]["error"]
         assert f["seed"] == rows[rid]["seed"] and f["tags"] == rows[rid]["tags"]  # the varying settings
         assert set(f) == {"run_id", "status", "error", *out.plan.varying}
-    again = run_sweep(spec, root, run_fn=STUB, progress=False)
+    again = run_sweep(spec, root, run_fn=STUB)
     assert again.submitted == 2  # only the infra-failed runs (failed ones wait for --retry-failed)
 
 
@@ -78,19 +78,19 @@ def test_full_disk_in_the_driver_stops_cleanly_and_the_rerun_finishes(tmp_path, 
     spec = write(tmp_path, "dfull", TINY_BASE_TOML + "[axes]\nseed = [0, 1]\n")
     monkeypatch.setattr(runner, "write_record", full)
     with pytest.raises(UnavailableError) as e:
-        run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+        run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
     sweep = tmp_path / "sweeps" / "dfull"
     assert "runs.parquet: disk full" in str(e.value) and "\n" not in str(e.value)
     state = json.loads((sweep / ledger.STATE_FILE).read_text())
     assert state["active"] is False and not ledger.is_running(sweep)
     monkeypatch.undo()
-    again = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+    again = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
     assert again.counts["completed"] == 2
 
 
 def test_ansi_traceback_of_a_lost_worker_is_one_line(tmp_path, local_ray):
     spec = write(tmp_path, "crash", "max_retries = 0\n" + TINY_BASE_TOML + '[axes]\ntags = [{crash_once = "1"}]\n')
-    out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+    out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
     [row] = records(tmp_path / "sweeps" / "crash").values()
     assert row["status"] == "infra_failed" and row["error"].startswith("WorkerCrashedError: ")
     assert "\n" not in row["error"] and "\x1b" not in row["error"]
@@ -103,13 +103,13 @@ def test_ansi_traceback_of_a_lost_worker_is_one_line(tmp_path, local_ray):
 def test_bad_checkpoint_in_a_sweep_run_is_set_aside_and_the_run_completes(tmp_path, local_ray):
     spec = write(tmp_path, "ckpt", TINY_BASE_TOML)
     root = tmp_path / "sweeps"
-    from hyperp.sweeps.runner import prepare
+    from hyperp.sweeps.plan import prepare
 
     _, plan, sweep = prepare(spec, root)
     run = ledger.run_dir(sweep, plan.runs[0].run_id)
     run.mkdir(parents=True)
     (run / checkpoint.CHECKPOINT).write_bytes(b"PK\x03\x04 truncated zip")
-    out = run_sweep(spec, root, progress=False)
+    out = run_sweep(spec, root)
     assert out.counts["completed"] == 1
     [row] = records(sweep).values()
     assert row["resumed_step"] == -1 and row["attempts"] == 1
@@ -124,7 +124,7 @@ def test_read_commands_write_nothing(tmp_path, local_ray):
             "lr = [0.001, 0.003, 0.01, 0.03, 0.1]\n")
     spec = write(tmp_path, "ro", body)
     root = tmp_path / "sweeps"
-    run_sweep(spec, root, run_fn=STUB, progress=False)
+    run_sweep(spec, root, run_fn=STUB)
     sweep = root / "ro"
     before = tree(root)
     spec_before = spec.read_bytes()
@@ -148,7 +148,7 @@ from hyperp.errors import Terminated
 from hyperp.sweeps.runner import run_sweep
 
 try:
-    out = run_sweep(sys.argv[1], sys.argv[2], run_fn="hyperp.sweeps.stubs:stub_run", num_cpus=2, progress=False)
+    out = run_sweep(sys.argv[1], sys.argv[2], run_fn="hyperp.sweeps.stubs:stub_run", num_cpus=2)
 except Terminated:
     sys.exit(143)
 sys.exit(130 if out.interrupted else 0)
@@ -185,7 +185,7 @@ def test_sigterm_stops_the_driver_cleanly_and_the_rerun_resumes(tmp_path, local_
     assert state["active"] is False and state["interrupted"] is True and state["running"] == []
     assert (sweep / "runs.parquet").stat().st_mtime > signalled  # the ledger was rewritten on the way out
     assert not records(sweep) and not ledger.is_running(sweep)  # nothing half-done was recorded
-    resumed = run_sweep(spec, root, run_fn=STUB, progress=False)
+    resumed = run_sweep(spec, root, run_fn=STUB)
     assert resumed.submitted == 2 and resumed.counts["completed"] == 2
     assert set(records(sweep)) == {r.run_id for r in resumed.plan.runs}
 
@@ -206,7 +206,7 @@ def test_sigint_stops_a_sweep_started_with_sigint_ignored(tmp_path, local_ray):
     try:
         threading.Thread(target=interrupt_when_running, daemon=True).start()
         t0 = time.time()
-        out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+        out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert out.interrupted and out.pending == 2 and time.time() - t0 < SIGNAL_WAIT_S

@@ -23,12 +23,15 @@ import pytest
 from typer.testing import CliRunner
 
 from hyperp import schema
-from hyperp.cli.sweep import app, sweep_status
+from hyperp.cli.sweep import app
 from hyperp.fitting import fit_optimal_lr, load_table
 from hyperp.sweeps.command import command_run
-from hyperp.sweeps.runner import resolve_run_fn, run_sweep, train_run
+from hyperp.sweeps.runner import run_sweep
 from hyperp.sweeps.stubs import stub_run
-from hyperp.sweeps.spec import SpecError, load_spec, loads_spec, make_plan
+from hyperp.sweeps.plan import make_plan
+from hyperp.sweeps.spec import SpecError, load_spec, loads_spec
+from hyperp.sweeps.status import sweep_status
+from hyperp.sweeps.worker import resolve_run_fn, train_run
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "command" / "toy.toml"
 
@@ -50,8 +53,8 @@ def runs_of(root: Path, name: str):
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy") / "sweeps"
-    first = run_sweep(EXAMPLE, root, progress=False)
-    return root, first, run_sweep(EXAMPLE, root, progress=False)
+    first = run_sweep(EXAMPLE, root)
+    return root, first, run_sweep(EXAMPLE, root)
 
 
 def test_toy_sweep_brackets_each_known_optimum(toy):
@@ -150,8 +153,8 @@ def faults(tmp_path_factory):
                     'env = { MODE_SEEN = "mode={mode}" }\n'
                     'timeout_s = 2\n[axes]\nmode = ["ok", "exit3", "diverged", "nometric", "killonce", "sleep"]\n')
     root = tmp / "sweeps"
-    first = run_sweep(spec, root, progress=False)
-    second = run_sweep(spec, root, progress=False)
+    first = run_sweep(spec, root)
+    second = run_sweep(spec, root)
     return tmp, root, first, second
 
 
@@ -201,7 +204,7 @@ def test_a_stopped_sweep_kills_its_running_command(tmp_path):
                     '{out_dir}/result.json\'"\n[axes]\ns = [60]\n')
     root, stop = tmp_path / "sweeps", threading.Event()
     threading.Thread(target=lambda: (wait_for(lambda: list(root.glob("stop/runs/*/pid"))), stop.set())).start()
-    out = run_sweep(spec, root, progress=False, stop=stop)
+    out = run_sweep(spec, root, stop=stop)
     assert out.interrupted and out.pending == 1
     (pid_file,) = root.glob("stop/runs/*/pid")
     pid = int(pid_file.read_text())
@@ -260,7 +263,7 @@ def test_nothing_a_command_started_outlives_its_run(tmp_path):
     script.write_text('sleep 60 &\necho $! > "$1/child"\necho \'{"val_loss": 1}\' > "$1/result.json"\n')
     spec = tmp_path / "bg.toml"
     spec.write_text(f'name = "bg"\n[command]\nrun = "sh {script} {{out_dir}} {{seed}}"\n[axes]\nseed = [0]\n')
-    out = run_sweep(spec, tmp_path / "sweeps", progress=False)
+    out = run_sweep(spec, tmp_path / "sweeps")
     assert out.counts["completed"] == 1
     (child,) = (tmp_path / "sweeps").glob("bg/runs/*/child")
     assert wait_for(lambda: not alive(int(child.read_text()))), "the command's background child outlived the run"
@@ -298,7 +301,7 @@ def test_placeholder_without_value_is_refused_before_anything_is_written(tmp_pat
     spec.write_text('name = "gap"\n[command]\nrun = "python train.py --lr {lr} --width {width}"\n'
                     '[axes]\nlr = [0.1, 0.2]\n')
     with pytest.raises(SpecError, match=r"^command\.run: placeholder \{width\} has no value"):
-        run_sweep(spec, tmp_path / "sweeps", progress=False)
+        run_sweep(spec, tmp_path / "sweeps")
     assert not (tmp_path / "sweeps").exists()
 
 
@@ -365,8 +368,8 @@ def test_optuna_search_on_a_command_sweep_finishes_and_resumes_as_a_no_op(tmp_pa
                     '[base]\nwidth = 128\n[axes]\nlr = { search = "optuna", trials = 4, low = 0.005, high = 0.5, '
                     'parallel = 2 }\n')
     root = tmp_path / "sweeps"
-    first = run_sweep(spec, root, progress=False)
+    first = run_sweep(spec, root)
     (s,) = first.searches
     assert s["done"] and s["finished"] == 4 and first.counts["completed"] == 4
     assert s["best"] == min(runs_of(root, "opt").val_loss)
-    assert run_sweep(spec, root, progress=False).submitted == 0
+    assert run_sweep(spec, root).submitted == 0

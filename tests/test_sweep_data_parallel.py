@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from hyperp.sweeps.ledger import read_ledger
+from hyperp.sweeps.plan import make_plan
 from hyperp.sweeps.runner import run_sweep
-from hyperp.sweeps.spec import loads_spec, make_plan
+from hyperp.sweeps.spec import loads_spec
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
@@ -28,7 +29,7 @@ SPEC = ('name = "dp"\nmax_retries = 2\ncheckpoints_per_run = 4\n' + TINY_BASE_TO
 def test_a_sweep_mixes_one_and_two_worker_runs_and_a_lost_worker_resumes(tmp_path: Path):
     spec = tmp_path / "dp.toml"
     spec.write_text(SPEC)
-    out = run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:train_or_die", progress=False)
+    out = run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:train_or_die")
     assert out.counts["completed"] == 2 and not out.failed_runs
     df = read_ledger(out.sweep_dir)
     assert len(df) == 2 and df.run_id.is_unique
@@ -40,8 +41,8 @@ def test_a_sweep_mixes_one_and_two_worker_runs_and_a_lost_worker_resumes(tmp_pat
     straight = train(run.config.replace(workers=1)).row  # one process, never interrupted
     assert dp.val_loss == pytest.approx(straight["val_loss"], rel=REL)
     assert json.loads(dp.config_json)["workers"] == 2
-    assert run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:train_or_die",
-                     progress=False).submitted == 0  # recorded once: nothing left to run
+    again = run_sweep(spec, tmp_path / "sweeps", run_fn="hyperp.sweeps.stubs:train_or_die")
+    assert again.submitted == 0  # recorded once: nothing left to run
 
 
 CANCELLED = """

@@ -22,9 +22,11 @@ from typer.testing import CliRunner
 
 from hyperp import schema
 from hyperp.sweeps import ledger
-from hyperp.cli.sweep import app, sweep_status
+from hyperp.cli.sweep import app
 from hyperp.sweeps.runner import run_sweep
-from hyperp.sweeps.spec import loads_spec, make_plan
+from hyperp.sweeps.plan import make_plan
+from hyperp.sweeps.spec import loads_spec
+from hyperp.sweeps.status import sweep_status
 from hyperp.sweeps.stubs import TINY_BASE_TOML
 from hyperp.config import RunConfig
 from hyperp.trainer.loop import train
@@ -57,7 +59,7 @@ def ledger_df(root: Path, name: str) -> pd.DataFrame:
 def grid_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
     spec = write(tmp, "grid", "max_concurrent = 2\n" + TINY + "[axes]\ndepth = [1, 2]\nlr = [0.01, 0.02]\nseed = [0, 1]\n")
-    out = run_sweep(spec, tmp / "sweeps", progress=False)
+    out = run_sweep(spec, tmp / "sweeps")
     return spec, tmp / "sweeps", out
 
 
@@ -129,7 +131,7 @@ def test_rerun_starts_nothing(grid_sweep):
     assert res.exit_code == 0, res.output
     assert "nothing to run" in res.output and "0 runs submitted" in res.output
     assert [p.stat().st_mtime_ns for p in records] == mtimes  # no record was rewritten
-    again = run_sweep(spec, root, progress=False)
+    again = run_sweep(spec, root)
     assert again.submitted == 0 and not again.started_ray and again.counts["completed"] == 8
     # imports, spec expansion, ledger check: no Ray, not even imported
     proc = subprocess.run([sys.executable, "-c", RERUN, "run", str(spec), "--out", str(root)],
@@ -183,7 +185,7 @@ def test_killed_worker_is_retried_resumes_and_is_recorded_once(tmp_path: Path):
     spec = write(tmp_path, "kill", body)
     root = tmp_path / "sweeps"
     result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("out", run_sweep(spec, root, progress=False)))
+    thread = threading.Thread(target=lambda: result.setdefault("out", run_sweep(spec, root)))
     thread.start()
     victim, deadline = None, time.time() + 120
     while victim is None and time.time() < deadline and thread.is_alive():
@@ -214,12 +216,12 @@ def test_killed_worker_is_retried_resumes_and_is_recorded_once(tmp_path: Path):
 def test_infra_failed_after_retries_is_recorded_and_rescheduled(tmp_path: Path):
     spec = write(tmp_path, "infra", "max_retries = 0\n" + TINY + '[axes]\ntags = [{crash_once = "1"}, {}]\n')
     root = tmp_path / "sweeps"
-    first = run_sweep(spec, root, run_fn=STUB, progress=False)
+    first = run_sweep(spec, root, run_fn=STUB)
     df = ledger_df(root, "infra").set_index("tags")
     assert df.loc["crash_once=1", "status"] == "infra_failed"
     assert "WorkerCrashedError" in df.loc["crash_once=1", "error"]
     assert df.loc["", "status"] == "completed" and first.counts["infra_failed"] == 1
-    second = run_sweep(spec, root, run_fn=STUB, progress=False)
+    second = run_sweep(spec, root, run_fn=STUB)
     assert second.submitted == 1  # only the infra-failed run
     df = ledger_df(root, "infra").set_index("tags")
     assert len(df) == 2 and df.loc["crash_once=1", "status"] == "completed"
@@ -235,7 +237,7 @@ def test_failed_and_diverged_runs_are_recorded_and_not_retried(tmp_path: Path):
             "[[override]]\nwhere = { seed = 0 }\nset = { lr = [0.01, 10000.0], param = \"adamw\" }\n")
     spec = write(tmp_path, "mixed", body)
     root = tmp_path / "sweeps"
-    out = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False)
+    out = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise")
     df = ledger_df(root, "mixed")
     assert len(df) == 3
     failed = df[df.seed == 1].iloc[0]
@@ -253,7 +255,7 @@ def test_failed_and_diverged_runs_are_recorded_and_not_retried(tmp_path: Path):
                                      "--run-fn", "hyperp.sweeps.stubs:train_or_raise"])
     assert rerun.exit_code == 1 and "nothing to run" in rerun.output  # the failed run is kept as failed ...
     assert "1 failed runs are kept as they are; --retry-failed runs them again" in rerun.output  # ... and said so
-    retry = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", progress=False, retry_failed=True)
+    retry = run_sweep(spec, root, run_fn="hyperp.sweeps.stubs:train_or_raise", retry_failed=True)
     assert retry.submitted == 1 and retry.counts["failed"] == 1  # only the failed one, and it fails again
 
 
@@ -266,7 +268,7 @@ def test_bracket_extends_edge_minimum_and_stops_when_bracketed(tmp_path: Path):
             'lr = { search = "bracket", grid = [0.0001, 0.0003, 0.001], max_extend = 3 }\n')
     spec = write(tmp_path, "bracket", body)
     root = tmp_path / "sweeps"
-    out = run_sweep(spec, root, run_fn=STUB, progress=False)
+    out = run_sweep(spec, root, run_fn=STUB)
     df = ledger_df(root, "bracket")
     near = sorted(df[df.tags == "lr_opt=0.01"].lr)
     # grid edge spacing 10/3: three points added above 1e-3, then 1.11e-2 (next to the optimum 1e-2) is interior
@@ -278,7 +280,7 @@ def test_bracket_extends_edge_minimum_and_stops_when_bracketed(tmp_path: Path):
     best = df[df.tags == "lr_opt=0.01"].sort_values("val_loss").iloc[0]
     assert best.lr == pytest.approx(0.0111111, rel=1e-5)
     assert (df.lr_search == "bracket").all() and df.run_id.is_unique
-    again = run_sweep(spec, root, run_fn=STUB, progress=False)
+    again = run_sweep(spec, root, run_fn=STUB)
     assert again.submitted == 0  # the extended grids are re-derived from the ledger
 
 
@@ -298,14 +300,14 @@ def test_optuna_search_per_cell_resumes_from_its_study(tmp_path: Path):
     body = TINY + '[axes]\ntags = [{lr_opt = "0.01"}]\nlr = { search = "optuna", trials = 4, low = 0.001, high = 0.1, parallel = 2 }\n'
     spec = write(tmp_path, "opt", body)
     root = tmp_path / "sweeps"
-    out = run_sweep(spec, root, run_fn=STUB, progress=False)
+    out = run_sweep(spec, root, run_fn=STUB)
     assert out.submitted == 4 and (root / "opt" / "optuna.db").exists()
     df = ledger_df(root, "opt")
     assert len(df) == 4 and (df.lr_search == "optuna").all() and df.lr.between(0.001, 0.1).all()
     assert out.searches[0]["finished"] == 4 and out.searches[0]["best"] == pytest.approx(df.val_loss.min())
-    assert run_sweep(spec, root, run_fn=STUB, progress=False).submitted == 0
+    assert run_sweep(spec, root, run_fn=STUB).submitted == 0
     more = write(tmp_path, "opt", body.replace("trials = 4", "trials = 6"))
-    extended = run_sweep(more, root, run_fn=STUB, progress=False)
+    extended = run_sweep(more, root, run_fn=STUB)
     assert extended.submitted == 2 and len(ledger_df(root, "opt")) == 6
 
 
@@ -322,7 +324,7 @@ def test_seeds_repeat_each_cells_best_lr_without_moving_it(tmp_path: Path):
             'lr = { search = "bracket", grid = [0.003, 0.01, 0.03], max_extend = 2, seeds = 3 }\n')
     spec = write(tmp_path, "seeds", body)
     root = tmp_path / "sweeps"
-    out = run_sweep(spec, root, run_fn=STUB, progress=False)
+    out = run_sweep(spec, root, run_fn=STUB)
     df = ledger_df(root, "seeds")
     for k, cell in df.groupby("top_k"):
         search = next(s for s in out.searches if s["cell_id"] == cell.cell_id.iloc[0])
@@ -331,7 +333,7 @@ def test_seeds_repeat_each_cells_best_lr_without_moving_it(tmp_path: Path):
         assert search["seed_runs_done"] == 2 and cell.cell_id.nunique() == 1
         own = cell[cell.seed == 0]
         assert search["best_lr"] == own.loc[own.val_loss.idxmin(), "lr"]  # decided by the search's own runs
-    assert run_sweep(spec, root, run_fn=STUB, progress=False).submitted == 0
+    assert run_sweep(spec, root, run_fn=STUB).submitted == 0
     optima = fit_optimal_lr(df, by=["top_k"], n_boot=0)
     assert len(optima.optima) == 2
     checks = check_transfer(df, "top_k", n_boot=0)
@@ -345,7 +347,7 @@ def test_workers_stay_warm_across_runs_unless_told_not_to(tmp_path: Path, reuse:
     body = (f"max_concurrent = 1\n" + TINY + "[axes]\nseed = [0, 1, 2, 3]\n"
             f"[resources]\ncpus = 1\nreuse_workers = {str(reuse).lower()}\n")
     spec = write(tmp_path, f"warm{int(reuse)}", body)
-    out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB, progress=False)
+    out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
     assert out.counts["completed"] == 4
     pids = [json.loads(p.read_text())["pid"] for p in (out.sweep_dir / "runs").glob("*/attempt.json")]
     assert len(pids) == 4 and len(set(pids)) == (1 if reuse else 4)
@@ -360,7 +362,7 @@ def test_stop_cancels_cleanly_and_resume_finishes(tmp_path: Path):
     stop = threading.Event()
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault(
-        "out", run_sweep(spec, root, run_fn=STUB, progress=False, stop=stop)))
+        "out", run_sweep(spec, root, run_fn=STUB, stop=stop)))
     thread.start()
     deadline = time.time() + 60
     while time.time() < deadline and len(list((root / "stop" / "runs").glob("*/attempt.json"))
@@ -379,7 +381,7 @@ def test_stop_cancels_cleanly_and_resume_finishes(tmp_path: Path):
     assert not list((root / "stop" / "runs").glob("*/runs.parquet"))  # nothing half-done was recorded
     assert json.loads((root / "stop" / "state.json").read_text())["interrupted"]
     assert not sweep_status(root / "stop")["active"]
-    resumed = run_sweep(spec, root, run_fn=STUB, progress=False)
+    resumed = run_sweep(spec, root, run_fn=STUB)
     assert resumed.submitted == 4 and resumed.counts["completed"] == 4
     assert ledger_df(root, "stop").run_id.is_unique
 
@@ -401,7 +403,7 @@ def test_moe_sweep_over_granularity(tmp_path: Path):
     """An MoE sweep over k (top_k) at fixed sparsity: each cell trains, active parameters stay the dense
     model's (plus the router), and total parameters grow with the expert count k * S."""
     body = TINY + "moe_every = 1\nsparsity = 2\n[axes]\ntop_k = [1, 2, 4]\n"
-    out = run_sweep(write(tmp_path, "moe_k", body), tmp_path / "sweeps", progress=False)
+    out = run_sweep(write(tmp_path, "moe_k", body), tmp_path / "sweeps")
     df = ledger_df(tmp_path / "sweeps", "moe_k").sort_values("top_k")
     assert out.counts.get("completed") == 3 and list(df["top_k"]) == [1, 2, 4]
     assert (df["val_loss"] < math.log(256)).all()

@@ -18,7 +18,9 @@ from hyperp.cli.sweep import app
 from hyperp.identity import RESULT_NEUTRAL_FIELDS, RESULTS_VERSION
 from hyperp.sweeps.lr_search import bracket_state
 from hyperp.sweeps.stubs import TINY_BASE_TOML
-from hyperp.sweeps.spec import BracketSearch, SpecError, loads_spec, make_plan
+from hyperp.sweeps.plan import make_plan
+from hyperp.sweeps.search import BracketSearch
+from hyperp.sweeps.spec import SpecError, loads_spec
 from hyperp.config import RunConfig
 from hyperp.trainer.metrics import training_flops
 from hyperp.trainer.model import Transformer

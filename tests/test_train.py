@@ -7,7 +7,8 @@ import pytest
 
 from hyperp.config import ConfigError, RunConfig
 from hyperp.trainer.data import DataError
-from hyperp.trainer.loop import STABILITY_COLUMNS, lr_mult, train
+from hyperp.schema import STABILITY_INDICATORS
+from hyperp.trainer.loop import lr_mult, train
 
 
 def test_one_million_tokens_learn_the_stdlib_corpus():
@@ -71,7 +72,7 @@ def test_outputs_and_schema(tmp_path, tiny):
     assert runs.loc[0, "width"] == 32 and runs.loc[0, "lr"] == pytest.approx(0.02)
     assert RunConfig.from_dict(__import__("json").loads(runs.loc[0, "config_json"])) == cfg
     assert {"step", "tokens", "train_loss", "val_loss", "grad_norm", "attn_z", "rms_attn", "rms_mlp"} <= set(curves)
-    assert f"{STABILITY_COLUMNS[0]}_final" in runs.columns
+    assert f"{STABILITY_INDICATORS[0]}_final" in runs.columns
     # 6 N T with N the active matrix weights, plus the attention term of method.md section 7
     n = result.row["n_params_active_matrix"]
     expected = (6 * n + 12 * cfg.depth * cfg.d_model * cfg.seq_len) * cfg.tokens

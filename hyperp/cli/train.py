@@ -116,23 +116,11 @@ def train_row(cfg: RunConfig, out_dir: str) -> dict:
 
 def run_data_parallel(cfg: RunConfig, out: Path, console) -> dict:
     """`cfg.workers` Ray Train workers on a local Ray (one GPU each when the run trains on CUDA); rank 0's row."""
-    import functools  # noqa: PLC0415
+    from hyperp.sweeps.cluster import data_parallel_resources, train_data_parallel  # noqa: PLC0415
 
-    from hyperp.sweeps import data_parallel  # noqa: PLC0415
-    from hyperp.sweeps.runner import check_cluster, connect_ray, setup_process  # noqa: PLC0415
-    from hyperp.sweeps.spec import Resources  # noqa: PLC0415
-    from hyperp.trainer.loop import resolve_device  # noqa: PLC0415
-
-    threads, gpus = max(1, cfg.threads), 1.0 if resolve_device(cfg.device).startswith("cuda") else 0.0
-    check_cluster(Resources(cpus=threads, gpus=gpus), None, None, cfg.workers)
-    console.print(f"training on {cfg.workers} Ray Train workers of {threads} CPUs{' and 1 GPU' if gpus else ''}")
-    ray, started = connect_ray(None, None)
-    try:
-        return data_parallel.fit(train_row, cfg, out, cpus=threads, gpus=gpus,
-                                 setup=functools.partial(setup_process, threads=threads, gpus=gpus))
-    finally:
-        if started:
-            ray.shutdown()
+    res = data_parallel_resources(cfg)
+    console.print(f"training on {cfg.workers} Ray Train workers of {res.cpus:g} CPUs{' and 1 GPU' if res.gpus else ''}")
+    return train_data_parallel(train_row, cfg, out, res)
 
 
 # Typer reads the signature: splice one option per config field in place of **fields.

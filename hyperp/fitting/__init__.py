@@ -1,6 +1,7 @@
 """Scaling-law fits over run tables: optimal LR, power laws, loss versus compute, CEL, Chinchilla approach 3.
 
-Pure functions taking arrays or DataFrames and returning frozen dataclasses with a `to_dict()`; the
+Pure functions taking arrays or DataFrames (with optional per-point weights) and returning frozen dataclasses
+that follow one protocol, `FitResult` (`result.py`: success, message, n_failed, predict, band, to_dict); the
 `hyperp fit` CLI (`hyperp.cli.fit`) is a thin layer over them. The math is method.md section 7.
 
 The names below load on first use (PEP 562), so importing a light submodule (`hyperp.fitting.defaults`, the
@@ -20,6 +21,7 @@ _WHERE = {
     "lr": ("LrOptima", "LrOptimum", "fit_lr_curve", "fit_optimal_lr"),
     "powerlaw": ("LawFit", "PowerLawFit", "fit_law", "fit_power_law"),
     "report": ("to_json", "to_jsonable"),
+    "result": ("FitResult",),
     "table": ("FitInputError", "load_table", "parse_mapping"),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}

@@ -53,14 +53,22 @@ def case_weights(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def residual_draws(fitted: np.ndarray, residuals: np.ndarray, n_boot: int, rng: np.random.Generator,
-                   n_params: int) -> np.ndarray:
-    """Synthetic responses (n_boot, n): fitted + residuals resampled with replacement (inflated, centred)."""
+                   n_params: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Synthetic responses (n_boot, n): fitted + residuals resampled with replacement (inflated, centred).
+
+    With weights (a weighted least-squares fit, weight ~ 1 / variance) the standardized residuals
+    sqrt(w_i) r_i are resampled and put back on point j at the scale of its own weight, / sqrt(w_j).
+    """
     n = residuals.size
     dof = n - n_params
     if dof <= 0:
         return np.tile(fitted, (n_boot, 1))  # exact fit: no residual variation to resample
-    r = (residuals - residuals.mean()) * np.sqrt(n / dof)
+    sw = None if weights is None else np.sqrt(np.asarray(weights, dtype=float))
+    e = residuals if sw is None else residuals * sw
+    r = (e - e.mean()) * np.sqrt(n / dof)
     out = r[rng.integers(0, n, size=(n_boot, n), dtype=np.int32)]  # int32 indices: half the memory traffic
+    if sw is not None:
+        out /= sw[None, :]
     out += fitted[None, :]
     return out
 

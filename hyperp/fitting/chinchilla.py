@@ -8,7 +8,9 @@ is Hoffmann's/Epoch's: alpha, beta in {0, 0.5, ..., 2}, e in {-1, -0.5, ..., 1},
 (5 x 5 x 5 x 6 x 6 = 4,500 starts).
 
 Every start is a full L-BFGS run (see `lbfgs.py`), with the analytic gradient below; the runs are batched
-so that one objective evaluation covers all running starts.
+so that one objective evaluation covers all running starts. Optional per-run weights multiply each run's
+Huber term; the result follows `hyperp.fitting.result.FitResult` (success, message, refits that did not
+converge, band at given (N, D)).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from hyperp.fitting.defaults import BOOT_STARTS, HUBER_DELTA
 from hyperp.fitting.defaults import CHINCHILLA_N_BOOT as DEFAULT_N_BOOT
 from hyperp.fitting.diagnostics import interval_crosses, not_separable, too_few_points
 from hyperp.fitting.lbfgs import CONVERGED_F, CONVERGED_G, LbfgsResult, minimize_lbfgs_batch
-from hyperp.fitting.table import (FitInputError, best_lr_note, fit_rows, lowest, numeric_column, require_columns,
-                                  several_lrs)
+from hyperp.fitting.result import (CONVERGED, LBFGS_STOP, NOT_FINITE, LawResult, failed_note, main_status,
+                                   not_converged_note)
+from hyperp.fitting.table import (FitInputError, best_lr_note, check_weights, fit_rows, lowest, numeric_column,
+                                  relative_weights, require_columns, several_lrs)
 
 # The initialization grid of Hoffmann et al. / Epoch, in parameter order (a, b, e, alpha, beta).
 GRID_A = tuple(np.arange(0.0, 30.0, 5.0))  # 0, 5, ..., 25
@@ -51,6 +55,7 @@ SAME_OPTIMUM_RTOL = 1e-6
 MIN_POINTS = 6  # more runs than the 5 parameters
 E_ZERO_FRACTION = 1e-3  # E below this fraction of the lowest loss counts as 0 (exp(e) never reaches 0 itself)
 OBJECTIVE_BLOCK = 128  # parameter rows per block of the objective (128 x 240 doubles = 245 KB per array)
+METHOD = "Huber loss on log L by L-BFGS, the best of the starts"
 
 
 def default_grid() -> np.ndarray:
@@ -59,7 +64,7 @@ def default_grid() -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class ChinchillaFit:
+class ChinchillaFit(LawResult):
     """Result of `fit_chinchilla`. Intervals are bootstrap percentile intervals over resampled runs."""
 
     E: float
@@ -80,13 +85,24 @@ class ChinchillaFit:
     intervals: dict[str, Interval]
     n_boot: int
     seed: int
-    boot_params: np.ndarray = field(repr=False)  # (n_boot, 5) replicate (E, A, B, alpha, beta)
+    boot_params: np.ndarray = field(repr=False)  # (n_boot, 5) replicate (E, A, B, alpha, beta); NaN: failed
     warnings: tuple[str, ...] = ()
     kept: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=int))  # input rows fitted
+    success: bool = True  # the best start converged (`message` says how, or why not)
+    message: str = ""
+    n_failed: int = 0  # bootstrap refits that did not converge, left out of the intervals and the band
+    weighted: bool = False
 
-    def predict(self, n: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Loss predicted by the fitted law at parameters n and tokens d."""
+    def predict(self, n: Any, d: np.ndarray | None = None) -> np.ndarray:
+        """Loss predicted by the fitted law at parameters n and tokens d; or predict(x) with x a pair (n, d)
+        or an array whose last axis holds (N, D)."""
+        n, d = _pair(n) if d is None else (n, d)
         return self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta)
+
+    def _curves(self, params: np.ndarray, x: Any) -> np.ndarray:
+        n, d = (np.asarray(v, dtype=float).ravel() for v in np.broadcast_arrays(*_pair(x)))
+        p = params
+        return p[:, :1] + p[:, 1:2] / np.power(n[None, :], p[:, 3:4]) + p[:, 2:3] / np.power(d[None, :], p[:, 4:5])
 
     def optimal_allocation(self, compute: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Compute-optimal (N, D) under C = 6 N D (the efficient frontier of the fitted law)."""
@@ -101,7 +117,17 @@ class ChinchillaFit:
                                             "n_converged", "n_at_best", "iterations_max", "n_boot", "seed")}
         out["intervals"] = {k: v.to_dict() for k, v in self.intervals.items()}
         out["warnings"] = list(self.warnings)
-        return out
+        return {**out, **self.status_dict()}
+
+
+def _pair(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) from a pair (n, d) or from an array whose last axis is (N, D)."""
+    if isinstance(x, (tuple, list)) and len(x) == 2:
+        return np.asarray(x[0], dtype=float), np.asarray(x[1], dtype=float)
+    x = np.asarray(x, dtype=float)
+    if x.shape[-1:] != (2,):
+        raise ValueError(f"Chinchilla's x is a pair (N, D) or an array whose last axis is (N, D), got shape {x.shape}")
+    return x[..., 0], x[..., 1]
 
 
 class ChinchillaInputs(tuple):
@@ -157,7 +183,8 @@ def huber_objective(params: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, lo
                     weights: np.ndarray | None = None, delta: float = HUBER_DELTA):
     """Summed Huber loss of log L against the LSE form, and its analytic gradient, for k parameter rows.
 
-    params: (k, 5) rows of (a, b, e, alpha, beta); weights: None or (k, n) per-row point weights.
+    params: (k, 5) rows of (a, b, e, alpha, beta); weights: None, (n,) point weights shared by every row, or
+    (k, n) per-row point weights.
     Returns f (k,) and grad (k, 5). Rows are processed in blocks of OBJECTIVE_BLOCK so that the
     temporaries stay in cache (the evaluation is memory-bound: about 2x faster than one big pass).
     """
@@ -166,7 +193,7 @@ def huber_objective(params: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, lo
     grad = np.empty((k, 5))
     for lo in range(0, k, OBJECTIVE_BLOCK):
         hi = min(lo + OBJECTIVE_BLOCK, k)
-        w = None if weights is None else weights[lo:hi]
+        w = None if weights is None else weights if weights.ndim == 1 else weights[lo:hi]
         f[lo:hi], grad[lo:hi] = _huber_block(params[lo:hi], log_n, log_d, log_loss, w, delta)
     return f, grad
 
@@ -203,7 +230,7 @@ def _huber_block(params, log_n, log_d, log_loss, weights, delta):
 
 
 def fit_chinchilla(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, drop_worst: int = 0,
-                   delta: float = HUBER_DELTA, starts: np.ndarray | None = None,
+                   weights: np.ndarray | None = None, delta: float = HUBER_DELTA, starts: np.ndarray | None = None,
                    n_boot: int = DEFAULT_N_BOOT, boot_starts: int = BOOT_STARTS, seed: int = 0,
                    level: float = 0.95, workers: int = 1, ftol: float = FTOL, gtol: float = GTOL,
                    notes: tuple[str, ...] = ()) -> ChinchillaFit:
@@ -213,28 +240,39 @@ def fit_chinchilla(n: np.ndarray, d: np.ndarray, loss: np.ndarray, *, drop_worst
     highest-loss runs first (Epoch drops 5). starts: (k, 5) rows (a, b, e, alpha, beta), default the
     4,500-point grid. n_boot bootstrap replicates resample runs with replacement and refit from the
     `boot_starts` best distinct optima of the main fit. workers: threads sharing the batch (numpy releases
-    the GIL in its array loops; it pays only on an otherwise idle machine, so the default is 1). ftol, gtol: L-BFGS stopping tolerances (see FTOL). notes: what was done to the table (`ChinchillaInputs.notes`),
-    carried into the fit's warnings.
+    the GIL in its array loops; it pays only on an otherwise idle machine, so the default is 1). ftol, gtol:
+    L-BFGS stopping tolerances (see FTOL). notes: what was done to the table (`ChinchillaInputs.notes`),
+    carried into the fit's warnings. weights: optional per-run weights of the Huber terms (only their ratios
+    matter, a weight of 0 leaves the run out, and equal weights give the unweighted fit exactly).
     """
-    log_n, log_d, log_loss, kept = _prepare(n, d, loss, drop_worst)
+    log_n, log_d, log_loss, kept, w = _prepare(n, d, loss, drop_worst, weights)
     grid = default_grid() if starts is None else np.atleast_2d(np.asarray(starts, dtype=float))
     opts = {"ftol": ftol, "gtol": gtol, "f_floor": 0.0}
-    res = _run_starts(grid, log_n, log_d, log_loss, None, delta, workers, opts)
+    res = _run_starts(grid, log_n, log_d, log_loss, w, delta, workers, opts)
     order = np.argsort(res.f)
     best = res.x[order[0]]
     f_best = res.f[order[0]]
-    boot = _bootstrap(res.x[order], log_n, log_d, log_loss, delta, n_boot, boot_starts, seed, workers, opts)
+    boot, boot_status = _bootstrap(res.x[order], log_n, log_d, log_loss, w, delta, n_boot, boot_starts, seed,
+                                   workers, opts)
     converged = np.isin(res.status, (CONVERGED_F, CONVERGED_G))
     at_best = np.abs(res.f - f_best) <= SAME_OPTIMUM_RTOL * max(abs(f_best), 1e-300)
+    success, message = main_status(LBFGS_STOP[int(res.status[order[0]])] if np.isfinite(f_best) else NOT_FINITE,
+                                   METHOD)
     fit = _make_fit(best, f_best, boot, level, delta=delta, n_points=log_n.size, n_dropped=drop_worst, kept=kept,
                     n_starts=grid.shape[0], n_converged=int(converged.sum()), n_at_best=int(at_best.sum()),
-                    iterations_max=int(res.iterations.max()), n_boot=n_boot, seed=seed)
-    return dataclasses.replace(fit, warnings=(*notes, *_warnings(fit, log_n, log_d, float(np.exp(log_loss.min())))))
+                    iterations_max=int(res.iterations.max()), n_boot=n_boot, seed=seed, success=success,
+                    message=message, n_failed=int(np.sum(boot_status != CONVERGED)), weighted=w is not None)
+    return dataclasses.replace(fit, warnings=(*notes, *_warnings(fit, log_n, log_d, float(np.exp(log_loss.min())),
+                                                                 boot_status)))
 
 
-def _warnings(fit: ChinchillaFit, log_n: np.ndarray, log_d: np.ndarray, min_loss: float) -> list[str]:
-    """N and D not separable, E at zero, exponents beyond the grid or intervals below 0, too few points."""
-    out = [*not_separable(log_n, log_d, "log N", "log D"), *too_few_points(fit.n_points, 5, "Chinchilla fit")]
+def _warnings(fit: ChinchillaFit, log_n: np.ndarray, log_d: np.ndarray, min_loss: float,
+              boot_status: np.ndarray) -> list[str]:
+    """The fit or its refits not converged, N and D not separable, E at zero, exponents beyond the grid or
+    intervals below 0, too few points."""
+    out = [*not_converged_note(fit.success, fit.message),
+           *failed_note(boot_status, "bootstrap refits", "the intervals and the band"),
+           *not_separable(log_n, log_d, "log N", "log D"), *too_few_points(fit.n_points, 5, "Chinchilla fit")]
     if fit.E < E_ZERO_FRACTION * min_loss:
         out.append(f"E = {fit.E:.3g} is at its lower bound 0: the data show no irreducible loss (often the sign "
                    f"of a fit that traded E against A or B)")
@@ -247,12 +285,17 @@ def _warnings(fit: ChinchillaFit, log_n: np.ndarray, log_d: np.ndarray, min_loss
     return out
 
 
-def _prepare(n, d, loss, drop_worst: int):
-    """Logs of the runs to fit, and their indices in the inputs (finite rows minus the drop_worst highest)."""
+def _prepare(n, d, loss, drop_worst: int, weights=None):
+    """Logs of the runs to fit, their indices in the inputs (finite rows of weight > 0 minus the drop_worst
+    highest losses) and their weights (`table.relative_weights`: None when absent or all equal)."""
     n, d, loss = (np.asarray(v, dtype=float).ravel() for v in (n, d, loss))
-    if not (n.size == d.size == loss.size):
-        raise FitInputError(f"n, d and loss must have the same length (got {n.size}, {d.size}, {loss.size})")
+    w = np.ones(n.size) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if not (n.size == d.size == loss.size == w.size):
+        raise FitInputError(f"n, d, loss and weights must have the same length "
+                            f"(got {n.size}, {d.size}, {loss.size}, {w.size})")
     idx = np.flatnonzero(np.isfinite(n) & np.isfinite(d) & np.isfinite(loss))
+    check_weights(w[idx])
+    idx = idx[w[idx] > 0]
     for name, v in (("n_params", n[idx]), ("tokens", d[idx]), ("val_loss", loss[idx])):
         if np.any(v <= 0):
             raise FitInputError(f"column {name}: Chinchilla fit needs positive values, found {v.min():g}")
@@ -263,14 +306,14 @@ def _prepare(n, d, loss, drop_worst: int):
     if idx.size < MIN_POINTS:
         raise FitInputError(f"Chinchilla fit needs at least {MIN_POINTS} runs with finite N, D and loss, "
                             f"got {idx.size}")
-    return np.log(n[idx]), np.log(d[idx]), np.log(loss[idx]), idx
+    return np.log(n[idx]), np.log(d[idx]), np.log(loss[idx]), idx, relative_weights(w[idx])
 
 
 def _run_starts(starts, log_n, log_d, log_loss, weights, delta, workers, opts=None):
-    """Run L-BFGS from every start; `weights` is None or (k, n) per-start point weights."""
+    """Run L-BFGS from every start; `weights` is None, (n,) point weights or (k, n) per-start point weights."""
 
     def fg(x, rows):
-        w = None if weights is None else weights[rows]
+        w = None if weights is None else weights if weights.ndim == 1 else weights[rows]
         return huber_objective(x, log_n, log_d, log_loss, w, delta)
 
     k = starts.shape[0]
@@ -309,18 +352,27 @@ def _distinct(x_sorted: np.ndarray, k: int) -> np.ndarray:
     return np.array(picked)
 
 
-def _bootstrap(x_sorted, log_n, log_d, log_loss, delta, n_boot, boot_starts, seed, workers, opts) -> np.ndarray:
-    """Replicate (E, A, B, alpha, beta) for n_boot resamples of the runs; (0, 5) when n_boot == 0."""
+def _bootstrap(x_sorted, log_n, log_d, log_loss, w, delta, n_boot, boot_starts, seed, workers,
+               opts) -> tuple[np.ndarray, np.ndarray]:
+    """Replicate (E, A, B, alpha, beta) for n_boot resamples of the runs ((0, 5) when n_boot == 0), and each
+    replicate's stop code: that of its best start. Replicates that did not converge are NaN rows."""
     if n_boot <= 0:
-        return np.empty((0, 5))
+        return np.empty((0, 5)), np.empty(0, dtype=int)
     starts = _distinct(x_sorted, boot_starts)
     counts = case_weights(log_n.size, n_boot, rng_for(seed))  # (n_boot, n) multiplicities
+    if w is not None:
+        counts *= w[None, :]
     weights = np.repeat(counts, starts.shape[0], axis=0)  # each replicate from each start
     x0 = np.tile(starts, (n_boot, 1))
     res = _run_starts(x0, log_n, log_d, log_loss, weights, delta, workers, opts)
     f = res.f.reshape(n_boot, starts.shape[0])
-    best = res.x.reshape(n_boot, starts.shape[0], 5)[np.arange(n_boot), np.argmin(f, axis=1)]
-    return _natural(best)
+    pick = np.argmin(f, axis=1)
+    best = res.x.reshape(n_boot, starts.shape[0], 5)[np.arange(n_boot), pick]
+    status = np.array([LBFGS_STOP[int(s)] for s in res.status.reshape(n_boot, -1)[np.arange(n_boot), pick]], dtype=int)
+    status[~np.isfinite(f[np.arange(n_boot), pick])] = NOT_FINITE
+    out = _natural(best)
+    out[status != CONVERGED] = np.nan
+    return out, status
 
 
 def _natural(p: np.ndarray) -> np.ndarray:

@@ -10,6 +10,9 @@ the compute the method needs for that loss, CEL = C_base / C_m. Fit-to-fit at co
 CEL(C) = C / C_m(L_base_fit(C)). A loss at or below the method's floor E_m is out of its reach (C_m = inf,
 CEL = 0). Intervals come from residual-bootstrap replicates of each fit (replicate i of the method paired
 with replicate i of the baseline; the two are independent resamples).
+
+Optional per-point weights (inverse variances over seeds, say) weight the least squares; the result follows
+`hyperp.fitting.result.FitResult` (success, message, refits that did not converge, band).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, p
                                       percentile_intervals, residual_draws, rng_for)
 from hyperp.fitting.diagnostics import at_bound, interval_crosses, too_few_points
 from hyperp.fitting.profile import RowData, exp_outer, ls_line, minimize_profile
-from hyperp.fitting.table import (FitInputError, best_lr_note, finite_pairs, fit_rows, lowest, numeric_column,
+from hyperp.fitting.result import (CONVERGED, LawResult, failed_note, leave_out, main_status, not_converged_note,
+                                   stop_codes)
+from hyperp.fitting.table import (FitInputError, best_lr_note, finite_points, fit_rows, lowest, numeric_column,
                                   require_columns, several_lrs)
 
 B_MAX = 2.0  # upper end of the exponent search; loss-compute exponents are ~0.05-0.5
 B_GRID_POINTS = 81  # spacing 0.025
 MIN_POINTS = 3  # parameters of the law
 MIN_HOLDOUT_POINTS = 4  # the hold-out refit keeps at least MIN_POINTS
+METHOD = "bounded least squares, profiled over b"
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class HoldOut:
 
 
 @dataclass(frozen=True)
-class ComputeLawFit:
+class ComputeLawFit(LawResult):
     """L(C) = A C^-b + E for one method, with residual-bootstrap intervals."""
 
     A: float
@@ -60,8 +66,12 @@ class ComputeLawFit:
     intervals: dict[str, Interval]
     holdout: HoldOut | None
     points: tuple[tuple[float, float], ...] = field(repr=False)
-    boot_params: np.ndarray = field(repr=False)  # (n_boot, 3) replicate (A, b, E)
+    boot_params: np.ndarray = field(repr=False)  # (n_boot, 3) replicate (A, b, E); NaN rows did not converge
     warnings: tuple[str, ...] = ()
+    success: bool = True  # the main fit converged (`message` says how, or why not)
+    message: str = ""
+    n_failed: int = 0  # bootstrap refits that did not converge, left out of the intervals and the band
+    weighted: bool = False
 
     def predict(self, compute: np.ndarray) -> np.ndarray:
         """Loss predicted at compute C."""
@@ -71,17 +81,15 @@ class ComputeLawFit:
         """Compute the fitted law needs to reach `loss` (inf when loss <= E)."""
         return law_compute(np.array([[self.A, self.b, self.E]]), loss)[0]
 
-    def band(self, compute: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[np.ndarray, np.ndarray]:
-        """Pointwise bootstrap band of the fitted curve."""
-        curves = law_loss(self.boot_params, compute)
-        tail = 50.0 * (1.0 - level)
-        return np.nanpercentile(curves, tail, axis=0), np.nanpercentile(curves, 100.0 - tail, axis=0)
+    def _curves(self, params: np.ndarray, compute: np.ndarray) -> np.ndarray:
+        return law_loss(params, compute)
 
     def to_dict(self) -> dict[str, Any]:
         return {"A": self.A, "b": self.b, "E": self.E, "r2": self.r2, "n_points": self.n_points,
                 "intervals": {k: v.to_dict() for k, v in self.intervals.items()},
                 "holdout": None if self.holdout is None else self.holdout.to_dict(),
-                "points": [{"compute": c, "loss": l} for c, l in self.points], "warnings": list(self.warnings)}
+                "points": [{"compute": c, "loss": l} for c, l in self.points], "warnings": list(self.warnings),
+                **self.status_dict()}
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,8 @@ def law_loss(params: np.ndarray, compute: np.ndarray) -> np.ndarray:
 def law_compute(params: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """Compute each law row (A, b, E) needs to reach each loss (m,) or its own row of (k, m) losses.
 
-    Returns (k, m); inf when the loss is out of reach (at or below E).
+    Returns (k, m); inf when the loss is out of reach (at or below E), NaN for a row of NaN parameters (a
+    refit that did not converge: left out, not counted as out of reach).
     """
     p = np.atleast_2d(params)
     target = np.asarray(loss, dtype=float)
@@ -141,31 +150,47 @@ def law_compute(params: np.ndarray, loss: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         c = np.power((target - E) / A, -1.0 / b)
     reachable = (target > E) & (A > 0) & (b > 0)
-    return np.where(reachable, c, np.inf)
+    return np.where(np.isnan(p).any(axis=1)[:, None], np.nan, np.where(reachable, c, np.inf))
 
 
-def fit_loss_compute(compute: np.ndarray, loss: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT,
-                     seed: int | np.random.Generator = 0, level: float = DEFAULT_LEVEL,
+def fit_loss_compute(compute: np.ndarray, loss: np.ndarray, *, weights: np.ndarray | None = None,
+                     n_boot: int = DEFAULT_N_BOOT, seed: int | np.random.Generator = 0, level: float = DEFAULT_LEVEL,
                      holdout: bool = True) -> ComputeLawFit:
-    """Fit L = A C^-b + E (A, b >= 0, 0 <= E <= min L) to one method's (compute, loss) points."""
-    c, y = _validate(compute, loss)
+    """Fit L = A C^-b + E (A, b >= 0, 0 <= E <= min L) to one method's (compute, loss) points.
+
+    weights: optional per-point weights of the least squares (inverse variances, say; only their ratios
+    matter, a weight of 0 leaves the point out, and equal weights give the unweighted fit exactly).
+    """
+    c, y, w = _validate(compute, loss, weights)
     rng = rng_for(seed)
     lc_mean = float(np.log(c).mean())
     lc = np.log(c) - lc_mean
-    p = _solve(lc, RowData(y[None, :], center=True))[0]
+    p, status = _solve(lc, RowData(y[None, :], w, center=True))
+    p = p[0]
     fitted = _predict(p, lc)
-    draws = residual_draws(fitted, y - fitted, n_boot, rng, n_params=3)
-    boot = _solve(lc, RowData(draws, center=True))
-    raw = _to_raw(np.vstack([p, boot]), lc_mean)
+    draws = residual_draws(fitted, y - fitted, n_boot, rng, n_params=3, weights=w)
+    boot, boot_status = _solve(lc, RowData(draws, w, center=True))
+    raw = _to_raw(np.vstack([p, leave_out(boot, boot_status)]), lc_mean)
     dof = c.size - 3
     intervals = {k: percentile_interval(raw[1:, j], level, center=raw[0, j], dof=dof, log=(k == "A"))
                  for j, k in enumerate(("A", "b", "E"))}
-    sst = float(np.sum((y - y.mean()) ** 2))
-    r2 = float(1.0 - np.sum((y - fitted) ** 2) / sst) if sst > 0 else float("nan")
-    return ComputeLawFit(A=float(raw[0, 0]), b=float(raw[0, 1]), E=float(raw[0, 2]), r2=r2, n_points=int(c.size),
-                         intervals=intervals, holdout=_holdout(c, y, lc_mean) if holdout else None,
-                         points=tuple(zip(c.tolist(), y.tolist())), boot_params=raw[1:],
-                         warnings=tuple(_law_warnings(raw[0], intervals, float(y.min()), int(c.size))))
+    success, message = main_status(int(status[0]), METHOD)
+    held, held_notes = _holdout(c, y, w, lc_mean) if holdout else (None, [])
+    notes = [*not_converged_note(success, message), *_law_warnings(raw[0], intervals, float(y.min()), int(c.size)),
+             *failed_note(boot_status, "bootstrap refits", "the intervals and the band"), *held_notes]
+    return ComputeLawFit(A=float(raw[0, 0]), b=float(raw[0, 1]), E=float(raw[0, 2]), r2=_r2(y, fitted, w),
+                         n_points=int(c.size), intervals=intervals, holdout=held,
+                         points=tuple(zip(c.tolist(), y.tolist())), boot_params=raw[1:], warnings=tuple(notes),
+                         success=success, message=message, n_failed=int(np.sum(boot_status != CONVERGED)),
+                         weighted=w is not None)
+
+
+def _r2(y: np.ndarray, fitted: np.ndarray, w: np.ndarray | None) -> float:
+    """R^2 about the (weighted) mean loss."""
+    ww = np.ones_like(y) if w is None else w
+    mean = y.mean() if w is None else np.sum(w * y) / np.sum(w)
+    sst = float(np.sum(ww * (y - mean) ** 2))
+    return float(1.0 - np.sum(ww * (y - fitted) ** 2) / sst) if sst > 0 else float("nan")
 
 
 def _law_warnings(p: np.ndarray, intervals: dict[str, Interval], min_loss: float, n: int) -> list[str]:
@@ -208,8 +233,9 @@ def compute_efficiency(method: ComputeLawFit, baseline: ComputeLawFit, compute: 
 
 def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param", x: str = "flops",
                     y: str = "val_loss", at: Sequence[float] = (), best_of: Sequence[str] = (),
-                    every_lr: bool = False, all_status: bool = False, n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
-                    level: float = DEFAULT_LEVEL, source: str = "table") -> ComputeComparison:
+                    every_lr: bool = False, all_status: bool = False, weight_col: str | None = None,
+                    n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = DEFAULT_LEVEL,
+                    source: str = "table") -> ComputeComparison:
     """Fit every method's compute law; CEL of each other method over `baseline` at its runs and at `at`.
 
     best_of: columns within a method (e.g. n_params, tokens) over which only the lowest-loss run is kept,
@@ -217,11 +243,14 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
     and `seed`, the seeds of each LR are averaged first (the best LR's mean, not its luckiest seed).
     Without best_of, a table with several LRs at one (method, x) keeps the best LR of each (best_of = [x])
     and says so in `notes`: the law is of the best run per size. every_lr fits every run instead.
+    weight_col: a column of per-run weights (`fit_loss_compute`'s weights); where seeds are averaged, so are
+    their weights.
     """
-    require_columns(df, [method_col, x, y, *best_of], source=source)
+    require_columns(df, [method_col, x, y, *best_of, *([weight_col] if weight_col else [])], source=source)
     df = fit_rows(df, all_status, source=source)
     work = pd.DataFrame({"_m": df[method_col].astype(str), "_c": numeric_column(df, x, source, positive=True),
-                         "_l": numeric_column(df, y, source)}, index=df.index)
+                         "_l": numeric_column(df, y, source),
+                         "_w": 1.0 if weight_col is None else numeric_column(df, weight_col, source)}, index=df.index)
     seeds = [c for c in ("lr", "seed") if c in df.columns and c not in best_of]
     work = pd.concat([df[list(best_of) + seeds], work], axis=1)
     work = work[np.isfinite(work["_c"]) & np.isfinite(work["_l"])]
@@ -230,9 +259,9 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
     notes: tuple[str, ...] = ()
     if not best_of and not every_lr and several_lrs(work, ["_m", "_c"]):
         notes = (best_lr_note(f"({method_col}, {x})", f"--best-of {x}"),)
-        work = lowest(work, ["_m", "_c"], "_l")
+        work = lowest(work, ["_m", "_c"], "_l", also_mean=["_w"])
     elif best_of:
-        work = lowest(work, ["_m", *best_of], "_l")
+        work = lowest(work, ["_m", *best_of], "_l", also_mean=["_w"])
     methods = sorted(work["_m"].unique())
     if baseline not in methods:
         raise FitInputError(f"{source}: baseline {baseline!r} not found in column {method_col!r}; "
@@ -243,7 +272,7 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
         sub = work[work["_m"] == m]
         try:
             fits[m] = fit_loss_compute(sub["_c"].to_numpy(), sub["_l"].to_numpy(), n_boot=n_boot, seed=rng,
-                                       level=level)
+                                       level=level, weights=None if weight_col is None else sub["_w"].to_numpy())
         except FitInputError as exc:
             raise FitInputError(f"{source}: method {m!r}: {exc}") from exc
     base_rows = work[work["_m"] == baseline].sort_values("_c")
@@ -258,18 +287,19 @@ def compare_methods(df: pd.DataFrame, baseline: str, *, method_col: str = "param
                              cel_at=tuple(cel_at), notes=notes)
 
 
-def _validate(compute, loss) -> tuple[np.ndarray, np.ndarray]:
-    c, y = finite_pairs(compute, loss, ("compute", "loss"))
+def _validate(compute, loss, weights=None):
+    c, y, w = finite_points(compute, loss, weights, ("compute", "loss"))
     if np.unique(c).size < MIN_POINTS:
         raise FitInputError(f"loss-compute law needs >= {MIN_POINTS} distinct compute values with a finite loss, "
                             f"got {np.unique(c).size}")
     if np.any(c <= 0):
         raise FitInputError(f"compute must be > 0, found {c.min():g}")
-    return c, y
+    return c, y, w
 
 
-def _solve(lc: np.ndarray, data: RowData) -> np.ndarray:
-    """Bounded least squares (A', b, E) per row, A' for compute normalized by its geometric mean."""
+def _solve(lc: np.ndarray, data: RowData) -> tuple[np.ndarray, np.ndarray]:
+    """Bounded least squares (A', b, E) per row, A' for compute normalized by its geometric mean, and each
+    row's stop code (`hyperp.fitting.result`)."""
     e_lo, e_hi = _e_bounds(data)
     grid = np.linspace(0.0, B_MAX, B_GRID_POINTS)
 
@@ -281,9 +311,10 @@ def _solve(lc: np.ndarray, data: RowData) -> np.ndarray:
         sums = data.sums(exp_outer(-b, lc), rows)
         return _bounded_line(*sums, data.syy[rows], e_lo[rows], e_hi[rows])[2]
 
-    b, _ = minimize_profile(grid_sse, row_sse, grid)
+    b, _, status = minimize_profile(grid_sse, row_sse, grid)
     a, e, _ = _bounded_line(*data.sums(exp_outer(-b, lc)), data.syy, e_lo, e_hi)
-    return np.column_stack([a, b, e + data.mean])
+    p = np.column_stack([a, b, e + data.mean])
+    return p, stop_codes(status, p)
 
 
 def _e_bounds(data: RowData) -> tuple[np.ndarray, np.ndarray]:
@@ -334,17 +365,18 @@ def _to_raw(p: np.ndarray, lc_mean: float) -> np.ndarray:
     return out
 
 
-def _holdout(c: np.ndarray, y: np.ndarray, lc_mean: float) -> HoldOut | None:
-    """Refit without the largest-compute point and predict it."""
+def _holdout(c: np.ndarray, y: np.ndarray, w: np.ndarray | None, lc_mean: float) -> tuple[HoldOut | None, list[str]]:
+    """Refit without the largest-compute point and predict it (NaN, with a note, when the refit fails)."""
     if np.unique(c).size < MIN_HOLDOUT_POINTS:
-        return None
+        return None, []
     last = int(np.argmax(c))
     keep = np.arange(c.size) != last
     lc = np.log(c) - lc_mean
-    p = _solve(lc[keep], RowData(y[keep][None, :], center=True))[0]
-    pred = float(_predict(p, lc[last : last + 1])[0])
-    return HoldOut(compute=float(c[last]), observed=float(y[last]), predicted=pred,
-                   rel_err=float((pred - y[last]) / y[last]))
+    p, status = _solve(lc[keep], RowData(y[keep][None, :], None if w is None else w[keep], center=True))
+    pred = float(_predict(leave_out(p, status)[0], lc[last : last + 1])[0])
+    return (HoldOut(compute=float(c[last]), observed=float(y[last]), predicted=pred,
+                    rel_err=float((pred - y[last]) / y[last])),
+            failed_note(status, "hold-out refit", "the hold-out check"))
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -29,7 +29,8 @@ MAX_LINE_SEARCH = 30  # trial steps per line search before a row gives up
 ARMIJO_C1 = 1e-4  # sufficient decrease
 WOLFE_C2 = 0.9  # curvature condition, the usual value for quasi-Newton methods
 
-# Row status codes in `LbfgsResult.status`.
+# Row status codes in `LbfgsResult.status` (`hyperp.fitting.result.LBFGS_STOP` maps them to the codes every
+# fit reports: a row that stops on MAX_ITER_REACHED or LINE_SEARCH_FAILED has not converged).
 CONVERGED_F = 0  # relative decrease of f below ftol
 CONVERGED_G = 1  # gradient below gtol
 MAX_ITER_REACHED = 2
@@ -97,14 +98,7 @@ def minimize_lbfgs_batch(fg: ObjectiveGrad, x0: np.ndarray, *, memory: int = MEM
         status[failed] = LINE_SEARCH_FAILED
         moved = active[ok]
         step = t[ok, None] * d[ok]
-        y_vec = g_new[ok] - g[moved]
-        sy = np.einsum("ij,ij->i", step, y_vec)
-        yy = np.einsum("ij,ij->i", y_vec, y_vec)
-        keep = sy > 1e-10 * np.maximum(yy, 1e-300)  # weak Wolfe gives sy > 0; guard float round-off
-        s_hist[moved, slot] = step
-        y_hist[moved, slot] = y_vec
-        rho[moved, slot] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
-        gamma[moved] = np.where(keep, sy / np.where(keep, yy, 1.0), gamma[moved])
+        _store_pair(s_hist, y_hist, rho, gamma, moved, slot, step, g_new[ok] - g[moved])
 
         f_old = f[moved]
         x[moved] += step
@@ -116,6 +110,17 @@ def minimize_lbfgs_batch(fg: ObjectiveGrad, x0: np.ndarray, *, memory: int = MEM
         status[moved[small_g]] = CONVERGED_G
         active = moved[~(small_df | small_g)]
     return LbfgsResult(x=x, f=f, grad=g, iterations=iterations, status=status, n_evals=n_evals)
+
+
+def _store_pair(s_hist, y_hist, rho, gamma, moved, slot, step, y_vec) -> None:
+    """Store the curvature pair (step, y_vec) of the rows `moved` in history slot `slot`, in place."""
+    sy = np.einsum("ij,ij->i", step, y_vec)
+    yy = np.einsum("ij,ij->i", y_vec, y_vec)
+    keep = sy > 1e-10 * np.maximum(yy, 1e-300)  # weak Wolfe gives sy > 0; guard float round-off
+    s_hist[moved, slot] = step
+    y_hist[moved, slot] = y_vec
+    rho[moved, slot] = np.where(keep, 1.0 / np.where(keep, sy, 1.0), 0.0)
+    gamma[moved] = np.where(keep, sy / np.where(keep, yy, 1.0), gamma[moved])
 
 
 def _two_loop(g: np.ndarray, s_hist: np.ndarray, y_hist: np.ndarray, rho: np.ndarray, gamma: np.ndarray,

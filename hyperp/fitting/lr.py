@@ -33,6 +33,7 @@ from hyperp.fitting.bootstrap import (DEFAULT_LEVEL, DEFAULT_N_BOOT, Interval, p
                                       residual_draws, rng_for)
 from hyperp.fitting.defaults import R2_MIN  # below it the vertex is not trusted (why 0.5: defaults.py)
 from hyperp.fitting.diagnostics import too_few_points
+from hyperp.fitting.result import band_of
 from hyperp.fitting.table import (FitInputError, finite_losses, group_indices, numeric_column, require_columns,
                                   status_masks)
 
@@ -83,12 +84,38 @@ class LrOptimum:
         c0, c1, c2 = self.coef
         return c0 + c1 * u + c2 * u * u
 
+    # The result protocol (`hyperp.fitting.result.FitResult`): the parabola is a closed-form least squares, so
+    # the fit and each bootstrap refit succeed whenever their coefficients are finite.
+    predict = curve
+
+    @property
+    def success(self) -> bool:
+        return bool(np.all(np.isfinite(self.coef)))
+
+    @property
+    def message(self) -> str:
+        return ("converged (closed-form least squares)" if self.success
+                else "did not converge (closed-form least squares): non-finite coefficients")
+
+    @property
+    def n_failed(self) -> int:
+        c = self.boot_coef
+        return 0 if c is None else int(np.sum(~np.isfinite(c).all(axis=1)))
+
+    def band(self, lr: np.ndarray, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap percentile band of the parabola at the given learning rates."""
+        u = np.log(np.asarray(lr, dtype=float)).ravel()
+        c = np.empty((0, 3)) if self.boot_coef is None else self.boot_coef
+        curves = c[:, :1] + c[:, 1:2] * u[None, :] + c[:, 2:3] * (u * u)[None, :]
+        return band_of(curves, self.lr_interval.level if level is None else level)
+
     def to_dict(self) -> dict[str, Any]:
         return {**self.group, "lr_opt": self.lr_opt, "loss_opt": self.loss_opt, "r2": self.r2,
                 "n_points": self.n_points, "n_diverged": self.n_diverged, "bracketed": self.bracketed,
                 "reason": self.reason, "lr_low": self.lr_interval.low, "lr_high": self.lr_interval.high,
                 "level": self.lr_interval.level, "coef": list(self.coef), "lr_range": list(self.lr_range),
-                "window": list(self.window), "n_fitted": self.n_fitted, "warnings": list(self.warnings)}
+                "window": list(self.window), "n_fitted": self.n_fitted, "warnings": list(self.warnings),
+                "success": self.success, "message": self.message}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hyperp.fitting.result import CONVERGED, ITERATION_LIMIT, NOT_FINITE
+
 GOLDEN_STEP = (3.0 - np.sqrt(5.0)) / 2.0  # 0.382: golden-section fraction of the larger segment
 PROFILE_XTOL = 1e-7  # absolute tolerance on the profiled parameter (an exponent: 7 digits is plenty)
 PROFILE_MAX_ITER = 100
@@ -25,13 +27,16 @@ RowObjective = Callable[[np.ndarray], np.ndarray]
 
 
 def minimize_profile(grid_values: GridObjective, row_values: RowObjective, grid: np.ndarray, *,
-                     xtol: float = PROFILE_XTOL, max_iter: int = PROFILE_MAX_ITER) -> tuple[np.ndarray, np.ndarray]:
-    """Minimize each row's objective over theta in [grid[0], grid[-1]]: returns (theta, value) per row.
+                     xtol: float = PROFILE_XTOL, max_iter: int = PROFILE_MAX_ITER
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Minimize each row's objective over theta in [grid[0], grid[-1]]: returns (theta, value, status) per row.
 
     After the grid scan each row refines inside its best cell with Brent's method, vectorized: a parabola
     through the three best points so far (x, w, v) proposes the next probe, accepted only inside the
     bracket [a, b] and when it moves less than half the step before last; otherwise a golden-section step
     into the larger segment is taken. A row stops when the parabola's move or the bracket is below xtol.
+    status (`hyperp.fitting.result`): CONVERGED, ITERATION_LIMIT (still refining after max_iter probes) or
+    NOT_FINITE (no finite objective anywhere on the row).
     """
     grid = np.asarray(grid, dtype=float)
     table = _clean(grid_values(grid))
@@ -73,15 +78,16 @@ def minimize_profile(grid_values: GridObjective, row_values: RowObjective, grid:
         w, fw = np.where(better, x, np.where(to_w, u, w)), np.where(better, fx, np.where(to_w, fu, fw))
         x, fx = np.where(better, u, x), np.where(better, fu, fx)
         active &= (b - a) > xtol
-    return x, fx
+    status = np.where(active, ITERATION_LIMIT, CONVERGED)
+    return x, fx, np.where(np.isfinite(fx), status, NOT_FINITE)
 
 
 def _parabola_vertex(a, b, x, fa, fb, fx):
     """Vertex of the parabola through (a, fa), (x, fx), (b, fb); NaN when degenerate."""
     d1, d2 = x - a, x - b
-    num = d1 * d1 * (fx - fb) - d2 * d2 * (fx - fa)
-    den = 2.0 * (d1 * (fx - fb) - d2 * (fx - fa))
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows without a finite objective give NaN
+        num = d1 * d1 * (fx - fb) - d2 * d2 * (fx - fa)
+        den = 2.0 * (d1 * (fx - fb) - d2 * (fx - fa))
         u = x - num / den
     return np.where(np.isfinite(u), u, np.nan)
 

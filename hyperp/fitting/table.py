@@ -211,6 +211,35 @@ def finite_pairs(a, b, names: tuple[str, str] = ("x", "y")) -> tuple[np.ndarray,
     return a[keep], b[keep]
 
 
+def finite_points(a, b, weights=None, names: tuple[str, str] = ("x", "y")):
+    """`finite_pairs` with optional per-point weights: (a, b, w). A point is kept where both values are finite
+    and its weight is > 0 (a weight of 0 leaves it out). Weights come back scaled to mean 1 (only relative
+    weights matter), or None when absent or all equal: then the fit is the unweighted one, exactly."""
+    if weights is None:
+        return (*finite_pairs(a, b, names), None)
+    a, b, w = (np.asarray(v, dtype=float).ravel() for v in (a, b, weights))
+    if not a.size == b.size == w.size:
+        raise FitInputError(f"{names[0]}, {names[1]} and weights must have the same length "
+                            f"(got {a.size}, {b.size} and {w.size})")
+    keep = np.isfinite(a) & np.isfinite(b)
+    check_weights(w[keep])
+    keep &= w > 0
+    return a[keep], b[keep], relative_weights(w[keep])
+
+
+def check_weights(w: np.ndarray) -> None:
+    bad = ~(np.isfinite(w) & (w >= 0))
+    if bad.any():
+        raise FitInputError(f"weights must be finite and >= 0, found {w[bad][0]:g}")
+
+
+def relative_weights(w: np.ndarray) -> np.ndarray | None:
+    """Weights scaled to mean 1, or None when they are all equal (the unweighted fit)."""
+    if w.size == 0 or np.all(w == w[0]):
+        return None
+    return w / w.mean()
+
+
 def best_rows(df: pd.DataFrame, by: Sequence[str], loss: str = "val_loss", source: str = "table",
               lr_col: str = "lr", seed_col: str = "seed") -> pd.DataFrame:
     """The best LR of each group of `by` (the best LR of each model size, say): one completed row per group,
@@ -235,20 +264,21 @@ def best_lr_note(point: str, flag: str) -> str:
 
 
 def lowest(df: pd.DataFrame, by: Sequence[str], loss: str, lr_col: str | None = "lr",
-           seed_col: str = "seed") -> pd.DataFrame:
+           seed_col: str = "seed", also_mean: Sequence[str] = ()) -> pd.DataFrame:
     """The lowest-`loss` row of each group of `by`, averaging seeds at each (group, `lr_col`) first when both
-    columns are present; `df` holds only rows with a finite loss."""
+    columns are present (and the `also_mean` columns with them); `df` holds only rows with a finite loss."""
     by = list(by)
     if lr_col and lr_col in df.columns and seed_col in df.columns and lr_col not in by:
-        df = seed_mean(df, [*by, lr_col], loss)
+        df = seed_mean(df, [*by, lr_col], loss, also_mean)
     return df.loc[df.groupby(by, dropna=False)[loss].idxmin()]
 
 
-def seed_mean(df: pd.DataFrame, keys: Sequence[str], loss: str) -> pd.DataFrame:
-    """One row per distinct `keys` (the other columns from its first row): `loss` the mean over the rows that
-    share the keys, the seeds of one cell, and `n_seeds` their number."""
+def seed_mean(df: pd.DataFrame, keys: Sequence[str], loss: str, also_mean: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per distinct `keys` (the other columns from its first row): `loss` (and each `also_mean`
+    column) the mean over the rows that share the keys, the seeds of one cell, and `n_seeds` their number."""
     grouped = df.groupby(list(keys), dropna=False, sort=False)
     first = df.loc[grouped.head(1).index].set_index(list(keys))
-    first[loss] = grouped[loss].mean()
+    for col in (loss, *also_mean):
+        first[col] = grouped[col].mean()
     first["n_seeds"] = grouped[loss].size()
     return first.reset_index()[df.columns.tolist() + (["n_seeds"] if "n_seeds" not in df.columns else [])]

@@ -21,7 +21,7 @@ stderr in `out_dir/stdout.txt` and `stderr.txt`, and reads `out_dir/result.json`
 - exit 0 but no usable result.json or curves.jsonl -> `failed`, the error naming the file, error.txt the tail;
 - `out_dir/curves.jsonl` (optional, one JSON object per line with at least `step`) -> curves.parquet.
 
-This module imports no torch and no spec code (hyperp.sweeps.spec imports it).
+This module imports no torch and no spec code (hyperp.sweeps.spec and hyperp.sweeps.plan import it).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from hyperp.trainer.distributed import STOP_FILE
 TRAIN_DIR = "ray_train"  # Ray Train's storage (its run state), inside the run's directory
 ROW_FILE = "worker_row.pkl"  # rank 0's row, from the worker to `fit`
 STOP_WAIT_S = 4.0  # a cancelled run's wait for its workers' last step and checkpoint (within the sweep's
-# CANCEL_GRACE_S of hyperp.sweeps.runner, after which the task's worker is killed)
+# CANCEL_GRACE_S of hyperp.sweeps.cluster, after which the task's worker is killed)
 
 RunFn = Callable[[RunConfig, str], dict[str, Any]]
 Setup = Callable[[RunConfig], None]

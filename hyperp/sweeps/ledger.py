@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # pandas loads where a frame is built: `sweep status` and `ls
     import pandas as pd
 
 from hyperp import identity, io, schema
+from hyperp.io import read_json
 from hyperp.schema import (ATTEMPT_FILE, COMPLETED, CURVES_FILE, DIVERGED, ERROR_FILE, FAILED,  # noqa: F401
                            INFRA_FAILED, LOCK_FILE, OPTUNA_DB, PLAN_FILE, RUNS_DIR, SCHEMA_VERSION, SEARCH_FILE,
                            SPEC_FILE, STATE_FILE, STATUSES)
@@ -347,13 +348,6 @@ def _remap_files(sweep_dir: Path, ids: dict[str, str]) -> None:
                             (f"-{old}", f"-{new}", f"%-{old}"))
                 con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'run_id' AND value_json = ?",
                             (json.dumps(new), json.dumps(old)))
-
-
-def read_json(path: str | Path, default: Any = None) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return default
 
 
 def sweep_dirs(root: Path) -> list[Path]:

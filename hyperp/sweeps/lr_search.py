@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from hyperp.sweeps.ledger import COMPLETED, DIVERGED, OPTUNA_DB
-from hyperp.sweeps.spec import BracketSearch, OptunaSearch, Plan, PlannedCell, PlannedRun, nice
+from hyperp.sweeps.plan import Plan, PlannedCell, PlannedRun
+from hyperp.sweeps.search import BracketSearch, OptunaSearch, nice
 
 Results = dict[str, dict[str, Any]]  # run_id -> finished ledger row
 
@@ -164,7 +165,7 @@ class CellSearch:
 class Bracket(CellSearch):
     kind = "bracket"
 
-    def __init__(self, plan: Plan, cell: PlannedCell):
+    def __init__(self, plan: Plan, cell: PlannedCell, sweep_dir: Path | None = None):  # a pure replay: no state
         super().__init__(plan, cell)
         self.search: BracketSearch = cell.search  # type: ignore[assignment]
         self._ids: dict[float, str] = {}
@@ -288,9 +289,11 @@ class OptunaCell(CellSearch):
                 "metric": self.search.metric} | self.seed_summary(results)
 
 
+CELL_SEARCHES: dict[str, type[CellSearch]] = {Bracket.kind: Bracket, OptunaCell.kind: OptunaCell}  # by Search.kind
+
+
 def make_search(plan: Plan, cell: PlannedCell, sweep_dir: Path) -> CellSearch:
-    if isinstance(cell.search, BracketSearch):
-        return Bracket(plan, cell)
-    if isinstance(cell.search, OptunaSearch):
-        return OptunaCell(plan, cell, sweep_dir)
-    raise ValueError(f"cell {cell.cell_id} has no LR search")
+    """The driver's side of a cell's search: the CellSearch of its spec's Search `kind`."""
+    if cell.search is None:
+        raise ValueError(f"cell {cell.cell_id} has no LR search")
+    return CELL_SEARCHES[cell.search.kind](plan, cell, sweep_dir)

@@ -1,4 +1,4 @@
-"""Sweep specs: a TOML file that names a study, parsed, validated and expanded into runs before anything runs.
+"""Sweep specs: a TOML file that names a study, parsed and validated (hyperp.sweeps.plan expands it into runs).
 
 Format (every key but `name` and `[base]` is optional; see examples/*.toml)::
 
@@ -67,9 +67,6 @@ run starts.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import itertools
 import math
 import os
 import re
@@ -82,8 +79,7 @@ from typing import Any
 from hyperp import schema
 from hyperp.errors import close_match
 from hyperp.sweeps import command as cmd
-from hyperp.sweeps import identity
-from hyperp.sweeps.command import CommandConfig
+from hyperp.sweeps.search import BracketSearch, OptunaSearch, Search, log_grid
 from hyperp.config import ConfigError, RunConfig, coerce
 
 RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -105,57 +101,12 @@ class SpecError(ConfigError):
     """A sweep spec is invalid; `.field` is the dotted location (e.g. `axes.depth`)."""
 
 
-def _msg(e: ConfigError) -> str:
+def message_of(e: ConfigError) -> str:
+    """A ConfigError's message without its leading `field: ` (to be raised again under another field)."""
     return str(e)[len(e.field) + 2:] if str(e).startswith(f"{e.field}: ") else str(e)
 
 
-# ---------------------------------------------------------------- searches
-
-
-@dataclass(frozen=True)
-class BracketSearch:
-    grid: tuple[float, ...]
-    max_extend: int = 3
-    metric: str = "val_loss"
-    seeds: int = 1  # runs at the best LR in all, once the search is done: the cell's seed, seed + 1, ...
-    kind: str = "bracket"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"search": "bracket", "grid": list(self.grid), "max_extend": self.max_extend, "metric": self.metric,
-                "seeds": self.seeds}
-
-
-@dataclass(frozen=True)
-class OptunaSearch:
-    trials: int
-    low: float
-    high: float
-    parallel: int = 2
-    seed: int = 0
-    sampler: str = "tpe"
-    metric: str = "val_loss"
-    seeds: int = 1  # as for BracketSearch, at the best finished trial's LR
-    kind: str = "optuna"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["search"] = d.pop("kind")
-        return d
-
-
-Search = BracketSearch | OptunaSearch
-
-
-def log_grid(low: float, high: float, points: int) -> tuple[float, ...]:
-    """`points` log-spaced values from low to high, rounded to 6 significant digits."""
-    if points == 1:
-        return (nice(low),)
-    step = (math.log(high) - math.log(low)) / (points - 1)
-    return tuple(nice(math.exp(math.log(low) + i * step)) for i in range(points))
-
-
-def nice(x: float) -> float:
-    return float(f"{x:.6g}")
+# ---------------------------------------------------------------- values
 
 
 def _number(where: str, value: Any, *, integer: bool = False, positive: bool = True, minimum: float | None = None) -> Any:
@@ -264,7 +215,7 @@ class CommandSpec:
 class SweepSpec:
     name: str
     base: dict[str, Any]
-    axes: dict[str, list[Any] | Search] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)  # an LR search is one value: [Search]
     zips: list[dict[str, list[Any]]] = field(default_factory=list)
     overrides: list[Override] = field(default_factory=list)
     resources: Resources = field(default_factory=Resources)
@@ -298,7 +249,7 @@ def _check_value(name: str, value: Any, where: str) -> Any:
     try:
         return coerce(name, value)
     except ConfigError as e:
-        raise SpecError(where, _msg(e)) from None
+        raise SpecError(where, message_of(e)) from None
 
 
 VALUE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a command's value: usable as a {placeholder}
@@ -407,11 +358,33 @@ def _table(data: dict[str, Any], key: str, where: str | None = None) -> dict[str
 def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_dir: Path | None = None) -> SweepSpec:
     """Validate a parsed TOML document (field names, types, shapes) and build a SweepSpec. `base_dir`: the
     spec file's directory (a command's {here} and relative cwd), None for a spec that is no file."""
+    name = _check_top(data)
+    command = parse_command(data, base_dir)
+    rules = COMMAND_RULES if command else RUN_RULES
+    base = {k: _base_value(k, v, rules) for k, v in _table(data, "base").items()}
+    axes = _parse_axes(data, rules, ties=command is None)
+    zips = _parse_zips(data, rules, set(axes), ties=command is None)
+    overrides = [_parse_override(o, f"override[{i}]", rules) for i, o in enumerate(_tables(data, "override"))]
+    resources = _parse_resources(data)
+    basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), TOKENS_BASES)
+    return SweepSpec(
+        name=name, base=base, axes=axes, zips=zips, overrides=overrides, resources=resources,
+        max_retries=_number("max_retries", data.get("max_retries", 3), integer=True, positive=False, minimum=0),
+        max_concurrent=_number("max_concurrent", data.get("max_concurrent", 0), integer=True, positive=False, minimum=0),
+        checkpoints_per_run=_number("checkpoints_per_run", data.get("checkpoints_per_run", 10), integer=True,
+                                    positive=False, minimum=0),
+        tokens_per_param_basis=basis, version_tag=data.get("version_tag", ""),
+        max_runs=_number("max_runs", data.get("max_runs", DEFAULT_MAX_RUNS), integer=True),
+        description=data.get("description", ""), text=text, source=source, command=command)
+
+
+def _check_top(data: dict[str, Any]) -> str:
+    """The top-level keys known, `name` a directory name, the free-text keys strings; returns the name."""
     for key in data:
         if key not in TOP_KEYS:
             hint = close_match(key, TOP_KEYS)
             if key in RUN_FIELDS:
-                hint = f" (run config fields go in [base] or [axes])"
+                hint = " (run config fields go in [base] or [axes])"
             raise SpecError(key, f"unknown top-level key{hint}; expected one of {', '.join(TOP_KEYS)}")
     if "name" not in data:
         raise SpecError("name", "a sweep needs a name (letters, digits, -, _, .)")
@@ -421,31 +394,42 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
     for key in ("description", "version_tag"):
         if not isinstance(data.get(key, ""), str):
             raise SpecError(key, f"expected a string, got {data[key]!r}")
+    return name
 
-    command = parse_command(data, base_dir)
-    rules = COMMAND_RULES if command else RUN_RULES
-    base_raw = _table(data, "base")
-    base: dict[str, Any] = {}
-    for k, v in base_raw.items():
-        rules.name(k, f"base.{k}")
-        base[k] = rules.value(k, v, f"base.{k}")
 
-    axes: dict[str, list[Any] | Search] = {}
+def _base_value(name: str, value: Any, rules: FieldRules) -> Any:
+    rules.name(name, f"base.{name}")
+    return rules.value(name, value, f"base.{name}")
+
+
+def _parse_axes(data: dict[str, Any], rules: FieldRules, ties: bool) -> dict[str, list[Any]]:
+    """[axes]: each a list of values; an LR search table is one value (`lr = { search = ... }`). `ties`: tokens
+    and tokens_per_param replace each other (a run config's), so only one may be an axis."""
+    axes: dict[str, list[Any]] = {}
     for k, v in _table(data, "axes").items():
         rules.name(k, f"axes.{k}")
         if k == "lr" and isinstance(v, dict):
-            axes[k] = parse_search(v, "axes.lr")
+            axes[k] = [parse_search(v, "axes.lr")]
         else:
             axes[k] = _values(k, v, f"axes.{k}", rules)
-    if not command and "tokens" in axes and "tokens_per_param" in axes:
+    if ties and "tokens" in axes and "tokens_per_param" in axes:
         raise SpecError("axes.tokens_per_param", "give tokens or tokens_per_param as an axis, not both")
+    return axes
 
-    zips_raw = data.get("zip", [])
-    if not isinstance(zips_raw, list) or not all(isinstance(z, dict) for z in zips_raw):
-        raise SpecError("zip", "expected [[zip]] tables of equal-length lists")
+
+def _tables(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """An array of tables ([[zip]], [[override]]), each a table."""
+    raw = data.get(key, [])
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        what = {"zip": "[[zip]] tables of equal-length lists", "override": "[[override]] tables with `where` and `set`"}
+        raise SpecError(key, f"expected {what[key]}")
+    return raw
+
+
+def _parse_zips(data: dict[str, Any], rules: FieldRules, seen: set[str], ties: bool) -> list[dict[str, list[Any]]]:
+    """[[zip]]: tied lists of equal lengths; a field varies in one place only (`seen`: the axes)."""
     zips: list[dict[str, list[Any]]] = []
-    seen = set(axes)
-    for i, z in enumerate(zips_raw):
+    for i, z in enumerate(_tables(data, "zip")):
         if not z:
             raise SpecError(f"zip[{i}]", "empty [[zip]] table; give at least one field = [values]")
         parsed = {}
@@ -459,35 +443,35 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
         if len(set(lengths.values())) > 1:
             raise SpecError(f"zip[{i}]", f"tied lists must have equal lengths, got {lengths}")
         zips.append(parsed)
-    if not command and {"tokens", "tokens_per_param"} <= seen:
+    if ties and {"tokens", "tokens_per_param"} <= seen:
         raise SpecError("tokens_per_param", "tokens and tokens_per_param both vary; pick one")
+    return zips
 
-    ov_raw = data.get("override", [])
-    if not isinstance(ov_raw, list) or not all(isinstance(o, dict) for o in ov_raw):
-        raise SpecError("override", "expected [[override]] tables with `where` and `set`")
-    overrides = []
-    for i, o in enumerate(ov_raw):
-        where = f"override[{i}]"
-        for key in o:
-            if key not in ("where", "set"):
-                raise SpecError(f"{where}.{key}", f"unknown key{close_match(key, ('where', 'set'))}; expected where, set")
-        cond, sets = _table(o, "where", f"{where}.where"), _table(o, "set", f"{where}.set")
-        if not sets:
-            raise SpecError(f"{where}.set", "an override needs `set = { field = value or [values] }`")
-        w: dict[str, tuple[Any, ...]] = {}
-        for k, v in cond.items():
-            rules.name(k, f"{where}.where.{k}")
-            vals = v if isinstance(v, list) else [v]
-            if not vals:
-                raise SpecError(f"{where}.where.{k}", "empty list of accepted values")
-            w[k] = tuple(rules.value(k, x, f"{where}.where.{k}") for x in vals)
-        s: dict[str, list[Any]] = {}
-        for k, v in sets.items():
-            rules.name(k, f"{where}.set.{k}")
-            at = f"{where}.set.{k}"
-            s[k] = _values(k, v, at, rules) if isinstance(v, list) else [rules.value(k, v, at)]
-        overrides.append(Override(where=w, set=s))
 
+def _parse_override(o: dict[str, Any], where: str, rules: FieldRules) -> Override:
+    """One [[override]]: `where` a value or a list of accepted values per field, `set` values to cross."""
+    for key in o:
+        if key not in ("where", "set"):
+            raise SpecError(f"{where}.{key}", f"unknown key{close_match(key, ('where', 'set'))}; expected where, set")
+    cond, sets = _table(o, "where", f"{where}.where"), _table(o, "set", f"{where}.set")
+    if not sets:
+        raise SpecError(f"{where}.set", "an override needs `set = { field = value or [values] }`")
+    w: dict[str, tuple[Any, ...]] = {}
+    for k, v in cond.items():
+        rules.name(k, f"{where}.where.{k}")
+        vals = v if isinstance(v, list) else [v]
+        if not vals:
+            raise SpecError(f"{where}.where.{k}", "empty list of accepted values")
+        w[k] = tuple(rules.value(k, x, f"{where}.where.{k}") for x in vals)
+    s: dict[str, list[Any]] = {}
+    for k, v in sets.items():
+        rules.name(k, f"{where}.set.{k}")
+        at = f"{where}.set.{k}"
+        s[k] = _values(k, v, at, rules) if isinstance(v, list) else [rules.value(k, v, at)]
+    return Override(where=w, set=s)
+
+
+def _parse_resources(data: dict[str, Any]) -> Resources:
     res = _table(data, "resources")
     resource_keys = ("cpus", "gpus", "reuse_workers")
     for key in res:
@@ -498,20 +482,9 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
     reuse = res.get("reuse_workers", True)
     if not isinstance(reuse, bool):
         raise SpecError("resources.reuse_workers", f"expected true or false, got {reuse!r}")
-    resources = Resources(cpus=_number("resources.cpus", res.get("cpus", 1)),
-                          gpus=_number("resources.gpus", res.get("gpus", 0), positive=False, minimum=0),
-                          reuse_workers=reuse)
-
-    basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), TOKENS_BASES)
-    return SweepSpec(
-        name=name, base=base, axes=axes, zips=zips, overrides=overrides, resources=resources,
-        max_retries=_number("max_retries", data.get("max_retries", 3), integer=True, positive=False, minimum=0),
-        max_concurrent=_number("max_concurrent", data.get("max_concurrent", 0), integer=True, positive=False, minimum=0),
-        checkpoints_per_run=_number("checkpoints_per_run", data.get("checkpoints_per_run", 10), integer=True,
-                                    positive=False, minimum=0),
-        tokens_per_param_basis=basis, version_tag=data.get("version_tag", ""),
-        max_runs=_number("max_runs", data.get("max_runs", DEFAULT_MAX_RUNS), integer=True),
-        description=data.get("description", ""), text=text, source=source, command=command)
+    return Resources(cpus=_number("resources.cpus", res.get("cpus", 1)),
+                     gpus=_number("resources.gpus", res.get("gpus", 0), positive=False, minimum=0),
+                     reuse_workers=reuse)
 
 
 def loads_spec(text: str, source: str = "spec", base_dir: Path | None = None) -> SweepSpec:
@@ -527,294 +500,3 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise SpecError("spec", f"file {path} does not exist")
     return loads_spec(path.read_text(), source=str(path), base_dir=path.parent)
-
-
-# ---------------------------------------------------------------- expansion
-
-
-_DEFAULTS = RunConfig().to_dict()
-
-
-def _put(values: dict[str, Any], key: str, value: Any, partners: bool = True) -> None:
-    """Set a field; tokens and tokens_per_param replace each other (the later one wins) unless `partners` is
-    false (a command's values are independent)."""
-    partner = partners and {"tokens": "tokens_per_param", "tokens_per_param": "tokens"}.get(key)
-    if partner:
-        values.pop(partner, None)
-    values.pop(key, None)  # keep insertion order = order of setting (for descriptions)
-    values[key] = value
-
-
-def _matches(values: dict[str, Any], where: dict[str, tuple[Any, ...]]) -> bool:
-    return all(values.get(k, _DEFAULTS.get(k)) in accepted for k, accepted in where.items())
-
-
-def _lr_runs(value: Any) -> int:
-    """Runs known up front for one point's lr: its bracket grid, 0 for optuna (asked later), else 1."""
-    if isinstance(value, BracketSearch):
-        return len(value.grid)
-    return 0 if isinstance(value, OptunaSearch) else 1
-
-
-def check_size(n: int, limit: int, what: str) -> None:
-    if n > limit:
-        raise SpecError("max_runs", f"the grid has {n:,} {what}, more than the limit of {limit:,}; fix the axes, "
-                                    "or raise the limit (max_runs = N in the spec, --max-runs)")
-
-
-def expand_points(spec: SweepSpec, max_runs: int | None = None) -> list[dict[str, Any]]:
-    """Every combination of axes and zips, then the overrides; each point is base + its settings.
-
-    The size is counted before anything is built (the product of the axis lengths; then, per override, the
-    points it keeps plus those it re-expands), and a grid past `max_runs` (default: the spec's) is refused.
-    """
-    limit = max_runs or spec.max_runs
-    sizes = [1 if isinstance(v, (BracketSearch, OptunaSearch)) else len(v) for v in spec.axes.values()]
-    sizes += [len(next(iter(z.values()))) for z in spec.zips]
-    check_size(math.prod(sizes), limit, "points (the product of the axis lengths)")
-    groups: list[list[list[tuple[str, Any]]]] = []
-    for name, vals in spec.axes.items():
-        vals = [vals] if isinstance(vals, (BracketSearch, OptunaSearch)) else vals
-        groups.append([[(name, v)] for v in vals])
-    for z in spec.zips:
-        n = len(next(iter(z.values())))
-        groups.append([[(k, z[k][i]) for k in z] for i in range(n)])
-    points = []
-    for combo in itertools.product(*groups):
-        values = dict(spec.base)
-        for settings in combo:
-            for k, v in settings:
-                _put(values, k, v, partners=spec.command is None)
-        points.append(values)
-    for i, ov in enumerate(spec.overrides):
-        hits = sum(_matches(values, ov.where) for values in points)
-        check_size(len(points) - hits + hits * math.prod(len(v) for v in ov.set.values()), limit,
-                   f"points (after override[{i}])")
-        hits, out = 0, []
-        for values in points:
-            if not _matches(values, ov.where):
-                out.append(values)
-                continue
-            hits += 1
-            keys = list(ov.set)
-            for combo in itertools.product(*(ov.set[k] for k in keys)):
-                new = dict(values)
-                for k, v in zip(keys, combo):
-                    _put(new, k, v, partners=spec.command is None)
-                out.append(new)
-        if not hits:
-            seen = {k: sorted({str(p.get(k, _DEFAULTS.get(k))) for p in points}) for k in ov.where}
-            raise SpecError(f"override[{i}].where", f"matches no run; values in the sweep: {seen}")
-        points = out
-    check_size(sum(_lr_runs(p.get("lr")) for p in points), limit, "runs (points times their lr grids)")
-    return points
-
-
-# ---------------------------------------------------------------- static run facts (no training)
-
-
-def param_counts(cfg: RunConfig):
-    """ParamCounts of the run's model (hyperp.trainer.metrics: torch loads only when a plan is built)."""
-    from hyperp.trainer.metrics import param_counts as counts  # noqa: PLC0415
-
-    return counts(cfg)
-
-
-def static_columns(cfg: RunConfig) -> dict[str, Any]:
-    from hyperp.trainer.metrics import static_columns as columns  # noqa: PLC0415
-
-    return columns(cfg)
-
-
-# ---------------------------------------------------------------- the plan
-
-
-@dataclass
-class PlannedRun:
-    run_id: str
-    cell_id: str
-    config: RunConfig
-    search: str  # grid, bracket or optuna
-    info: dict[str, Any]  # static columns + tokens_per_param
-
-
-@dataclass
-class PlannedCell:
-    cell_id: str
-    config: RunConfig  # the cell's config; its lr is a placeholder, set per run
-    search: Search | None  # None: fixed learning rates only
-    info: dict[str, Any]
-
-
-@dataclass
-class Plan:
-    spec: SweepSpec
-    runs: list[PlannedRun]  # every run known up front (fixed LRs and initial bracket grids)
-    cells: dict[str, PlannedCell]
-    varying: list[str]  # config fields that differ between runs
-
-    @property
-    def searches(self) -> list[PlannedCell]:
-        return [c for c in self.cells.values() if c.search is not None]
-
-    def run_for(self, cell: PlannedCell, lr: float, search: str, seed: int | None = None) -> PlannedRun:
-        """The cell's run at `lr` (and, for the repeats at a search's best LR, another `seed`): it keeps the
-        cell's id, so the repeats are part of the cell in the ledger and the fits."""
-        cfg = cell.config.replace(lr=lr) if seed is None else cell.config.replace(lr=lr, seed=seed)
-        return PlannedRun(identity.run_id(cfg, self.spec.version_tag), cell.cell_id, cfg, search, dict(cell.info))
-
-    def varying_values(self, cfg: RunConfig, info: dict[str, Any] | None = None, lr: bool = True) -> dict[str, Any]:
-        d = field_values(cfg)
-        out = {k: d[k] for k in self.varying if k in d and (lr or k != "lr")}
-        if info and "tokens_per_param" in self.varying:
-            out["tokens_per_param"] = info.get("tokens_per_param")
-        return out
-
-
-def field_values(cfg: RunConfig | CommandConfig) -> dict[str, Any]:
-    """A run's settings by name: a RunConfig's fields (`width` the resolved d_model), or a command's values."""
-    if isinstance(cfg, CommandConfig):
-        return dict(cfg.values)
-    return cfg.to_dict() | {"width": cfg.d_model}
-
-
-def _describe(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v.kind if isinstance(v, (BracketSearch, OptunaSearch)) else v}"
-                     for k, v in values.items())
-
-
-def resolve_command(spec: SweepSpec, values: dict[str, Any]) -> tuple[CommandConfig, Search | None, dict[str, Any]]:
-    """One expanded point of a command sweep -> its CommandConfig (a searched lr holds the search's first
-    value), its search, and no static columns. Every placeholder must have a value and every value given must
-    be used by one, else SpecError naming command.run (or command.env.NAME) before anything runs."""
-    command = spec.command
-    assert command is not None
-    lr = values.get("lr")
-    search = lr if isinstance(lr, (BracketSearch, OptunaSearch)) else None
-    values = {"seed": 0} | dict(values)  # seed defaults to 0, like a RunConfig's
-    if search is not None:
-        values["lr"] = search.grid[0] if isinstance(search, BracketSearch) else search.low
-    used = _placeholders_used(command, values)
-    unused = [k for k in values if k not in used and (k != "seed" or "seed" in spec_values(spec))]
-    if unused:
-        raise SpecError("command.run", f"value {unused[0]!r} is used by no placeholder of command.run or "
-                                       f"command.env; add {{{unused[0]}}} or remove the value")
-    if search is not None and search.seeds > 1 and "seed" not in used:
-        raise SpecError("lr.seeds", f"seeds = {search.seeds} repeats the best lr with other seeds, but the command "
-                                    "does not use {seed}")
-    cfg = CommandConfig(template=command.run, values=values, cwd=command.cwd, env=dict(command.env),
-                        timeout_s=command.timeout_s, metric=search.metric if search else "val_loss",
-                        here=command.here, workdir=command.workdir)
-    return cfg, search, {}
-
-
-def _placeholders_used(command: CommandSpec, values: dict[str, Any]) -> set[str]:
-    """The names the command's run line and env use; SpecError naming the first placeholder with no value."""
-    used = set(cmd.BUILTINS)
-    for where, text in [("command.run", command.run), *((f"command.env.{k}", v) for k, v in command.env.items())]:
-        for name in cmd.names(text):
-            if name not in values and name not in cmd.BUILTINS:
-                raise SpecError(where, f"placeholder {{{name}}} has no value (in the run with "
-                                       f"{_describe(values)}); give {name} in [base] or [axes]")
-            used.add(name)
-    return used
-
-
-def set_names(spec: SweepSpec) -> set[str]:
-    """The names [axes], [[zip]] and the overrides' `set` give values."""
-    return set(spec.axes) | {k for z in spec.zips for k in z} | {k for o in spec.overrides for k in o.set}
-
-
-def spec_values(spec: SweepSpec) -> set[str]:
-    """Every name the spec gives a value: [base] and `set_names`."""
-    return set(spec.base) | set_names(spec)
-
-
-def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search | None, dict[str, Any]]:
-    """One expanded point -> a validated RunConfig (lr=None placeholder if searched), its search, its info;
-    a CommandConfig for a spec with [command] (`resolve_command`)."""
-    if spec.command is not None:
-        return resolve_command(spec, values)
-    values = dict(values)
-    lr = values.get("lr")
-    search = lr if isinstance(lr, (BracketSearch, OptunaSearch)) else None
-    if search is not None:
-        values["lr"] = search.grid[0] if isinstance(search, BracketSearch) else search.low
-    tpp = values.pop("tokens_per_param", None)
-    explicit_ckpt = "checkpoint_every" in values
-    try:
-        cfg = RunConfig.from_dict(values, source="sweep run")
-        if tpp == PROXY_TOKENS:
-            tpp = cfg.base_tokens / getattr(param_counts(proxy_of(cfg)), spec.tokens_per_param_basis)
-        if tpp is not None:
-            n = getattr(param_counts(cfg), spec.tokens_per_param_basis)
-            steps = max(1, round(tpp * n / cfg.batch_tokens))
-            cfg = cfg.replace(tokens=steps * cfg.batch_tokens)
-        if not explicit_ckpt and spec.checkpoints_per_run:
-            cfg = cfg.replace(checkpoint_every=math.ceil(cfg.total_steps / spec.checkpoints_per_run))
-    except ConfigError as e:
-        raise SpecError(e.field, f"{_msg(e)} (in the run with {_describe(values) or 'the base config'})") from None
-    info = static_columns(cfg) | {"tokens_per_param": float(tpp) if tpp is not None else math.nan}
-    return cfg, search, info
-
-
-def proxy_of(cfg: RunConfig) -> RunConfig:
-    """The proxy a run's LR was tuned on: the run at base_depth and, where its width is given, base_width (a
-    width from the aspect ratio follows the depth)."""
-    return cfg.replace(depth=cfg.base_depth, width=cfg.base_width if cfg.width else 0)
-
-
-def _neutral_only(a: RunConfig, b: RunConfig, values: dict[str, Any]) -> tuple[str, str]:
-    """(field, message) for two configs of one run id: they differ only in fields that cannot change a result
-    (identity.RESULT_NEUTRAL_FIELDS: threads, workers, ...), so the sweep would keep one and drop the other."""
-    left, right = a.to_dict(), b.to_dict()
-    field_ = next(k for k, v in left.items() if v != right[k])
-    return field_, (f"runs differing only in {field_} ({getattr(a, field_)!r} and {getattr(b, field_)!r}, in the run "
-                    f"with {_describe(values)}) are one run: {field_} cannot change a result; set one value")
-
-
-def make_plan(spec: SweepSpec, max_runs: int | None = None) -> Plan:
-    """Expand and validate every run of a spec. Raises SpecError naming the field; runs nothing.
-
-    `max_runs` overrides the spec's limit on the grid's size (see `expand_points`)."""
-    runs: dict[str, PlannedRun] = {}
-    cells: dict[str, PlannedCell] = {}
-    for values in expand_points(spec, max_runs):
-        cfg, search, info = resolve(spec, values)
-        cid = identity.cell_id(cfg, spec.version_tag)
-        cell = cells.get(cid)
-        if cell is None:
-            cells[cid] = cell = PlannedCell(cid, cfg, search, info)
-        elif search is not None:
-            if cell.search is not None and cell.search != search:
-                raise SpecError("lr", f"two different LR searches for the same cell ({_describe(values)})")
-            cell.search = search
-        if search is None:
-            lrs = [cfg.lr]
-        elif isinstance(search, BracketSearch):
-            lrs = list(search.grid)
-        else:
-            lrs = []
-        for lr in lrs:
-            try:
-                run_cfg = cfg.replace(lr=lr)
-            except ConfigError as e:
-                raise SpecError(e.field, f"{_msg(e)} (in the run with {_describe(values)})") from None
-            rid = identity.run_id(run_cfg, spec.version_tag)
-            if rid in runs and runs[rid].config != run_cfg:
-                raise SpecError(*_neutral_only(runs[rid].config, run_cfg, values))
-            if rid not in runs:
-                runs[rid] = PlannedRun(rid, cid, run_cfg, "grid" if search is None else search.kind, dict(info))
-    configs = [field_values(r.config) for r in runs.values()] + [field_values(c.config) for c in cells.values()]
-    explicit = set_names(spec)
-    derived = {"checkpoint_every"} - explicit  # set by checkpoints_per_run: not a design axis
-    names = list(dict.fromkeys(k for c in configs for k in c)) if spec.command else list(RUN_FIELDS)
-    varying = [k for k in names if k != "lr" and k not in derived
-               and len({repr(c.get(k)) for c in configs}) > 1]
-    if len({repr(r.config.lr) for r in runs.values()}) > 1 or any(c.search for c in cells.values()):
-        varying.append("lr")
-    tpps = {repr(r.info.get("tokens_per_param", math.nan)) for r in runs.values()} | \
-           {repr(c.info.get("tokens_per_param", math.nan)) for c in cells.values()}
-    if len(tpps) > 1:
-        varying.insert(varying.index("tokens") if "tokens" in varying else len(varying), "tokens_per_param")
-    return Plan(spec=spec, runs=list(runs.values()), cells=cells, varying=varying)

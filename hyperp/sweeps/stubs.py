@@ -77,7 +77,7 @@ def train_or_raise(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
     """The real trainer, except that a run tagged `raise = "<message>"` raises RuntimeError(message)."""
     if "raise" in cfg.tags:
         raise RuntimeError(cfg.tags["raise"])
-    from hyperp.sweeps.runner import train_run  # noqa: PLC0415
+    from hyperp.sweeps.worker import train_run  # noqa: PLC0415
 
     return train_run(cfg, out_dir)
 

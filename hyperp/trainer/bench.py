@@ -5,7 +5,7 @@ The reference is written here in plain torch: pre-LayerNorm blocks, fused q/k/v 
 scaled-dot-product attention, a GELU MLP of 4w, learned positions, untied embeddings, no biases in the
 linear layers, trained with AdamW. The hyperp models run at `mlp_ratio` 8/3 by default, where SwiGLU's three
 w x h matrices hold as many weights as the GPT MLP's two w x 4w ones (the hidden size is then rounded up to a
-multiple of 64, `hyperp.trainer.model.mlp_hidden`, so they are slightly larger: the ratio below counts it).
+multiple of 64, `hyperp.trainer.layers.mlp_hidden`, so they are slightly larger: the ratio below counts it).
 
 Protocol: fp32 on CPU, bf16 autocast on CUDA (as the trainer runs). The fp32 (bf16 on CUDA) matmul peak with a
 square-matmul probe, repeated after every round (the peak is the best probe: on a shared machine a single probe can

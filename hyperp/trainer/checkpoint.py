@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,19 @@ PAYLOAD_KEYS = ("config", "model", "optim", "loop")
 log = logging.getLogger(__name__)
 
 
-def save(out: Path, cfg: RunConfig, model: torch.nn.Module, opt, state) -> Path:
+@dataclass
+class LoopState:
+    """Everything that moves during training and must survive a resume (stored as the payload's "loop")."""
+
+    step: int = 0
+    first_loss: float = math.nan
+    train_time: float = 0.0  # seconds in training steps (eval excluded)
+    opt_time: float = 0.0  # seconds in optimizer.step
+    curves: list[dict[str, float]] = field(default_factory=list)
+    diverged_step: int = -1
+
+
+def save(out: Path, cfg: RunConfig, model: torch.nn.Module, opt, state: LoopState) -> Path:
     payload = {"config": cfg.to_json(), "model": model.state_dict(), "optim": opt.state_dict(),
                "loop": dataclasses.asdict(state)}
 
@@ -78,8 +92,6 @@ def problem(payload: Any, model: torch.nn.Module, opt) -> str | None:
         return f"expected keys {', '.join(PAYLOAD_KEYS)}, found {have}"
     if not isinstance(payload["model"], dict) or _shapes(payload["model"]) != _shapes(model.state_dict()):
         return "model tensors do not match this model (names or shapes)"
-    from hyperp.trainer.loop import LoopState  # noqa: PLC0415 (loop imports this module)
-
     try:
         LoopState(**payload["loop"])
     except TypeError as e:
@@ -94,11 +106,9 @@ def set_aside(path: Path, reason: str) -> Path:
     return bad
 
 
-def load(out: Path, cfg: RunConfig, model: torch.nn.Module, opt):
+def load(out: Path, cfg: RunConfig, model: torch.nn.Module, opt) -> LoopState | None:
     """Restore model and optimizer in place and return the loop state, or None when there is nothing to
     resume: no checkpoint, one of another config, or one that does not load (set aside, see above)."""
-    from hyperp.trainer.loop import LoopState  # noqa: PLC0415
-
     path = out / CHECKPOINT
     if not path.is_file():
         return None

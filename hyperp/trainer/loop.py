@@ -9,11 +9,12 @@ written by the same config, so an interrupted run finishes with the same final l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ import pandas as pd
 import torch
 
 from hyperp import identity, io, schema
+from hyperp.config import ConfigError, RunConfig
 from hyperp.signals import StopSignals
 from hyperp.trainer import checkpoint, distributed
-from hyperp.config import ConfigError, RunConfig
-from hyperp.trainer.data import check_corpus, load_corpus, train_batch, val_batches
+from hyperp.trainer.checkpoint import LoopState
+from hyperp.trainer.data import Corpus, check_corpus, load_corpus, train_batch, val_batches
 from hyperp.trainer.hparams import ResolvedHParams, resolve_hparams
 from hyperp.trainer.metrics import (ParamCounts, compute_dtype, count_params, hidden_shapes, matmul_peak_flops,
                                     training_flops)
@@ -56,15 +58,30 @@ class RunResult:
 
 
 @dataclass
-class LoopState:
-    """Everything that moves during training and must survive a resume."""
+class TrainContext:
+    """One run's training context, built by `setup`: what every step, the loop and `finish` use."""
 
-    step: int = 0
-    first_loss: float = math.nan
-    train_time: float = 0.0  # seconds in training steps (eval excluded)
-    opt_time: float = 0.0  # seconds in optimizer.step
-    curves: list[dict[str, float]] = field(default_factory=list)
-    diverged_step: int = -1
+    cfg: RunConfig
+    hp: ResolvedHParams
+    model: Transformer
+    run_model: Callable  # the model compiled by torch.compile when cfg.compile asks, else the model itself
+    opt: Optimizers  # the parameter groups' optimizers; `lr_mult` is the schedule, set on it every step
+    counts: ParamCounts
+    state: LoopState  # what a checkpoint keeps; resumed from one when out_dir holds this config's
+    device: str
+    corpus: Corpus
+    vals: list[tuple[torch.Tensor, torch.Tensor]]  # the validation batches
+    eval_every: int
+    stats_every: int
+    out: Path | None = None
+    writes: bool = False  # rank 0 of a run with an out_dir: checkpoints and outputs
+    on_step: Callable[[StepInfo], None] | None = None  # rank 0 only
+    stop_file: Path | None = None  # a data-parallel run is stopped through this file (see `setup`)
+    resumed_step: int = -1  # -1: trained from scratch in this call
+    steady: bool = True  # False while the optimizer updates the weights and the loop state catches up
+
+    def autocast(self):
+        return mixed_precision(self.device)
 
 
 def resolve_device(name: str) -> str:
@@ -101,7 +118,6 @@ def compile_model(model: Transformer, cfg: RunConfig):
     return torch.compile(model) if cfg.compile else model
 
 
-@torch.no_grad()
 def mixed_precision(device: str):
     """The trainer's precision context: bf16 autocast on CUDA (`compute_dtype`), nothing on CPU."""
     if device.startswith("cuda"):
@@ -140,6 +156,14 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     With `cfg.workers` > 1 every rank of a process group of that size calls `train` (hyperp.trainer.distributed:
     each trains on its share of every batch); only rank 0 writes to `out_dir` and calls `on_step`.
     """
+    ctx = setup(cfg, out_dir, on_step)
+    run_loop(ctx)
+    return finish(ctx, run_id)
+
+
+def setup(cfg: RunConfig, out_dir: str | Path | None, on_step: Callable[[StepInfo], None] | None) -> TrainContext:
+    """Check the config, the process group, the device and the data; build the model and its optimizers and
+    resume from `out_dir`'s checkpoint when it holds this config's."""
     started = time.time()
     cfg.validate()
     rank, world = distributed.rank_and_world()
@@ -158,91 +182,87 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None,
     writes = out is not None and main
     if writes:
         io.remove_stale_tmp(out, older_than=started)
-    if not main:
-        on_step = None
 
     model, opt, hp = build(cfg, device)
     run_model = compile_model(model, cfg)
     counts = count_params(model, cfg)
-    state = LoopState()
-    if out is not None:
-        state = checkpoint.load(out, cfg, model, opt) or state
-    resumed_step = state.step if state.step else -1
-
-    on_cuda = device.startswith("cuda")
-    autocast = lambda: mixed_precision(device)  # noqa: E731
+    state = (checkpoint.load(out, cfg, model, opt) if out is not None else None) or LoopState()
     vals = val_batches(corpus, cfg.val_tokens, cfg.seq_len, cfg.batch_size, device)
     eval_every = cfg.eval_every or max(1, cfg.total_steps // EVALS_PER_RUN)
-    stats_every = cfg.stats_every or eval_every
+    return TrainContext(
+        cfg=cfg, hp=hp, model=model, run_model=run_model, opt=opt, counts=counts, state=state, device=device,
+        corpus=corpus, vals=vals, eval_every=eval_every, stats_every=cfg.stats_every or eval_every,
+        out=out, writes=writes, on_step=on_step if main else None,
+        # a data-parallel run is stopped through a file its driver writes (hyperp.sweeps), not a signal
+        stop_file=out / distributed.STOP_FILE if out is not None and world > 1 else None,
+        resumed_step=state.step if state.step else -1)
 
-    steady = [True]  # False while the optimizer updates the weights and the loop state catches up
-    # a data-parallel run is stopped through a file its driver writes (hyperp.sweeps.data_parallel), not a signal
-    stop_file = out / distributed.STOP_FILE if out is not None and world > 1 else None
+
+def run_loop(ctx: TrainContext) -> None:
+    """Train until the last step or divergence. Ctrl-C, SIGTERM or Ray's cancel between updates writes a
+    checkpoint (with an out_dir) so that a rerun resumes there, then leaves as KeyboardInterrupt or Terminated."""
     with StopSignals():  # SIGTERM is handled like Ctrl-C here, then leaves as Terminated
         try:
-            while state.step < cfg.total_steps:
-                step = state.step
-                mult = lr_mult(cfg, step)
-                opt.set_lr_mult(mult)
-                x, y = map(distributed.shard, train_batch(corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, device))
-                stats: dict[str, Any] | None = {} if step % stats_every == 0 or step == cfg.total_steps - 1 else None
-                loss_val, grad_norm, before, stop = train_step(model, run_model, opt, x, y, stats, cfg, state,
-                                                               autocast, on_cuda, steady, stop_file)
-                row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
-                       "lr_mult": mult, "grad_norm": grad_norm}
-                if stats is not None:
-                    row.update(summarise_stats(stats, model, opt, before))
-                diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
-                if state.step % eval_every == 0 or state.step == cfg.total_steps or diverged:
-                    row["val_loss"] = evaluate(model, vals, autocast) if not diverged else math.nan
-                if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
-                    state.curves.append(row)
-                steady[0] = True
-                if on_step is not None:
-                    on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
-                                     state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
-                if diverged:
-                    state.diverged_step = state.step
+            while ctx.state.step < ctx.cfg.total_steps:
+                if not advance(ctx):  # diverged
                     break
-                if writes and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                    checkpoint.save(out, cfg, model, opt, state)
-                if stop:  # a data-parallel run's driver was cancelled: every rank stops here, as on Ctrl-C
-                    raise KeyboardInterrupt
         except KeyboardInterrupt:
-            # Ctrl-C, SIGTERM or Ray's cancel between updates: keep what was trained so a rerun resumes here.
-            if writes and steady[0]:
-                checkpoint.save(out, cfg, model, opt, state)
+            if ctx.writes and ctx.steady:
+                checkpoint.save(ctx.out, ctx.cfg, ctx.model, ctx.opt, ctx.state)
             raise
 
-    result = finish(cfg, hp, counts, state, device, run_id)
-    result.row["resumed_step"] = resumed_step  # -1: trained from scratch in this call
-    if writes:
-        write_outputs(out, result)
-        checkpoint.remove(out)
-    result.out_dir = out
-    return result
+
+def advance(ctx: TrainContext) -> bool:
+    """One step of the loop: train, log the curves row, validate, report, checkpoint. False once diverged."""
+    cfg, state = ctx.cfg, ctx.state
+    step = state.step
+    mult = lr_mult(cfg, step)
+    ctx.opt.set_lr_mult(mult)
+    x, y = map(distributed.shard, train_batch(ctx.corpus, step, cfg.batch_size, cfg.seq_len, cfg.seed, ctx.device))
+    stats: dict[str, Any] | None = {} if step % ctx.stats_every == 0 or step == cfg.total_steps - 1 else None
+    loss_val, grad_norm, before, stop = train_step(ctx, x, y, stats)
+    row = {"step": state.step, "tokens": state.step * cfg.batch_tokens, "train_loss": loss_val,
+           "lr_mult": mult, "grad_norm": grad_norm}
+    if stats is not None:
+        row.update(summarise_stats(stats, ctx.model, ctx.opt, before))
+    diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
+    if state.step % ctx.eval_every == 0 or state.step == cfg.total_steps or diverged:
+        row["val_loss"] = evaluate(ctx.model, ctx.vals, ctx.autocast) if not diverged else math.nan
+    if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
+        state.curves.append(row)
+    ctx.steady = True
+    if ctx.on_step is not None:
+        ctx.on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
+                             state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
+    if diverged:
+        state.diverged_step = state.step
+        return False
+    if ctx.writes and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+        checkpoint.save(ctx.out, cfg, ctx.model, ctx.opt, state)
+    if stop:  # a data-parallel run's driver was cancelled: every rank stops here, as on Ctrl-C
+        raise KeyboardInterrupt
+    return True
 
 
-def train_step(model: Transformer, run_model, opt: Optimizers, x: torch.Tensor, y: torch.Tensor,
-               stats: dict | None, cfg: RunConfig, state: LoopState, autocast, on_cuda: bool,
-               steady: list[bool], stop_file: Path | None = None
+def train_step(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, stats: dict | None
                ) -> tuple[float, float, list[torch.Tensor] | None, bool]:
-    """Forward, backward, clipping and one optimizer step; advances `state`. Returns (loss, grad norm,
-    the hidden matrices before the update when stats are wanted, whether any rank found `stop_file`)."""
+    """Forward, backward, clipping and one optimizer step; advances `ctx.state`. Returns (loss, grad norm,
+    the hidden matrices before the update when stats are wanted, whether any rank found `ctx.stop_file`)."""
+    model, opt, state = ctx.model, ctx.opt, ctx.state
     t0 = time.perf_counter()
-    with autocast():
-        _, loss = run_model(x, y, stats)
+    with ctx.autocast():
+        _, loss = ctx.run_model(x, y, stats)
         total_loss = loss + model.aux_loss()
     total_loss.backward()
-    asked = stop_file is not None and stop_file.exists()
+    asked = ctx.stop_file is not None and ctx.stop_file.exists()
     loss_val, stop = distributed.average_gradients(model.parameters(), loss, asked)  # the same on every rank
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf).item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.cfg.grad_clip or math.inf).item()
     before = [p.detach().clone() for p in hidden_matrices(opt)] if stats is not None else None
     t1 = time.perf_counter()
-    steady[0] = False
+    ctx.steady = False
     opt.step()
     opt.zero_grad()
-    if on_cuda:
+    if ctx.device.startswith("cuda"):
         torch.cuda.synchronize()
     t2 = time.perf_counter()
     state.opt_time += t2 - t1
@@ -284,49 +304,25 @@ def hardware_name(device: str) -> str:
     return cpu if world == 1 else f"{world} workers of {cpu}"
 
 
-def finish(cfg: RunConfig, hp: ResolvedHParams, counts: ParamCounts, state: LoopState, device: str,
-           run_id: str | None = None) -> RunResult:
+def finish(ctx: TrainContext, run_id: str | None = None) -> RunResult:
+    """The run's record (built by `hyperp.schema.trainer_record` from plain values) and curves; with an out_dir,
+    written there in place of the checkpoint."""
+    cfg, state, device = ctx.cfg, ctx.state, ctx.device
     run_id = run_id or identity.run_id(cfg)
+    row = schema.trainer_record(cfg, schema.TrainedRun(
+        run_id=run_id, cell_id=identity.cell_id(cfg), hparams=ctx.hp.to_dict(),
+        params=dataclasses.asdict(ctx.counts), steps=state.step, diverged_step=state.diverged_step,
+        resumed_step=ctx.resumed_step, curves=state.curves, train_time=state.train_time, opt_time=state.opt_time,
+        flops_per_token=training_flops(ctx.counts, cfg, 1), ns_flops_per_step=ns_flops_per_step(cfg, ctx.hp),
+        peak_flops=cfg.peak_tflops * 1e12 if cfg.peak_tflops else matmul_peak_flops(device),
+        hardware=hardware_name(device), device_type=device.split(":")[0], provenance=identity.code_columns()))
     curves = pd.DataFrame(state.curves)
     curves.insert(0, "run_id", run_id)
-    trained = state.step * cfg.batch_tokens
-    tokens_per_s = trained / max(state.train_time, 1e-9)
-    flops_per_token = training_flops(counts, cfg, 1)
-    peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else matmul_peak_flops(device)
-    status = schema.DIVERGED if state.diverged_step >= 0 else schema.COMPLETED
-    val = curves["val_loss"].dropna() if "val_loss" in curves else pd.Series(dtype=float)
-    row = schema.config_columns(cfg) | {
-        "run_id": run_id, "cell_id": identity.cell_id(cfg), "n_heads": cfg.n_heads, "lr": hp.base_lr,
-        "lr_hidden": hp.hidden.lr, "lr_head": hp.head.lr, "lr_embed": hp.embed.lr, "lr_vector": hp.vector.lr,
-        "wd_hidden": hp.hidden.weight_decay, "residual_alpha": hp.residual_alpha, "logit_mult": hp.logit_mult,
-        "depth_factor": hp.depth_factor, "token_factor": hp.token_factor,
-        "status": status, "steps": state.step, "tokens_trained": trained,
-        "diverged_step": state.diverged_step,
-        "train_loss": float(curves["train_loss"].iloc[-1]) if len(curves) else math.nan,
-        "val_loss": float(val.iloc[-1]) if status == schema.COMPLETED and len(val) else math.nan,
-        "best_val_loss": float(val.min()) if len(val) else math.nan,
-        "n_params": counts.total, "n_params_non_embedding": counts.non_embedding,
-        "n_params_active": counts.active, "n_params_active_matrix": counts.active_matrix,
-        "flops": flops_per_token * trained, "ns_flops": ns_flops_per_step(cfg, hp) * state.step,
-        "wall_time_s": state.train_time, "opt_time_s": state.opt_time, "tokens_per_s": tokens_per_s,
-        "mfu": flops_per_token * tokens_per_s / peak, "peak_flops": peak,
-        "hardware": hardware_name(device), "device_type": device.split(":")[0],
-        "error": "",
-    } | identity.code_columns() | stability_summary(curves)
-    return RunResult(status=status, row=row, curves=curves, config=cfg, hparams=hp)
-
-
-STABILITY_COLUMNS = schema.STABILITY_INDICATORS
-
-
-def stability_summary(curves: pd.DataFrame) -> dict[str, float]:
-    """Final and maximum of each stability indicator over the run (NaN when not logged)."""
-    out = {}
-    for name in STABILITY_COLUMNS:
-        series = curves[name].dropna() if name in curves else pd.Series(dtype=float)
-        out[f"{name}_final"] = float(series.iloc[-1]) if len(series) else math.nan
-        out[f"{name}_max"] = float(series.max()) if len(series) else math.nan
-    return out
+    result = RunResult(status=row["status"], row=row, curves=curves, config=cfg, hparams=ctx.hp, out_dir=ctx.out)
+    if ctx.writes:
+        write_outputs(ctx.out, result)
+        checkpoint.remove(ctx.out)
+    return result
 
 
 def ns_flops_per_step(cfg: RunConfig, hp: ResolvedHParams) -> float:
@@ -339,8 +335,6 @@ def ns_flops_per_step(cfg: RunConfig, hp: ResolvedHParams) -> float:
 def write_outputs(out: Path, result: RunResult) -> None:
     """runs.parquet (one record of the full schema), curves.parquet, config.json and hparams.json, each written
     atomically."""
-    from hyperp import io  # noqa: PLC0415
-
     io.write_json(out / schema.CONFIG_FILE, result.config.to_dict())
     io.write_json(out / schema.HPARAMS_FILE, result.hparams.to_dict())
     io.write_parquet(out / schema.CURVES_FILE, result.curves)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from hyperp.config import RunConfig
+from hyperp.trainer.model import Transformer
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,6 @@ class ModelFacts:
 
 @functools.lru_cache(maxsize=4096)
 def _facts(shape: tuple[tuple[str, Any], ...]) -> ModelFacts:
-    from hyperp.trainer.model import Transformer  # noqa: PLC0415 (the model imports this module)
 
     cfg = RunConfig(**dict(shape))
     with torch.device("meta"):

@@ -60,7 +60,7 @@ from torch.profiler import record_function
 
 from hyperp.config import RunConfig
 from hyperp.trainer.distributed import active, all_reduce_sum, rank_and_world
-from hyperp.trainer.model import SwiGLU, mlp_hidden, z_value
+from hyperp.trainer.layers import SwiGLU, mlp_hidden, z_value
 
 HAS_GROUPED_MM = hasattr(torch, "_grouped_mm")
 SHARED_MIX = math.sqrt(0.5)  # SqrtGate with a shared expert: sqrt(1/2) routed + sqrt(1/2) shared
