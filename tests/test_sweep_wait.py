@@ -180,3 +180,24 @@ def test_a_starting_driver_is_waited_for(tmp_path):
         lock.release()
     code, lines = wait_result(proc)
     assert code == EXIT_RUNS_FAILED and lines[0]["finished"] and lines[0]["totals"]["failed"] == 1
+
+
+def test_status_lists_failed_runs_with_their_first_error_line(tmp_path):
+    """`sweep status --json` has `failed_runs` (run id, status, the plan's varying settings, the error's first
+    line); the table view prints one line per failed run below it, as `sweep run` does."""
+    sweep = fake_sweep(tmp_path, {"r0": "completed", "r1": None, "r2": None})
+    ledger.write_record(sweep, {"run_id": "r1", "cell_id": "c0", "status": ledger.FAILED, "lr": 0.02, "depth": 2,
+                                "val_loss": math.nan, "error": "RuntimeError: CUDA out of memory\nmore lines"})
+    ledger.write_record(sweep, {"run_id": "r2", "cell_id": "c0", "status": ledger.INFRA_FAILED, "lr": 0.04,
+                                "depth": 2, "val_loss": math.nan, "error": "node lost"})
+    res = status(sweep, "--json")
+    assert res.exit_code == 0, res.output
+    (st,) = strict_json_lines(res.stdout)
+    assert st["failed_runs"] == [
+        {"run_id": "r1", "status": "failed", "settings": {"depth": 2, "lr": 0.02},
+         "error": "RuntimeError: CUDA out of memory"},
+        {"run_id": "r2", "status": "infra_failed", "settings": {"depth": 2, "lr": 0.04}, "error": "node lost"}]
+    text = status(sweep)
+    assert "failed: depth=2 lr=0.02 (r1): RuntimeError: CUDA out of memory" in text.stderr
+    assert "infra_failed: depth=2 lr=0.04 (r2): node lost" in text.stderr
+    assert status(fake_sweep(tmp_path / "ok", {"a": "completed"}), "--json").stdout.count('"failed_runs": []') == 1

@@ -154,6 +154,28 @@ def stability_plot(table: Annotated[Path, typer.Argument(
     _done(save_figure(plot_stability(df, scale=scale, x=x, metrics=metrics, title=title), output), as_json)
 
 
+@command(app, "curves")
+def curves_plot(sweep: Annotated[Path, typer.Argument(
+                    help=f"A sweep directory (runs/<id>/{CURVES_FILE} and {RUNS_FILE}), a trainer output "
+                         f"directory or a curves table.")],
+                output: OutFile,
+                by: Annotated[str | None, typer.Option(
+                    help="Column that sets a run's colour (default: the run setting that varies, as in "
+                         "`plot stability`).")] = None,
+                x: Annotated[str, typer.Option("--x", help="x axis: tokens, step or flops (tokens x the run's "
+                                                           "FLOPs per token).")] = "tokens",
+                y: Annotated[str, typer.Option("--y", help="Curve column: train_loss, val_loss or any logged "
+                                                           "indicator.")] = "train_loss",
+                where: WhereOpt = None, title: TitleOpt = None, as_json: JsonFlag = False) -> None:
+    """Loss (or an indicator) against tokens for every run of a sweep, coloured by the setting that varies
+    (or --by), diverged runs marked with an x. --where filters on the runs' settings (tokens_run: the budget)."""
+    from hyperp.plots import curves_frame, plot_curves, read_curves, save_figure  # noqa: PLC0415 (matplotlib)
+
+    curves, runs_df = read_curves(sweep)
+    df = filter_rows(curves_frame(curves, runs_df, y=y, source=str(sweep)), parse_where(where or []), str(sweep))
+    _done(save_figure(plot_curves(df, by=by, x=x, y=y, title=title, source=str(sweep)), output), as_json)
+
+
 @command(app, "transfer")
 def transfer_plot(table: TableArg, output: OutFile,
                   axis: Annotated[str, typer.Option(help="The scale axis: width, depth, tokens or top_k.")],

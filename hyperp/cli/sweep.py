@@ -371,6 +371,7 @@ def show_status(st: dict[str, Any], as_json: bool, indent: int | None = 2) -> No
     if st["stale_records"]:
         con.print(f"{st['stale_records']} records under runs/ belong to no cell of the current spec "
                   "(kept, not in runs.parquet)")
+    report_failed(st["failed_runs"])
 
 
 def in_flight_table(st: dict[str, Any]):

@@ -125,8 +125,7 @@ def plot_stability(df: pd.DataFrame, *, scale: str | None = None, x: str = "toke
                    metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
     """One panel per indicator versus `x`, one line per run, coloured by `scale` (df from stability_frame);
     by default by the first run setting that varies among the runs (`run_settings`)."""
-    varying = varying_columns(df, run_settings())
-    scale = scale or next(iter(varying), "n_params")
+    scale, key = color_key(df, scale)
     require_columns(df, ["run_id", x, scale], source="curves")
     metrics = list(metrics) if metrics else indicator_columns(df, scale, x)
     if not metrics:
@@ -134,7 +133,7 @@ def plot_stability(df: pd.DataFrame, *, scale: str | None = None, x: str = "toke
     require_columns(df, metrics, source="curves")
     for m in metrics:
         numeric_column(df, m, source="curves")
-    to_color, norm, cmap = _run_colors(df[scale])
+    to_color, norm, cmap = run_colors(df[scale])
     nrows = -(-len(metrics) // NCOLS)
     ncols = min(NCOLS, len(metrics))
     with paper():
@@ -144,11 +143,18 @@ def plot_stability(df: pd.DataFrame, *, scale: str | None = None, x: str = "toke
             _panel(ax, df, m, x, scale, to_color)
         for ax in axes[len(metrics):]:
             ax.set_visible(False)
-        also = [c for c in varying if c != scale]
-        key = f"{scale} ({', '.join(also)} also {'varies' if len(also) == 1 else 'vary'})" if also else scale
-        _scale_legend(fig, df[scale], key, to_color, norm, cmap)
+        scale_legend(fig, df[scale], key, to_color, norm, cmap)
         fig.suptitle(title or f"Stability indicators vs {x}, coloured by {scale}", fontsize=8)
     return fig
+
+
+def color_key(df: pd.DataFrame, scale: str | None = None) -> tuple[str, str]:
+    """(the column that colours the runs, the colour legend's title): `scale`, else the first run setting that
+    varies among the runs (`run_settings`); the title names the other settings that vary too."""
+    varying = varying_columns(df, run_settings())
+    scale = scale or next(iter(varying), "n_params")
+    also = [c for c in varying if c != scale]
+    return scale, f"{scale} ({', '.join(also)} also {'varies' if len(also) == 1 else 'vary'})" if also else scale
 
 
 def _panel(ax, df: pd.DataFrame, metric: str, x: str, scale: str, to_color) -> None:
@@ -169,7 +175,7 @@ def _panel(ax, df: pd.DataFrame, metric: str, x: str, scale: str, to_color) -> N
     ax.set_title(metric)
 
 
-def _run_colors(values: pd.Series):
+def run_colors(values: pd.Series):
     """(to_color, norm, cmap) for a colour column: the sequential map over a numeric one, the palette (norm and
     cmap None) over the values of a categorical one such as param."""
     if pd.api.types.is_numeric_dtype(values):
@@ -179,7 +185,7 @@ def _run_colors(values: pd.Series):
     return hues.get, None, None
 
 
-def _scale_legend(fig, values: pd.Series, key: str, to_color, norm, cmap) -> None:
+def scale_legend(fig, values: pd.Series, key: str, to_color, norm, cmap) -> None:
     """A legend entry per colour value, titled `key`, when there are few; a colorbar otherwise."""
     distinct = sorted(values.dropna().unique())
     if len(distinct) <= MAX_LEGEND or norm is None:

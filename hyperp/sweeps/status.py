@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hyperp.errors import InputError
+from hyperp.errors import InputError, first_line
 from hyperp.io import read_json
-from hyperp.schema import COMPLETED, PLAN_FILE, SEARCH_FILE, SPEC_FILE, STATE_FILE, STATUSES
+from hyperp.schema import COMPLETED, FAILED, INFRA_FAILED, PLAN_FILE, SEARCH_FILE, SPEC_FILE, STATE_FILE, STATUSES
 from hyperp.sweeps.ledger import LEDGER_FILE, is_running, load_records, run_dir, sweep_dirs
 
 COUNTED = ("planned", *STATUSES, "running", "pending")  # the columns of a cell in `sweep_status`
@@ -50,7 +50,8 @@ class Progress:
 
 
 def sweep_status(sweep_dir: Path) -> dict[str, Any]:
-    """Per cell: planned, completed, diverged, failed, infra_failed, running, pending runs, best lr."""
+    """Per cell: planned, completed, diverged, failed, infra_failed, running, pending runs, best lr; and the
+    failed runs (`failed_runs`: status, varying settings, first error line)."""
     plan = read_json(sweep_dir / PLAN_FILE)
     if plan is None:
         raise InputError(f"{sweep_dir}: not a sweep directory (no {PLAN_FILE})")
@@ -61,7 +62,8 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
     running_cells = state.get("running_cells", {}) if active else {}
     cells = {c["cell_id"]: _cell_row(c) for c in plan["cells"]}
     planned = {r["run_id"]: r["cell_id"] for r in plan["runs"]}
-    seen, stale = _count_records(cells, planned, load_records(sweep_dir))
+    records = load_records(sweep_dir)
+    seen, stale = _count_records(cells, planned, records)
     for rid in running:
         cid = planned.get(rid) or running_cells.get(rid)
         if cid in cells:
@@ -81,7 +83,23 @@ def sweep_status(sweep_dir: Path) -> dict[str, Any]:
     finished = not active and totals["running"] == totals["pending"] == 0 and not searching
     return {"sweep": plan["sweep"], "dir": str(sweep_dir), "active": active, "starting": False, "finished": finished,
             "updated_at": state.get("updated_at"), "varying": [k for k in plan["varying"] if k != "lr"],
-            "cells": rows, "totals": totals, "stale_records": stale, "in_flight": in_flight}
+            "cells": rows, "totals": totals, "stale_records": stale, "in_flight": in_flight,
+            "failed_runs": failed_runs(records, seen, plan_fields, plan["varying"])}
+
+
+def failed_runs(records: dict[str, dict[str, Any]], counted: set[str], plan_fields: dict[str, dict[str, Any]],
+                varying: list[str]) -> list[dict[str, Any]]:
+    """The counted runs that failed or infra-failed, by run id: status, the plan's varying settings (the plan's
+    fields of the run, else its record's columns: a run added by an LR search) and the first line of its error."""
+    out = []
+    for rid in sorted(counted):
+        row = records[rid]
+        if row.get("status") in (FAILED, INFRA_FAILED):
+            fields = plan_fields.get(rid) or {}
+            out.append({"run_id": rid, "status": row["status"],
+                        "settings": {k: fields[k] if k in fields else row.get(k) for k in varying},
+                        "error": first_line(str(row.get("error") or ""))})
+    return out
 
 
 def _cell_row(cell: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +152,7 @@ def starting_status(sweep_dir: Path) -> dict[str, Any]:
     `sweep_status`, nothing counted."""
     return {"sweep": sweep_dir.name, "dir": str(sweep_dir), "active": True, "starting": True, "finished": False,
             "updated_at": None, "varying": [], "cells": [], "totals": {k: 0 for k in COUNTED}, "stale_records": 0,
-            "in_flight": []}
+            "in_flight": [], "failed_runs": []}
 
 
 def search_done(search: dict[str, Any]) -> bool:
