@@ -161,7 +161,8 @@ def _check(scale: str, x: str, n_runs: int, trends: list[IndicatorTrend], warnin
 
 
 def _trend(curves: pd.DataFrame, name: str, scale: str, x: str) -> tuple[IndicatorTrend, list[str]]:
-    cells, finals, note = _cell_growths(curves, name, scale, x)
+    cells, finals = _cell_growths(curves, name, scale, x)
+    note: list[str] = []
     slope, slope_iv = _scale_slope(finals)
     slope_text = (f"slope across {scale} {slope:.3f} {_fmt(slope_iv)}" if math.isfinite(slope)
                   else f"slope across {scale} not tested")
@@ -196,7 +197,7 @@ def _cell_growths(curves: pd.DataFrame, name: str, scale: str, x: str):
     table = pd.DataFrame(rates)
     table = table[np.isfinite(table["g"])] if len(table) else table
     if table.empty:
-        return table, np.array(finals), []
+        return table, np.array(finals)
     out = []
     for key, cell in table.groupby(cell_keys, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -206,7 +207,7 @@ def _cell_growths(curves: pd.DataFrame, name: str, scale: str, x: str):
               t_interval(g, float(cell["se"].iloc[0]), int(cell["dof"].iloc[0]), LEVEL))
         out.append({"label": ", ".join(f"{k}={v:g}" for k, v in zip(cell_keys, key)), "mean": g, "sd": sd, "n": n,
                     "low": iv.low, "high": iv.high, "run": cell.loc[cell["g"].idxmax(), "run"]})
-    return pd.DataFrame(out), np.array(finals), []
+    return pd.DataFrame(out), np.array(finals)
 
 
 def _deciding(cells: pd.DataFrame):

@@ -120,18 +120,6 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any):
     return app.command(name, cls=Command, **kwargs)
 
 
-def lazy(module: str, name: str):
-    """A stand-in for `from module import name` (a function) that imports `module` at the first call, so a
-    command module can name a heavy library's function at its top and `--help` still loads none of it."""
-    import importlib  # noqa: PLC0415
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    call.__name__ = call.__qualname__ = name
-    return call
-
-
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as strict JSON (NaN and infinities as null).")]
 
 

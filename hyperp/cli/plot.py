@@ -11,24 +11,13 @@ from typing import Annotated
 
 import typer
 
-from hyperp.cli.core import SUBAPPS, JsonFlag, command, lazy, new_app, print_json
+from hyperp.cli.core import SUBAPPS, JsonFlag, command, new_app, print_json
 from hyperp.cli.fit import (AllStatusOpt, BestOfOpt, BootOpt, ByOpt, EveryLrOpt, LevelOpt, LossColOpt, LrColOpt,
                             MapOpt, SeedOpt, SkipSparseOpt, TableArg, TransferAlongOpt, WhereOpt, WorkersOpt, XOpt,
                             compute_table, print_warnings, read)
 from hyperp.fitting.defaults import DEFAULT_LEVEL, DEFAULT_N_BOOT
 from hyperp.schema import CURVES_FILE, RUNS_FILE
 
-# The fitting library (numpy, scipy, pandas), imported on the first call: `hyperp plot --help` loads none of it.
-fit_optimal_lr = lazy("hyperp.fitting.lr", "fit_optimal_lr")
-fit_law = lazy("hyperp.fitting.powerlaw", "fit_law")
-compare_methods = lazy("hyperp.fitting.compute", "compare_methods")
-chinchilla_inputs = lazy("hyperp.fitting.chinchilla", "chinchilla_inputs")
-fit_chinchilla = lazy("hyperp.fitting.chinchilla", "fit_chinchilla")
-apply_mapping = lazy("hyperp.fitting.table", "apply_mapping")
-filter_rows = lazy("hyperp.fitting.table", "filter_rows")
-load_table = lazy("hyperp.fitting.table", "load_table")
-parse_mapping = lazy("hyperp.fitting.table", "parse_mapping")
-parse_where = lazy("hyperp.fitting.table", "parse_where")
 
 app = new_app(SUBAPPS["plot"][1])
 
@@ -53,6 +42,7 @@ def lr_plot(table: TableArg, output: OutFile, by: ByOpt = None, lr_col: LrColOpt
             all_status: AllStatusOpt = False, skip_sparse: SkipSparseOpt = False, title: TitleOpt = None,
             as_json: JsonFlag = False) -> None:
     """Loss versus LR per group with the fitted parabolas and starred optima."""
+    from hyperp.fitting.lr import fit_optimal_lr  # noqa: PLC0415
     from hyperp.plots import plot_lr, save_figure  # noqa: PLC0415 (matplotlib)
 
     res = fit_optimal_lr(read(table, mapping, where), by or [], lr_col=lr_col, loss_col=loss_col,
@@ -72,6 +62,7 @@ def law_plot(table: TableArg, output: OutFile, x: XOpt,
              n_boot: PlotBootOpt = PLOT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
              title: TitleOpt = None, as_json: JsonFlag = False) -> None:
     """Power law in log-log with the fit, its bootstrap band and the exponent in the legend."""
+    from hyperp.fitting.powerlaw import fit_law  # noqa: PLC0415
     from hyperp.plots import plot_law, save_figure  # noqa: PLC0415 (matplotlib)
 
     laws = fit_law(read(table, mapping, where), x, y, by or [], offset=offset, space=space,
@@ -91,6 +82,7 @@ def compute_plot(table: TableArg, output: OutFile,
                  n_boot: PlotBootOpt = PLOT_N_BOOT, seed: SeedOpt = 0, level: LevelOpt = DEFAULT_LEVEL,
                  title: TitleOpt = None, as_json: JsonFlag = False) -> None:
     """Loss versus FLOPs per method with fitted curves, and CEL versus FLOPs."""
+    from hyperp.fitting.compute import compare_methods  # noqa: PLC0415
     from hyperp.plots import plot_compute, save_figure  # noqa: PLC0415 (matplotlib)
 
     df = compute_table(read(table, mapping, where), transfer_along, best_of, method_col, x, y, str(table))
@@ -111,6 +103,7 @@ def chinchilla_plot(table: TableArg, output: OutFile,
                     all_status: AllStatusOpt = False, every_lr: EveryLrOpt = False, workers: WorkersOpt = 1,
                     title: TitleOpt = None, as_json: JsonFlag = False) -> None:
     """Iso-loss contours of the Chinchilla fit in (C, N) with the compute-efficient frontier."""
+    from hyperp.fitting.chinchilla import chinchilla_inputs, fit_chinchilla  # noqa: PLC0415
     from hyperp.plots import plot_chinchilla, save_figure  # noqa: PLC0415 (matplotlib)
 
     n, d, loss = points = chinchilla_inputs(read(table, mapping, where), n_col=n_col, tokens_col=tokens_col,
@@ -142,6 +135,7 @@ def stability_plot(table: Annotated[Path, typer.Argument(
 
     --where filters on curve columns and on the runs' settings; a run setting named like a curve column
     is NAME_run (e.g. tokens_run, the run's budget)."""
+    from hyperp.fitting.table import apply_mapping, filter_rows, load_table, parse_mapping, parse_where  # noqa: PLC0415
     from hyperp.plots import indicator_columns, plot_stability, read_curves, save_figure, stability_frame  # noqa: PLC0415
 
     curves, runs_df = read_curves(table)
@@ -169,6 +163,7 @@ def curves_plot(sweep: Annotated[Path, typer.Argument(
                 where: WhereOpt = None, title: TitleOpt = None, as_json: JsonFlag = False) -> None:
     """Loss (or an indicator) against tokens for every run of a sweep, coloured by the setting that varies
     (or --by), diverged runs marked with an x. --where filters on the runs' settings (tokens_run: the budget)."""
+    from hyperp.fitting.table import filter_rows, parse_where  # noqa: PLC0415
     from hyperp.plots import curves_frame, plot_curves, read_curves, save_figure  # noqa: PLC0415 (matplotlib)
 
     curves, runs_df = read_curves(sweep)

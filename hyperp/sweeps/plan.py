@@ -106,22 +106,6 @@ def _override(spec: SweepSpec, points: list[dict[str, Any]], ov, i: int, limit: 
     return out
 
 
-# ---------------------------------------------------------------- static run facts (no training)
-
-
-def param_counts(cfg: RunConfig):
-    """ParamCounts of the run's model (hyperp.trainer.metrics: torch loads only when a plan is built)."""
-    from hyperp.trainer.metrics import param_counts as counts  # noqa: PLC0415
-
-    return counts(cfg)
-
-
-def static_columns(cfg: RunConfig) -> dict[str, Any]:
-    from hyperp.trainer.metrics import static_columns as columns  # noqa: PLC0415
-
-    return columns(cfg)
-
-
 # ---------------------------------------------------------------- the plan
 
 
@@ -235,6 +219,8 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
     a CommandConfig for a spec with [command] (`resolve_command`)."""
     if spec.command is not None:
         return resolve_command(spec, values)
+    from hyperp.trainer.metrics import param_counts, static_columns  # noqa: PLC0415 (torch: when a plan is built)
+
     values = dict(values)
     search = _search_of(values)
     if search is not None:
