@@ -48,6 +48,8 @@ STATE_FILE = "state.json"
 SEARCH_FILE = "searches.json"
 OPTUNA_DB = "optuna.db"
 LOCK_FILE = ".lock"
+STOP_FILE = "stop.json"  # <sweep>/stop.json: `hyperp sweep stop` asks the driver holding the lock to stop
+TRACKING_DIR = "tracking"  # <sweep>/tracking: the trackers' files of a spec's [tracking] (hyperp.tracking)
 
 # ---------------------------------------------------------------- stability indicators
 

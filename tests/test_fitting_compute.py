@@ -184,3 +184,21 @@ def test_an_lr_sweep_is_fitted_as_its_best_lr_per_size_by_default_and_says_so(tm
     df.to_parquet(tmp_path / "runs.parquet")
     res = CliRunner().invoke(app, ["compute", str(tmp_path / "runs.parquet"), "--baseline", "base", "-B", "0"])
     assert res.exit_code == 0 and "warning: several learning rates at one (param, flops)" in res.output
+
+
+def test_a_ratio_interval_with_a_zero_lower_end_still_widens_its_upper_end():
+    """Bootstrap CELs where some replicates never reach the baseline's loss give a lower end of 0: the
+    small-sample widening (t/z in log) must still apply to the upper end, as it does when the lower end is
+    positive, or an interval at 1 degree of freedom would exclude values it cannot exclude."""
+    from hyperp.fitting.bootstrap import percentile_interval, small_sample_factor
+
+    rng = np.random.default_rng(0)
+    draws = np.exp(rng.normal(0.0, 0.3, 1000))
+    zeroed = draws.copy()
+    zeroed[:100] = 0.0  # 10% of replicates never reach: the 2.5th percentile is 0
+    both = percentile_interval(draws, 0.95, center=1.0, dof=1, log=True)
+    one = percentile_interval(zeroed, 0.95, center=1.0, dof=1, log=True)
+    raw_high = float(np.percentile(zeroed, 97.5))
+    assert one.low == 0.0
+    assert one.high == pytest.approx(raw_high ** small_sample_factor(1, 0.95))
+    assert both.low > 0 and both.high > float(np.percentile(draws, 97.5))

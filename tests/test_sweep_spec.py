@@ -349,3 +349,29 @@ def test_plan_cli_json_lists_runs_flops_and_cost(tmp_path: Path):
 def test_example_specs_are_valid(path: Path):
     plan = make_plan(loads_spec(path.read_text(), source=str(path)))
     assert plan.runs or plan.searches
+
+
+def test_explicit_runs_join_the_grid_over_base_untouched_by_overrides(tmp_path):
+    """[[runs]] (what `hyperp design` writes): each a point of [base] plus its fields, after the overrides,
+    which do not apply to it; a run equal to a grid run is that run (one id)."""
+    from hyperp.sweeps.plan import make_plan
+    from hyperp.sweeps.spec import loads_spec
+    from hyperp.sweeps.stubs import TINY_BASE_TOML
+
+    spec = loads_spec('name = "x"\n' + TINY_BASE_TOML + "[axes]\nlr = [0.01, 0.02]\n"
+                      "[[override]]\nwhere = { lr = 0.02 }\nset = { seed = 7 }\n"
+                      "[[runs]]\nlr = 0.02\nseed = 3\n[[runs]]\nlr = 0.01\n")
+    runs = {(r.config.lr, r.config.seed) for r in make_plan(spec).runs}
+    assert runs == {(0.01, 0), (0.02, 7), (0.02, 3)}  # the second [[runs]] is the grid's lr=0.01 run
+
+
+@pytest.mark.parametrize("body, where", [("[[runs]]\nlr = [0.01, 0.02]\n", "runs[0].lr"),
+                                         ("[[runs]]\ndpeth = 2\n", "runs[0].dpeth"),
+                                         ("runs = 3\n", "runs")])
+def test_bad_explicit_runs_name_the_field(body, where):
+    from hyperp.sweeps.spec import SpecError, loads_spec
+    from hyperp.sweeps.stubs import TINY_BASE_TOML
+
+    with pytest.raises(SpecError) as e:
+        loads_spec('name = "x"\n' + body + TINY_BASE_TOML)
+    assert e.value.field == where

@@ -19,6 +19,7 @@ The check passes when every indicator present is bounded, fails when one is grow
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,29 @@ def best_runs(runs: pd.DataFrame, scale: str = "n_params", by: Sequence[str] = (
     best = best_rows(runs, [*by, scale], loss, source="runs")[keys]
     done = fit_rows(runs, source="runs")
     return done.merge(best, on=keys)["run_id"].astype(str).tolist()
+
+
+def check_groups(curves: pd.DataFrame, runs: pd.DataFrame, *, scale: str = "n_params", by: Sequence[str] = (),
+                 all_runs: bool = False, source: str = "curves") -> list[StabilityCheck]:
+    """`check_stability` per group of the `by` columns of `runs`, each on the best-LR runs of every scale
+    (`best_runs`; every run with all_runs). `curves` are joined with the runs' settings (a run setting named
+    like a curve column arrives as NAME_run: scale tokens_run is the runs' tokens). A group's `why` starts
+    with its keys."""
+    out = []
+    for keys, ids in checked_runs(runs, scale, by, all_runs):
+        res = check_stability(curves[curves["run_id"].isin(ids)], scale=scale, source=source)
+        out.append(res if not keys else dataclasses.replace(
+            res, why=f"{', '.join(f'{k}={v}' for k, v in keys.items())}: {res.why}"))
+    return out
+
+
+def checked_runs(runs: pd.DataFrame, scale: str, by: Sequence[str] = (),
+                 all_runs: bool = False) -> list[tuple[dict[str, Any], list[str]]]:
+    """(group keys, run ids) of the runs `check_groups` reads in each group of `by`."""
+    groups = [({}, runs)] if not by else [(dict(zip(by, k if isinstance(k, tuple) else (k,))), g)
+                                          for k, g in runs.groupby(list(by))]
+    run_scale = "tokens" if scale == "tokens_run" else scale  # a run's budget, named tokens in the runs table
+    return [(keys, g["run_id"].tolist() if all_runs else best_runs(g, run_scale)) for keys, g in groups]
 
 
 def growth_rate(x: np.ndarray, v: np.ndarray, floor: float = 0.0) -> float:

@@ -2,7 +2,8 @@
 thresholds it states, or strict JSON with --json. Exit code 0 when the verdict is pass or inconclusive, 1 when
 it is fail (README "Exit codes"), 2 on bad input.
 
-coord and sphere train a few steps of tiny models themselves (seconds); transfer and stability read a sweep.
+coord and sphere train a few steps of tiny models themselves (seconds), moe-rms 8 tiny MoE models a seed (a minute
+or more); transfer and stability read a sweep.
 """
 
 from __future__ import annotations
@@ -124,6 +125,56 @@ def sphere_cmd(param: ParamOpt = "hyperp",
                       f"decided by: {r.decided_by}"], as_json)
 
 
+@command(app, "moe-rms")
+def moe_rms_cmd(top_ks: Annotated[list[int] | None, typer.Option(
+                    "--top-k", help="A top_k (routed experts per token) to compare. Repeatable "
+                                    "(default 1, 2, 4, 8).")] = None,
+                sparsity: Annotated[int, typer.Option(min=1, help="S: top_k * S experts at every top_k.")] = 4,
+                seeds: Annotated[int, typer.Option(min=1, help="Seeds (each its own init and batches); the verdict "
+                                                               "needs their interval, so 1 is never a pass.")] = 3,
+                steps: Annotated[int, typer.Option(min=0, help="Training steps before the second reading.")] = 64,
+                lr: Annotated[float | None, typer.Option(help="Base LR (default: the scheme's).")] = None,
+                param: ParamOpt = "hyperp",
+                threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: torch's default).")] = 0,
+                as_json: JsonFlag = False, output: OutOpt = None) -> None:
+    """SqrtGate's mechanism: the MoE output RMS across top_k with SqrtGate and classic gating, at init and after
+    training the moe_granularity study's model, over seeds (pass when SqrtGate's top_k max/min RMS ratio
+    interval lies within the band; classic gating is reported as the contrast)."""
+    import sys  # noqa: PLC0415
+
+    from hyperp.checks.moe_rms import TOP_KS, check_moe_rms  # noqa: PLC0415 (torch)
+
+    def progress(done: int, total: int) -> None:
+        if not as_json and sys.stderr.isatty():
+            print(f"\rrun {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    res = check_moe_rms(tuple(top_ks or TOP_KS), sparsity, seeds, steps, lr, param, progress,
+                        **({"threads": threads} if threads else {}))
+
+    def lines(r):
+        cells = {(c["sqrt_gate"], c["moment"], c["top_k"]): c for c in r.cells}
+        slopes = {(s["sqrt_gate"], s["moment"]): s for s in r.slopes}
+        out = []
+        for q in r.ratios:
+            when = "init" if q.moment == "init" else f"after {r.steps} steps"
+            rms = ", ".join(f"{k}: {cells[q.sqrt_gate, q.moment, k]['rms']:.4f}" for k in r.top_ks)
+            s = slopes[q.sqrt_gate, q.moment]
+            iv = "" if s["low"] is None else f" [{s['low']:.3f}, {s['high']:.3f}]"
+            out.append(f"{'SqrtGate' if q.sqrt_gate else 'classic'} {when}: RMS by top_k {rms}; ratio "
+                       f"{q.k_max}/{q.k_min} {q.value_text()} ({q.direction})"
+                       + ("" if r.seeds < 2 else ", per seed " + ", ".join(f"{v:.3f}" for v in q.per_seed))
+                       + f"; ln-ln slope {s['slope']:.3f}{iv}")
+            local = [x for x in r.local_ratios if (x.sqrt_gate, x.moment) == (q.sqrt_gate, q.moment)]
+            out.append("  adjacent ratios: " + ", ".join(f"{x.k_max}/{x.k_min} {x.value_text()}" for x in local))
+        out += [f"{g.to_dict()['gating']}: {g.verdict}" + (f" (the band would say {g.band_verdict})"
+                                                            if g.verdict != g.band_verdict else "")
+                for g in r.gates]
+        return out
+
+    report([res], f"MoE output RMS across top_k {list(res.top_ks)} at sparsity {sparsity}, {param}, "
+                  f"{seeds} seed{'s' if seeds > 1 else ''}", lines, as_json, output)
+
+
 @command(app, "stability")
 def stability_cmd(table: Annotated[Path, typer.Argument(
                       help="A sweep directory (runs/<id>/curves.parquet beside runs.parquet).")],
@@ -135,7 +186,7 @@ def stability_cmd(table: Annotated[Path, typer.Argument(
                   where: WhereOpt = None, as_json: JsonFlag = False, output: OutOpt = None) -> None:
     """Stability indicators (attention/router Z, branch RMS, outliers) bounded or growing, within runs and
     across scale; by default on the best-LR run of each scale."""
-    from hyperp.checks.stability import best_runs, check_stability  # noqa: PLC0415
+    from hyperp.checks.stability import check_groups  # noqa: PLC0415
     from hyperp.fitting.table import FitInputError, filter_rows, parse_where  # noqa: PLC0415
     from hyperp.plots.stability import read_curves, stability_frame, varying_scale  # noqa: PLC0415
 
@@ -145,25 +196,10 @@ def stability_cmd(table: Annotated[Path, typer.Argument(
     runs = filter_rows(runs, parse_where(where or []), str(table))
     scale = scale or varying_scale(runs.rename(columns={"tokens": "tokens_run"}))
     df = stability_frame(curves, runs, scale=scale, source=str(table))
-    groups = [({}, runs)] if not by else [(dict(zip(by, k if isinstance(k, tuple) else (k,))), g)
-                                          for k, g in runs.groupby(list(by))]
-    results = []
-    run_scale = "tokens" if scale == "tokens_run" else scale  # a run's budget, named tokens in the runs table
-    for keys, g in groups:
-        ids = g["run_id"].tolist() if all_runs else best_runs(g, run_scale)
-        results.append(check_stability(df[df.run_id.isin(ids)], scale=scale, source=str(table)))
-        results[-1] = _labelled(results[-1], keys)
+    results = check_groups(df, runs, scale=scale, by=by or [], all_runs=all_runs, source=str(table))
     report(results, f"stability indicators across {scale}",
            lambda r: [f"{t.name}: {t.decided_by} (growth per e-fold of {r.x}): {t.verdict}" for t in r.trends],
            as_json, output)
-
-
-def _labelled(res, keys: dict):
-    if not keys:
-        return res
-    import dataclasses  # noqa: PLC0415
-
-    return dataclasses.replace(res, why=f"{', '.join(f'{k}={v}' for k, v in keys.items())}: {res.why}")
 
 
 @command(app, "head")

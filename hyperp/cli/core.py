@@ -12,6 +12,7 @@ This module imports only typer/click and the standard library, so building the C
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import sys
@@ -23,6 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 from hyperp import io
 from hyperp.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_UNAVAILABLE, InputError,
                            Terminated, UnavailableError)
+from hyperp.tracking import TRACKERS
 
 def error(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """Print `error: <message>` (one line, no markup) on stderr and exit with `code`."""
@@ -122,6 +124,11 @@ def command(app: typer.Typer, name: str | None = None, **kwargs: Any):
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as strict JSON (NaN and infinities as null).")]
 
+# The trackers of `train --log-to` and `export --to` (hyperp.tracking), as choices; "\\[" is a bracket, not rich markup
+TrackerName = enum.Enum("TrackerName", {n: n for n in TRACKERS}, type=str)
+TRACKER_METAVAR = "|".join(TRACKERS)
+TRACKER_EXTRAS = 'Each needs its extra: pip install "hyperp\\[tensorboard]" (or \\[wandb], \\[mlflow]).'
+
 
 def as_count(text: str) -> int:
     """The parser of every count option (tokens, sizes, steps): 1000000, 1_000_000 or 1e6, as a spec reads a
@@ -141,9 +148,14 @@ SUBAPPS: dict[str, tuple[str, str]] = {
     "fit": ("hyperp.cli.fit", "Fit scaling laws to a runs table (Parquet, CSV or sweep directory)."),
     "plot": ("hyperp.cli.plot", "Draw paper figures (PNG, SVG or PDF by the output suffix) from a runs table."),
     "bench": ("hyperp.cli.bench", "Benchmarks (figures measured in this run, never timed tests)."),
-    "check": ("hyperp.cli.check", "HyperP's claims as checks (coord, transfer, sphere, stability, head), each with a "
-                                  "verdict and its thresholds."),
+    "check": ("hyperp.cli.check", "HyperP's claims as checks (coord, transfer, sphere, stability, head, moe-rms), each "
+                                  "with a verdict and its thresholds."),
+    "report": ("hyperp.cli.report", "A study report of sweeps from their ledgers (one HTML file, or Markdown with "
+                                    "PNGs): spec, statuses, LR optima, checks, fits, figures."),
+    "design": ("hyperp.cli.design", "Which runs would decide a question (an interval), for a compute budget."),
     "predict": ("hyperp.cli.predict", "Optimal LRs and loss at a target shape and budget from a sweep's laws."),
+    "export": ("hyperp.cli.export", "Write a sweep's runs (config, curves, final record) to TensorBoard, MLflow or "
+                                    "W&B, offline."),
     "data": ("hyperp.cli.data", "Corpora for the trainer: `data prepare` trains a BPE tokenizer and writes token "
                                 "shards."),
 }

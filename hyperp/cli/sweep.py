@@ -5,6 +5,7 @@
                           [--run-fn module:function] [--quiet] [--json]
     hyperp sweep status DIR [--json] [--watch [--interval S] [--count N] | --wait [--interval S]]
     hyperp sweep ls [ROOT] [--json]
+    hyperp sweep stop SWEEP [--out ROOT] [--wait] [--json]
 
 ROOT (default ./sweeps) holds one directory per sweep, named by the spec's `name`. Exit codes: the table of
 hyperp/errors.py (README "Exit codes"); `sweep run` exits 1 when a run failed, infra-failed or is left pending.
@@ -25,6 +26,8 @@ import typer
 from hyperp.cli.core import (PLAIN_PROGRESS_S, SUBAPPS, JsonFlag, PlainProgress, command, duration, new_app,
                              print_json, warn)
 from hyperp.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUNS_FAILED
+
+DESIGN_PANEL = "Design rounds (hyperp design)"
 from hyperp.schema import COMPLETED, DIVERGED, FAILED, INFRA_FAILED, RUNS_FILE, STATUSES
 from hyperp.sweeps.estimate import DEFAULT_MFU
 
@@ -82,7 +85,8 @@ def plan(spec: SpecArg, as_json: JsonFlag = False,
          mfu: Annotated[float, typer.Option(help="Assumed MFU when the throughput is neither given nor "
                                                  "measured.")] = DEFAULT_MFU,
          max_runs: MaxRunsOpt = None):
-    """List the runs of SPEC with their FLOPs and an estimated cost, without running or writing anything."""
+    """List the runs of SPEC with their FLOPs and an estimated cost, without running or writing anything; on a
+    sweep that has run (its directory under --out holds a ledger), each run's status and what is done and left."""
     from hyperp.sweeps.estimate import plan_summary  # noqa: PLC0415
     from hyperp.sweeps.plan import prepare  # noqa: PLC0415
 
@@ -100,12 +104,14 @@ def show_plan(summary: dict[str, Any], p) -> None:
 
     con = _console()
     fields = [k for k in p.varying if k != "tokens"]  # tokens has its own column
+    status = ["status"] if "progress" in summary else []  # a sweep that has run: each run's status
     table = Table(title=f"sweep {p.spec.name}: {summary['n_runs']} runs in {summary['n_cells']} cells")
-    for col in ["run_id", *fields, "search", "n_params", "tokens", "FLOPs", "est. time"]:
-        table.add_column(col, no_wrap=True, justify="left" if col in ("run_id", "search", "param") else "right")
+    for col in ["run_id", *fields, "search", *status, "n_params", "tokens", "FLOPs", "est. time"]:
+        left = col in ("run_id", "search", "param", "status")
+        table.add_column(col, no_wrap=True, justify="left" if left else "right")
     for r in summary["runs"]:
-        table.add_row(r["run_id"], *[_fmt(r.get(k)) for k in fields], r["search"], _count(r["n_params"]),
-                      _count(r["tokens"]), _flops(r["flops"]), duration(r["est_seconds"]))
+        table.add_row(r["run_id"], *[_fmt(r.get(k)) for k in fields], r["search"], *[r[c] for c in status],
+                      _count(r["n_params"]), _count(r["tokens"]), _flops(r["flops"]), duration(r["est_seconds"]))
     if summary["runs"]:
         con.print(table)
     for s in summary["searches"]:
@@ -117,12 +123,25 @@ def show_plan(summary: dict[str, Any], p) -> None:
     if p.spec.command is not None:  # no FLOPs: the time of a whole run, measured once runs finish
         con.print(f"{summary['n_runs']} command runs; {time_line}; {duration(summary['startup_seconds_per_run'])} "
                   f"per run ({summary['startup_source']})")
-        return
-    con.print(f"total {summary['total_flops']:.3g} FLOPs"
-              + (f" (+ up to {summary['max_search_flops']:.3g} for LR searches)" if summary["searches"] else "")
-              + f"; {time_line}; throughput {summary['throughput_flops_per_s']:.3g} "
-              f"FLOP/s per run ({summary['throughput_source']}); start-up {duration(summary['startup_seconds_per_run'])} "
-              f"per run ({summary['startup_source']})")
+    else:
+        con.print(f"total {summary['total_flops']:.3g} FLOPs"
+                  + (f" (+ up to {summary['max_search_flops']:.3g} for LR searches)" if summary["searches"] else "")
+                  + f"; {time_line}; throughput {summary['throughput_flops_per_s']:.3g} FLOP/s per run "
+                  f"({summary['throughput_source']}); start-up {duration(summary['startup_seconds_per_run'])} "
+                  f"per run ({summary['startup_source']})")
+    if "progress" in summary:
+        con.print(progress_text(summary["progress"], summary["local_parallel_runs"]))
+
+
+def progress_text(pr: dict[str, Any], slots: int) -> str:
+    """A sweep that has run: done, failed and left, in runs and FLOPs, and the time of what is left."""
+    added = f" ({pr['search_runs_done']} added by LR searches)" if pr["search_runs_done"] else ""
+    failed = f"; {pr['runs_failed']} failed (run again with --retry-failed)" if pr["runs_failed"] else ""
+    searching = f"; {pr['searches_open']} LR searches still open may add runs" if pr["searches_open"] else ""
+    left = (f"{pr['runs_left']} runs, {_flops(pr['flops_left'])} FLOPs, about {duration(pr['est_left_run_seconds'])} "
+            f"of run time, {duration(pr['est_left_local_wall_seconds'])} on this machine at {slots} runs in parallel"
+            if pr["runs_left"] else "no planned run")
+    return f"done: {pr['runs_done']} runs{added}, {_flops(pr['flops_done'])} FLOPs{failed}; left: {left}{searching}"
 
 
 # ---------------------------------------------------------------- run
@@ -202,25 +221,78 @@ def run(spec: SpecArg,
         progress_every: Annotated[float, typer.Option(
             help="Seconds between plain progress lines when stderr is not a terminal.")] = PLAIN_PROGRESS_S,
         max_runs: MaxRunsOpt = None,
-        as_json: JsonFlag = False):
-    """Run SPEC (or resume it: only missing, infra-failed or stale runs are scheduled)."""
+        as_json: JsonFlag = False,
+        design: Annotated[str | None, typer.Option(
+            rich_help_panel=DESIGN_PANEL, help="Then design rounds for this question (transfer, exponent, cel, "
+                                               "loss; see `hyperp design`): run a designed batch, refit, design "
+                                               "again, until --target-width or --budget-flops.")] = None,
+        axis: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="The question's scale axis.")]
+        = None,
+        by: Annotated[list[str] | None, typer.Option(
+            "--by", rich_help_panel=DESIGN_PANEL, help="Group columns (default param). Repeatable.")] = None,
+        where: Annotated[list[str] | None, typer.Option(
+            "--where", "-w", rich_help_panel=DESIGN_PANEL, help="Keep the group: COL=VALUE. Repeatable.")] = None,
+        method: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel: the method.")] = None,
+        baseline: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel: the baseline.")]
+        = None,
+        at: Annotated[float | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel: the target FLOPs.")]
+        = None,
+        budget_flops: Annotated[float | None, typer.Option(
+            rich_help_panel=DESIGN_PANEL, help="FLOPs all rounds may spend.")] = None,
+        target_width: Annotated[float | None, typer.Option(
+            rich_help_panel=DESIGN_PANEL, help="Stop once the question's interval is this narrow.")] = None,
+        rounds: Annotated[int, typer.Option(min=1, rich_help_panel=DESIGN_PANEL, help="At most this many rounds.")]
+        = 3):
+    """Run SPEC (or resume it: only missing, infra-failed or stale runs are scheduled); with --design, then
+    design rounds on its sweep."""
     from rich.console import Console  # noqa: PLC0415
 
     from hyperp.sweeps.cluster import worker_env  # noqa: PLC0415
     from hyperp.sweeps.runner import run_sweep  # noqa: PLC0415
     from hyperp.sweeps.spec import load_spec  # noqa: PLC0415
 
+    if design is not None:
+        check_design_args(design, budget_flops, target_width)  # before anything runs
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `--run-fn mymodule:fn` from the working directory, as `python -m` does
     worker_env(address)  # a ray:// address without Ray's client fails here, before anything is written
     console = Console(stderr=True)
-    with SweepProgress(console, console.is_terminal, progress_every) as progress:
-        res = run_sweep(load_spec(spec), out, address=address, run_fn=run_fn, retry_failed=retry_failed,
-                        num_cpus=num_cpus, on_progress=None if quiet else progress, max_runs=max_runs)
-    show_run(res, as_json, retry_failed)
+
+    def run_spec(path):
+        with SweepProgress(console, console.is_terminal, progress_every) as progress:
+            done = run_sweep(load_spec(path), out, address=address, run_fn=run_fn, retry_failed=retry_failed,
+                             num_cpus=num_cpus, on_progress=None if quiet else progress, max_runs=max_runs)
+        if done.interrupted or done.pending:
+            show_run(done, as_json, retry_failed)  # exits: a round stops where the runs stopped
+        return done
+
+    res = run_spec(spec)
+    history = None
+    if design is not None:
+        from hyperp.design.rounds import design_rounds  # noqa: PLC0415
+        from hyperp.fitting.table import parse_where  # noqa: PLC0415
+
+        batches = []
+        history = design_rounds(res.sweep_dir, design, lambda p: batches.append(run_spec(p)), rounds=rounds,
+                                budget_flops=budget_flops, target_width=target_width,
+                                echo=lambda m: typer.echo(m, err=True), axis=axis, by=tuple(by or ("param",)),
+                                where=parse_where(where or []), method=method, baseline=baseline, at=at)
+        res = batches[-1] if batches else res
+    show_run(res, as_json, retry_failed, {} if history is None else {"design_rounds": history})
 
 
-def show_run(res, as_json: bool, retry_failed: bool) -> None:
+def check_design_args(question: str, budget_flops: float | None, target_width: float | None) -> None:
+    """--design's question and its stopping rule, checked before any run starts."""
+    from hyperp.design.questions import QUESTIONS  # noqa: PLC0415
+    from hyperp.errors import InputError  # noqa: PLC0415
+
+    if question not in QUESTIONS:
+        raise InputError(f"--design: expected one of {', '.join(QUESTIONS)}, got {question!r}")
+    if budget_flops is None and target_width is None:
+        raise InputError("--design: give --budget-flops, --target-width or both")
+
+
+def show_run(res, as_json: bool, retry_failed: bool, extra: dict[str, Any] | None = None) -> None:
     """The outcome of `sweep run`: counts (or JSON), failed runs, unbracketed searches; exit 130 when
     interrupted, 1 when runs failed or are left."""
     c = res.counts
@@ -228,7 +300,7 @@ def show_run(res, as_json: bool, retry_failed: bool) -> None:
     if as_json:
         print_json({"sweep": res.plan.spec.name, "dir": res.sweep_dir, "counts": c, "submitted": res.submitted,
                     "pending": res.pending, "interrupted": res.interrupted, "elapsed_s": res.elapsed_s,
-                    "failed_runs": failed, "searches": res.searches})
+                    "failed_runs": failed, "searches": res.searches, **(extra or {})})
     else:
         msg = (f"{res.plan.spec.name}: {c[COMPLETED]} completed, {c[DIVERGED]} diverged, "
                f"{c[FAILED]} failed, {c[INFRA_FAILED]} infra_failed; {res.submitted} runs submitted "
@@ -409,3 +481,43 @@ def ls(root: Annotated[Path, typer.Argument(help="Sweeps root.")] = DEFAULT_ROOT
     for r in out:
         table.add_row(*[("yes" if r[c] else "no") if c == "running" else str(r[c]) for c in cols])
     _console().print(table)
+
+
+# ---------------------------------------------------------------- stop
+
+
+@command(app)
+def stop(sweep: Annotated[Path, typer.Argument(help="A sweep directory, its name under --out, or the spec it was run "
+                                                   "from.")],
+         out: RootOpt = DEFAULT_ROOT,
+         wait: Annotated[bool, typer.Option("--wait", help="Return once the driver has exited (bound it with "
+                                                          "`timeout`).")] = False,
+         as_json: JsonFlag = False):
+    """Ask the sweep's running driver to checkpoint its runs and exit (as Ctrl-C does; `sweep run` resumes), from
+    another terminal or host: a stop request in the sweep directory, and SIGINT when the driver runs on this host."""
+    from hyperp.sweeps.stop import request_stop, wait_stopped  # noqa: PLC0415
+
+    res = request_stop(stop_dir(sweep, out))
+    if wait and res["asked"]:
+        wait_stopped(Path(res["dir"]))
+    if as_json:
+        print_json(res)
+    elif not res["asked"]:
+        typer.echo(f"{res['dir']}: no driver is running; nothing to stop")
+    else:
+        how = (["sent it SIGINT"] if res["signalled"] else []) + ([f"wrote {res['file']}"] if res["file"] else [])
+        typer.echo(f"asked the driver of {res['dir']} (pid {res['pid']} on {res['host'] or '?'}) to stop: "
+                   f"{' and '.join(how)}; its runs checkpoint and `hyperp sweep run` resumes them"
+                   + ("; it has exited" if wait else ""))
+
+
+def stop_dir(path: Path, root: Path) -> Path:
+    """The sweep `sweep stop` addresses: a directory a driver has locked (it may not have written its plan yet),
+    that name under `root`, or what `sweep status` reads."""
+    from hyperp.schema import LOCK_FILE  # noqa: PLC0415
+    from hyperp.sweeps.ledger import find_sweep_dir  # noqa: PLC0415
+
+    for candidate in (path, root / path):
+        if (candidate / LOCK_FILE).is_file():
+            return candidate
+    return find_sweep_dir(path, root)

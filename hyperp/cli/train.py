@@ -8,13 +8,17 @@ own documentation and default, Literal fields show their choices. torch loads on
 import dataclasses
 import enum
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, get_args
 
 import typer
 
-from hyperp.cli.core import PLAIN_PROGRESS_S, JsonFlag, PlainProgress, as_count, duration, print_json
+from hyperp.cli.core import (PLAIN_PROGRESS_S, TRACKER_EXTRAS, TRACKER_METAVAR, JsonFlag, PlainProgress, TrackerName,
+                             as_count, duration, print_json)
 from hyperp.config import RunConfig, field_types
+from hyperp.schema import TRACKING_DIR
+from hyperp.tracking import TRAIN_SWEEP, Tracking, check_installed
 
 SKIPPED_FIELDS = {"tags"}  # not a scalar flag; settable from a TOML file
 PANEL = "Run config (RunConfig fields; also the axes of a sweep)"
@@ -60,24 +64,29 @@ def progress_line(cfg: RunConfig, info) -> str:
             f"{info.tokens_per_s:,.0f} tok/s  ETA {duration(eta)}")
 
 
-def run_with_progress(cfg: RunConfig, out: Optional[Path], console, every_s: float):
-    """Train with a live bar on a terminal, else a plain line every `every_s` seconds."""
+def run_with_progress(cfg: RunConfig, out: Optional[Path], console, every_s: float,
+                      on_step: Callable[[Any], None] = lambda info: None):
+    """Train with a live bar on a terminal, else a plain line every `every_s` seconds; `on_step` sees every step
+    too (the trackers of --log-to)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn  # noqa: PLC0415
 
     from hyperp.trainer.loop import train  # noqa: PLC0415
 
+    def both(show: Callable[[Any], None]) -> Callable[[Any], None]:
+        return lambda info: (show(info), on_step(info))
+
     if not console.is_terminal:
         plain = PlainProgress(every_s)
-        return train(cfg, out, on_step=lambda info: plain(lambda: progress_line(cfg, info),
-                                                          force=info.step == info.total_steps))
+        return train(cfg, out, on_step=both(lambda info: plain(lambda: progress_line(cfg, info),
+                                                               force=info.step == info.total_steps)))
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tok"),
                TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
                TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(cfg.name or cfg.param, total=cfg.total_steps * cfg.batch_tokens, loss=float("nan"),
                                  tps=0.0)
-        return train(cfg, out, on_step=lambda info: progress.update(task, completed=info.tokens, loss=info.loss,
-                                                                    tps=info.tokens_per_s))
+        return train(cfg, out, on_step=both(lambda info: progress.update(task, completed=info.tokens, loss=info.loss,
+                                                                         tps=info.tokens_per_s)))
 
 
 def train_command(config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with run fields "
@@ -86,6 +95,12 @@ def train_command(config: Annotated[Optional[Path], typer.Option("--config", "-c
                   as_json: JsonFlag = False,
                   progress_every: Annotated[float, typer.Option(
                       help="Seconds between plain progress lines when stderr is not a terminal.")] = PLAIN_PROGRESS_S,
+                  log_to: Annotated[Optional[list[TrackerName]], typer.Option(
+                      "--log-to", metavar=TRACKER_METAVAR, help="Also log the run (config, each step, final record) to "
+                      f"this tracker, offline (repeatable). {TRACKER_EXTRAS}")] = None,
+                  tracking_dir: Annotated[Optional[Path], typer.Option(
+                      help="Where --log-to's trackers write (tensorboard/, mlflow/, wandb/); default OUT/tracking.")]
+                  = None,
                   **fields: Any) -> None:
     """Train one model and write runs.parquet and curves.parquet to --out."""
     from rich.console import Console  # noqa: PLC0415
@@ -93,18 +108,44 @@ def train_command(config: Annotated[Optional[Path], typer.Option("--config", "-c
     from hyperp.trainer.data import check_corpus, load_corpus  # noqa: PLC0415
 
     console = Console(stderr=True)
+    tracking = tracking_of(log_to, tracking_dir, out)
     cfg = config_from_cli(config, fields)
     check_corpus(load_corpus(cfg.data, cfg.val_percent), cfg)  # fail on bad data before the progress bar
     if cfg.workers > 1:
-        row = run_data_parallel(cfg, out, console)
+        row = run_data_parallel(cfg, out, console, tracking)
     else:
-        row = run_with_progress(cfg, out, console, progress_every).row
+        row = run_tracked(cfg, out, console, progress_every, tracking)
     if as_json:
         print_json(row)
         return
     console.print(f"[bold]{row['status']}[/bold]  val_loss {row['val_loss']:.4f}  params {row['n_params']:,}  "
                   f"flops {row['flops']:.3g}  {row['tokens_per_s']:,.0f} tok/s  MFU {100 * row['mfu']:.1f}%")
     console.print(f"results in {out}/ (runs.parquet, curves.parquet, config.json)")
+
+
+def tracking_of(log_to: Optional[list], tracking_dir: Optional[Path], out: Path) -> Tracking:
+    """--log-to's trackers (each library installed, else exit 2 naming its extra) and where they write."""
+    names = tuple(dict.fromkeys(t.value for t in log_to or []))
+    check_installed(names, "--log-to")
+    return Tracking(names, str(tracking_dir or "")).resolved(out / TRACKING_DIR)
+
+
+def run_tracked(cfg: RunConfig, out: Path, console, every_s: float, tracking: Tracking) -> dict:
+    """Train in this process; with trackers, log the config, every step and the record to them (hyperp.tracking:
+    a tracker that cannot write warns once and the run goes on)."""
+    if not tracking:
+        return run_with_progress(cfg, out, console, every_s).row
+    from hyperp import identity  # noqa: PLC0415
+    from hyperp.tracking import RunLabel, settle, tracked  # noqa: PLC0415
+
+    label = RunLabel(identity.run_id(cfg), TRAIN_SWEEP, identity.cell_id(cfg))
+    try:
+        with tracked(tracking, label, cfg.to_dict()) as trackers:
+            row = run_with_progress(cfg, out, console, every_s, trackers.on_step).row
+            trackers.log_final(row)
+    finally:
+        settle(tracking)  # every tracker's file complete when the command returns
+    return row
 
 
 def train_row(cfg: RunConfig, out_dir: str) -> dict:
@@ -114,13 +155,18 @@ def train_row(cfg: RunConfig, out_dir: str) -> dict:
     return train(cfg, out_dir).row
 
 
-def run_data_parallel(cfg: RunConfig, out: Path, console) -> dict:
-    """`cfg.workers` Ray Train workers on a local Ray (one GPU each when the run trains on CUDA); rank 0's row."""
+def run_data_parallel(cfg: RunConfig, out: Path, console, tracking: Tracking = Tracking()) -> dict:
+    """`cfg.workers` Ray Train workers on a local Ray (one GPU each when the run trains on CUDA); rank 0's row,
+    logged to the trackers by rank 0 once it has trained."""
+    from hyperp import identity  # noqa: PLC0415
     from hyperp.sweeps.cluster import data_parallel_resources, train_data_parallel  # noqa: PLC0415
+    from hyperp.sweeps.worker import TrackedRun  # noqa: PLC0415
 
     res = data_parallel_resources(cfg)
     console.print(f"training on {cfg.workers} Ray Train workers of {res.cpus:g} CPUs{' and 1 GPU' if res.gpus else ''}")
-    return train_data_parallel(train_row, cfg, out, res)
+    run_fn = TrackedRun(train_row, tracking, TRAIN_SWEEP, identity.cell_id(cfg), identity.run_id(cfg)) \
+        if tracking else train_row
+    return train_data_parallel(run_fn, cfg, out, res)
 
 
 # Typer reads the signature: splice one option per config field in place of **fields.

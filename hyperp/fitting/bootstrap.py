@@ -105,10 +105,9 @@ def percentile_intervals(samples: np.ndarray, level: float = DEFAULT_LEVEL, *, c
         k = small_sample_factor(int(dof), float(level))
         c = np.asarray(centers, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
-            if log:
-                ok = (c > 0) & (low > 0)
-                low = np.where(ok, c * (low / c) ** k, low)
-                high = np.where(ok, c * (high / c) ** k, high)
+            if log:  # each side on its own: a lower end at 0 (replicates that never reach) still widens the upper
+                low = np.where((c > 0) & (low > 0), c * (low / c) ** k, low)
+                high = np.where((c > 0) & (high > 0), c * (high / c) ** k, high)
             else:
                 ok = np.isfinite(c)
                 low = np.where(ok, c - (c - low) * k, low)

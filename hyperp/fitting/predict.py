@@ -73,7 +73,7 @@ def predict(df: pd.DataFrame, target: dict[str, Any], *, method_col: str = "para
         raise FitInputError(f"{source}: no runs with {method_col}={cfg.param!r}")
     check_inputs(runs, lr_x, loss_law, f"{source} ({method_col}={cfg.param})")
     lr_law = _lr_law(runs, lr_x, n_boot, seed, level, source)
-    loss_fit = _loss_law(runs, loss_law, n_boot, seed, level, source)
+    loss_fit = fit_loss_law(runs, loss_law, n_boot, seed, level, source)
     # Only now that both laws stand: the target model (torch, meta device) and the scheme's rule.
     from hyperp.trainer.metrics import static_columns  # noqa: PLC0415
     from hyperp.trainer.hparams import resolve_hparams  # noqa: PLC0415
@@ -81,7 +81,7 @@ def predict(df: pd.DataFrame, target: dict[str, Any], *, method_col: str = "para
     shape = static_columns(cfg)
     lr, lr_interval, lr_warn, lr_fitted = _lr_at(lr_law, float(getattr(cfg, lr_x)), level)
     hp = resolve_hparams(cfg.replace(lr=lr))
-    loss, loss_interval, loss_warn, c_fitted = _loss_at(loss_fit, loss_law, shape, cfg, level)
+    loss, loss_interval, loss_warn, c_fitted = loss_at(loss_fit, loss_law, shape, cfg, level)
     extrapolation = {lr_x: float(getattr(cfg, lr_x)) / lr_fitted, "compute": shape["flops_planned"] / c_fitted}
     far = [f"the target's {k} is {v:.3g}x the largest fitted: an extrapolation, not an interpolation"
            for k, v in extrapolation.items() if v > EXTRAPOLATION_WARN]
@@ -177,7 +177,7 @@ def _lr_at(law, value: float, level) -> tuple[float, Interval, list[str], float]
             [f"lr law: {w}" for w in law.warnings], x_max)
 
 
-def _loss_law(runs, law: LossLaw, n_boot, seed, level, source):
+def fit_loss_law(runs, law: LossLaw, n_boot, seed, level, source):
     """The loss law's fit and the largest compute it was fitted on."""
     if law == "chinchilla":
         n, d, loss = chinchilla_inputs(runs, best_of="lr", source=source)
@@ -188,7 +188,7 @@ def _loss_law(runs, law: LossLaw, n_boot, seed, level, source):
     return fit, float(c.max())
 
 
-def _loss_at(law_fit, law: LossLaw, shape, cfg, level) -> tuple[float, Interval, list[str], float]:
+def loss_at(law_fit, law: LossLaw, shape, cfg, level) -> tuple[float, Interval, list[str], float]:
     fit, c_max = law_fit
     if law == "chinchilla":
         point = float(fit.predict(np.array([shape["n_params"]]), np.array([float(cfg.tokens)]))[0])

@@ -16,9 +16,10 @@ from hyperp.fitting.chinchilla import ChinchillaFit
 from hyperp.fitting.compute import ComputeComparison, compute_efficiency
 from hyperp.fitting.lr import TOO_FEW, LrOptima
 from hyperp.fitting.powerlaw import LawFit
-from hyperp.plots.style import (CURVE_POINTS, EXTRAPOLATION, MAX_LEGEND, color, families, fitted_curve, group_label,
-                                legend_entry, marker, new_figure, number, paper, readable_axis, scale_colors,
-                                short_reason, write_reason)
+from hyperp.plots.clip import clipped_interval, view_limits
+from hyperp.plots.style import (CURVE_POINTS, EXTRAPOLATION, MAX_LEGEND, color, dodge, families, fitted_curve,
+                                group_label, legend_entry, marker, new_figure, number, paper, readable_axis,
+                                scale_colors, short_reason, write_reason)
 
 # Column names as mathtext for axis labels and titles; any other column is shown as it is.
 SYMBOLS = {"lr": r"$\eta$", "lr_opt": r"$\eta^*$", "loss_opt": r"$L^*$", "tokens": r"$T$", "n_params": r"$N$",
@@ -38,6 +39,7 @@ def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
     with paper():
         fig, ax = new_figure(size=(3.4, 2.6 + 0.12 * min(n_groups, MAX_LEGEND)))
         trans = blended_transform_factory(ax.transData, ax.transAxes)
+        lr_view = _lr_view(result)
         ys = []
         for i, (opt, (c, m)) in enumerate(zip(result.optima, styles)):
             lr, loss = np.array(opt.points).T
@@ -47,9 +49,8 @@ def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
             lo, hi = opt.lr_range
             grid = np.geomspace(lo / 1.3, hi * 1.3, CURVE_POINTS)
             ax.plot(grid, opt.curve(grid), "-", color=c, lw=0.9, alpha=0.8)
-            interval = opt.lr_interval
-            if np.isfinite(interval.low) and np.isfinite(interval.high):
-                ax.hlines(opt.loss_opt, interval.low, interval.high, color=c, lw=1.2, zorder=3)
+            clipped_interval(ax, opt.loss_opt, opt.lr_interval.low, opt.lr_interval.high, lr_view, c,
+                             vertical=False, log=True, lw=1.2, zorder=3)
             ax.plot([opt.lr_opt], [opt.loss_opt], "*", ms=9, color=c, mec="k", mew=0.5, zorder=4,
                     mfc=c if opt.bracketed else "white")
             if not opt.bracketed:
@@ -59,7 +60,9 @@ def plot_lr(result: LrOptima, title: str | None = None) -> Figure:
                         clip_on=False)
         _clip_y(ax, np.concatenate(ys))
         ax.set_xscale("log")
+        ax.set_xlim(lr_view)
         readable_axis(ax.xaxis)
+        readable_axis(ax.yaxis)
         ax.set_xlabel(r"learning rate $\eta$")
         ax.set_ylabel("validation loss")
         bars = [o.lr_interval for o in result.optima if np.isfinite(o.lr_interval.low)]
@@ -111,55 +114,74 @@ def plot_law(laws: Sequence[LawFit], title: str | None = None) -> Figure:
 
 
 def plot_compute(result: ComputeComparison, title: str | None = None) -> Figure:
-    """Left: loss versus FLOPs per method with fitted laws. Right: CEL over the baseline versus FLOPs
-    (fit-to-fit curve with band; markers at the baseline's runs)."""
+    """Left: loss versus FLOPs per method with fitted laws. Right: CEL over the baseline versus FLOPs on a log
+    axis with parity (1) marked (fit-to-fit curve with band; markers at the baseline's runs). Bands and
+    intervals never set an axis: one that dwarfs the data is cut with an arrow and its value (`clip`)."""
     with paper():
         fig, (ax, ax2) = new_figure(ncols=2)
         methods = list(result.fits)
-        c_all = np.concatenate([np.array(f.points)[:, 0] for f in result.fits.values()])
-        grid = np.geomspace(c_all.min() / 1.5, c_all.max() * 1.5, CURVE_POINTS)
-        for i, m in enumerate(methods):
-            f, c = result.fits[m], color(i)
-            pts = np.array(f.points)
-            ax.plot(pts[:, 0], pts[:, 1], marker(i), color=c, zorder=3)
-            at_bound = any(w.startswith("E = ") for w in f.warnings)
-            fitted_curve(ax, f.predict, (grid[0], grid[-1]), (pts[:, 0].min(), pts[:, 0].max()), c,
-                         label=rf"{m}: $b$={f.b:.3f}, $E$={number(f.E)}" + (" (at its bound)" if at_bound else ""))
-            if f.holdout is not None:
-                h = f.holdout
-                ax.plot([h.compute], [h.observed], "o", ms=8, mfc="none", mec=c, mew=0.9, zorder=4,
-                        label=f"held out: predicted {number(h.predicted)} ({h.rel_err:+.1%})")
-            if len(f.boot_params):
-                lo, hi = f.band(grid)
-                ax.fill_between(grid, lo, hi, color=c, alpha=0.15, lw=0)
-        ax.set_xscale("log")
-        readable_axis(ax.xaxis, minor=True)
-        ax.set_xlabel(r"training FLOPs $C$")
-        ax.set_ylabel(r"validation loss $L$")
-        legend_entry(ax, EXTRAPOLATION, "--")
-        ax.legend(loc="upper right", fontsize=5.5)
-        base = result.fits[result.baseline]
-        base_c = np.array(base.points)[:, 0]
-        c_grid = np.geomspace(base_c.min(), base_c.max(), CURVE_POINTS // 2)
-        ax2.axhline(1.0, color=color(methods.index(result.baseline)), lw=0.8, ls="--", label=result.baseline)
-        for i, m in enumerate(methods):
-            if m == result.baseline:
-                continue
-            curve = compute_efficiency(result.fits[m], base, c_grid, m)
-            cel = np.array([p.cel for p in curve])
-            ax2.plot(c_grid, cel, "-", color=color(i), label=m)
-            lo = np.array([p.interval.low for p in curve])
-            hi = np.array([p.interval.high for p in curve])
-            ax2.fill_between(c_grid, lo, hi, color=color(i), alpha=0.15, lw=0)
-            _cel_points(ax2, [p for p in result.cel_points if p.method == m], i)
-        ax2.set_xscale("log")
-        readable_axis(ax2.xaxis, minor=True)
-        ax2.set_xlabel("baseline training FLOPs")
-        ax2.set_ylabel(f"CEL over {result.baseline}")
-        ax2.legend(loc="best")
+        _loss_panel(ax, result, methods)
+        _cel_panel(ax2, result, methods)
         fig.suptitle(title or r"Loss vs compute, $L = A\,C^{-b} + E$, and compute efficiency leverage (CEL)",
                      fontsize=8)
     return fig
+
+
+def _loss_panel(ax, result: ComputeComparison, methods: list[str]) -> None:
+    c_all = np.concatenate([np.array(f.points)[:, 0] for f in result.fits.values()])
+    grid = np.geomspace(c_all.min() / 1.5, c_all.max() * 1.5, CURVE_POINTS)
+    ys, lows, highs = [], [], []
+    for i, m in enumerate(methods):
+        f, c = result.fits[m], color(i)
+        pts = np.array(f.points)
+        ax.plot(pts[:, 0], pts[:, 1], marker(i), color=c, zorder=3)
+        at_bound = any(w.startswith("E = ") for w in f.warnings)
+        fitted_curve(ax, f.predict, (grid[0], grid[-1]), (pts[:, 0].min(), pts[:, 0].max()), c,
+                     label=rf"{m}: $b$={f.b:.3f}, $E$={number(f.E)}" + (" (at its bound)" if at_bound else ""))
+        ys += [*pts[:, 1], *f.predict(grid)]
+        if f.holdout is not None:
+            h = f.holdout
+            ax.plot([h.compute], [h.observed], "o", ms=8, mfc="none", mec=c, mew=0.9, zorder=4,
+                    label=f"held out: predicted {number(h.predicted)} ({h.rel_err:+.1%})")
+        if len(f.boot_params):
+            lo, hi = f.band(grid)
+            ax.fill_between(grid, lo, hi, color=c, alpha=0.15, lw=0)
+            lows, highs = [*lows, *lo], [*highs, *hi]
+    ax.set_ylim(view_limits(ys, lows, highs))
+    ax.set_xscale("log")
+    readable_axis(ax.xaxis, minor=True)
+    readable_axis(ax.yaxis)
+    ax.set_xlabel(r"training FLOPs $C$")
+    ax.set_ylabel(r"validation loss $L$")
+    legend_entry(ax, EXTRAPOLATION, "--")
+    ax.legend(loc="upper right", fontsize=5.5)
+
+
+def _cel_panel(ax, result: ComputeComparison, methods: list[str]) -> None:
+    base = result.fits[result.baseline]
+    base_c = np.array(base.points)[:, 0]
+    c_grid = np.geomspace(base_c.min(), base_c.max(), CURVE_POINTS // 2)
+    curves = {m: compute_efficiency(result.fits[m], base, c_grid, m) for m in methods if m != result.baseline}
+    shown = [*(p for curve in curves.values() for p in curve), *result.cel_points]
+    limits = view_limits([1.0, *(p.cel for p in shown)], [p.interval.low for p in shown],
+                         [p.interval.high for p in shown], log=True)
+    ax.set_yscale("log")
+    ax.axhline(1.0, color=color(methods.index(result.baseline)), lw=0.8, ls="--",
+               label=f"{result.baseline} (CEL = 1)")
+    for m, curve in curves.items():
+        i = methods.index(m)
+        ax.plot(c_grid, [p.cel for p in curve], "-", color=color(i), label=m)
+        ax.fill_between(c_grid, [p.interval.low for p in curve], [p.interval.high for p in curve], color=color(i),
+                        alpha=0.15, lw=0)
+        _cel_points(ax, [p for p in result.cel_points if p.method == m], i, limits, list(curves).index(m),
+                    len(curves))
+    ax.set_ylim(limits)
+    ax.set_xscale("log")
+    readable_axis(ax.xaxis, minor=True)
+    readable_axis(ax.yaxis, minor=True)
+    ax.set_xlabel("baseline training FLOPs")
+    ax.set_ylabel(f"CEL over {result.baseline} (log)")
+    ax.legend(loc="best")
 
 
 def plot_chinchilla(fit: ChinchillaFit, n: np.ndarray, d: np.ndarray, loss: np.ndarray,
@@ -205,19 +227,30 @@ def _skipped_entries(ax, skipped) -> None:
                 label=f"{group_label(keys)}: no optimum ({short_reason(TOO_FEW)}, {s['n_points']} runs)")
 
 
-def _cel_points(ax, pts, i: int) -> None:
-    """CEL at the baseline's runs with intervals; a run whose loss the method's law never reaches (CEL 0) as an
-    x on the axis, with that reason in the legend."""
+def _cel_points(ax, pts, i: int, limits: tuple[float, float], slot: int, n: int) -> None:
+    """CEL at the baseline's runs with intervals (cut at the view's `limits`), the `slot`-th of `n` methods
+    dodged beside the others; a run whose loss the method's law never reaches (CEL 0) as an x on the bottom
+    edge, with that reason in the legend."""
     if not pts:
         return
-    pc = np.array([(p.compute, p.cel, p.interval.low, p.interval.high) for p in pts])
+    pc = np.array([(p.compute * dodge(slot, n), p.cel, p.interval.low, p.interval.high) for p in pts])
     ok = np.isfinite(pc[:, 1]) & (pc[:, 1] > 0)
-    err = np.abs(np.vstack([pc[ok, 1] - pc[ok, 2], pc[ok, 3] - pc[ok, 1]]))
-    ax.errorbar(pc[ok, 0], pc[ok, 1], yerr=np.nan_to_num(err), fmt=marker(i), color=color(i), ms=3,
-                elinewidth=0.6, capsize=1.5)
+    ax.plot(pc[ok, 0], pc[ok, 1], marker(i), color=color(i), ms=3, ls="none")
+    for c, _, lo, hi in pc[ok]:
+        clipped_interval(ax, c, lo, hi, limits, color(i), log=True, slot=slot, lw=0.6)
     if not ok.all():
         ax.plot(pc[~ok, 0], np.zeros((~ok).sum()), "x", color=color(i), ms=5, clip_on=False,
+                transform=blended_transform_factory(ax.transData, ax.transAxes),
                 label=f"{pts[0].method}: loss out of its law's reach")
+
+
+def _lr_view(result: LrOptima) -> tuple[float, float]:
+    """The LR axis: every run, diverged ones included, and each optimum; an interval widens it only within
+    `clip.view_limits`' reach."""
+    opts = result.optima
+    lrs = [*(p[0] for o in opts for p in o.points), *(x for o in opts for x in o.diverged_lr),
+           *(o.lr_opt for o in opts)]
+    return view_limits(lrs, [o.lr_interval.low for o in opts], [o.lr_interval.high for o in opts], log=True)
 
 
 def _clip_y(ax, y: np.ndarray) -> None:

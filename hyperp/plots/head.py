@@ -35,6 +35,7 @@ def plot_head(runs: pd.DataFrame, title: str | None = None, source: str = "runs"
             ax.set_xlabel(r"LM head init std $\sigma$")
         ax_gain.set_yscale("log")
         readable_axis(ax_gain.yaxis)
+        readable_axis(ax_loss.yaxis)
         ax_loss.set_ylabel("best validation loss over LR")
         ax_gain.set_ylabel("final norm gain (max RMS), best run")
         ax_loss.set_title("each point: the best run of its LR search", fontsize=7)

@@ -74,7 +74,8 @@ def stability_frame(curves: pd.DataFrame, runs: pd.DataFrame | None = None, scal
         return curves
     if runs is None:
         raise FitInputError(f"{source}: no {scale!r} column; give the runs table to join it on run_id")
-    require_columns(runs, ["run_id", *([scale] if scale else [])], source="runs table")
+    setting = scale.removesuffix(RUN_SUFFIX) if scale and scale not in runs.columns else scale  # tokens_run: tokens
+    require_columns(runs, ["run_id", *([setting] if setting else [])], source="runs table")
     # Bring the scale and the runs' other settings (param, lr, ...) so that rows can be filtered on them. A run
     # setting whose name a curve column already has (tokens: the step's count vs the run's budget) arrives
     # as NAME_run, so `--where tokens_run=1048576` selects runs by budget.

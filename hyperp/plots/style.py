@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import Formatter
 
 from hyperp.fitting.report import readable
 from hyperp.fitting.table import FitInputError
@@ -30,8 +31,9 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 SEQUENTIAL = "viridis"  # for ordered groups (model scale) and loss levels
 MAX_LEGEND = 12  # beyond this many groups a legend stops being readable: colour by a colorbar instead
 SMALL = 0.01  # below this a number reads better as 3e-3 than as 0.003 (LRs, init stds)
-SHORT_RANGE = 4.0  # a log axis spanning less than this ratio labels every minor tick
+SHORT_RANGE = 4.0  # a log axis spanning less than this ratio may label every minor tick, room permitting
 CURVE_POINTS = 200  # samples along every fitted curve
+DODGE = 1.04  # factor between neighbouring groups' interval bars on a log x axis, so that they do not overlap
 EXTRAPOLATION = "extrapolation"  # the legend label (and gid) of a fitted curve's dashed part beyond its data
 
 RC = {
@@ -71,6 +73,21 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     with paper():
         fig.savefig(path, dpi=PNG_DPI if path.suffix.lower() == ".png" else None)
     return path
+
+
+def png_bytes(fig: Figure, dpi: int = PNG_DPI) -> bytes:
+    """The figure as PNG bytes, saved in the hyperp style: for a data URI, or a file written atomically."""
+    import io  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    with paper():
+        fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def dodge(i: int, n: int) -> float:
+    """The factor that shifts the i-th of n groups' bars on a log x axis, the middle one unshifted."""
+    return DODGE ** (i - (n - 1) / 2)
 
 
 def color(i: int) -> str:
@@ -133,22 +150,99 @@ def write_reason(ax, reason: str, xy: tuple[float, float], offset: tuple[float, 
 
 
 def readable_axis(axis, minor: bool = False) -> None:
-    """Major (and with `minor`, minor) tick labels of a (log) axis through `number`."""
-    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+    """Tick labels through `number`, spaced so that no two overlap (`SpacedLabels`, judged at draw time on the
+    axis's final limits). Minor ticks are labelled with `minor`, and otherwise only where fewer than two major
+    labels are in view (a log axis within one decade); never in matplotlib's own 2x10^11 style."""
+    axis.set_major_formatter(SpacedLabels(axis))
+    axis.set_minor_formatter(SpacedLabels(axis, minor=minor))
 
-    axis.set_major_formatter(FuncFormatter(lambda v, _pos: number(v)))
-    if minor:
-        axis.set_minor_formatter(FuncFormatter(lambda v, _pos: _minor_label(axis, v)))
+
+EM_PER_CHAR = 0.64  # widest digit of DejaVu Sans (0.636 em): a label's width is at most this per character
+LINE_EM = 1.25  # a label's height, in ems
+GAP_EM = 0.4  # the least space between two labels
 
 
-def _minor_label(axis, value: float) -> str:
-    """Within a short range every minor tick carries its label; across a wider one only 2x and 5x a power of
-    ten do (every label would collide). Judged at draw time, on the axis's final limits."""
-    lo, hi = sorted(axis.get_view_interval())
-    if lo > 0 and hi / lo < SHORT_RANGE:
+class SpacedLabels(Formatter):
+    """A tick formatter: each label is `number(value)`, and a label is dropped where it would overlap one
+    already placed (majors left to right; minors after the majors, 5x then 2x a power of ten first, only
+    those two across a range of SHORT_RANGE or more). `minor`: None for a major formatter; True to label minor
+    ticks wherever there is room, False only where fewer than two major labels are in view."""
+
+    def __init__(self, axis, minor: bool | None = None):
+        self.axis, self.minor = axis, minor
+
+    def __call__(self, value, pos=None) -> str:
         return number(value)
-    mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
-    return number(value) if np.isclose(mantissa, 2) or np.isclose(mantissa, 5) else ""
+
+    def format_ticks(self, values) -> list[str]:
+        values = [float(v) for v in values]
+        if self.minor is None:
+            keep = _place(self.axis, values, range(len(values)), [])
+        else:
+            keep = self._minor_keep(values)
+        return [number(v) if i in keep else "" for i, v in enumerate(values)]
+
+    def _minor_keep(self, values: list[float]) -> set[int]:
+        majors = [float(v) for v in self.axis.get_majorticklocs()]
+        labels = self.axis.major.formatter.format_ticks(majors)
+        placed = [(v, t) for v, t in zip(majors, labels) if t and _in_view(self.axis, v)]
+        if not self.minor and len(placed) >= 2:
+            return set()
+        taken = [e for e in _extents(self.axis, [v for v, _ in placed], [t for _, t in placed]) if np.isfinite(e[0])]
+        return _place(self.axis, values, _minor_order(self.axis, values), taken)
+
+
+def _in_view(axis, v: float) -> bool:
+    lo, hi = sorted(axis.get_view_interval())
+    return lo - 1e-9 * abs(lo) <= v <= hi + 1e-9 * abs(hi)
+
+
+def _minor_order(axis, values: list[float]) -> list[int]:
+    """Minor ticks in the order they get a label: 5x, 2x, then 3x ... 9x a power of ten (only 5x and 2x when the
+    view spans SHORT_RANGE or more)."""
+    lo, hi = sorted(axis.get_view_interval())
+    wide = not (lo > 0 and hi / lo < SHORT_RANGE)
+    rank = {}
+    for i, v in enumerate(values):
+        if v <= 0:
+            continue
+        m = round(v / 10 ** np.floor(np.log10(v) + 1e-9))
+        if not wide or m in (2, 5):
+            rank[i] = (0 if m == 5 else 1 if m == 2 else m, v)
+    return sorted(rank, key=rank.get)
+
+
+def _extents(axis, values: list[float], texts: list[str]) -> list[tuple[float, float]]:
+    """(centre, half extent) in pixels along the axis of each label (its width on an x axis, its height on a
+    y axis, plus half the gap); the centre is NaN where the axis cannot place the value (<= 0 on a log axis)."""
+    size = axis.get_major_ticks(1)[0].label1.get_fontsize() * axis.figure.dpi / 72
+    centres = _pixels(axis, values)
+    if axis.axis_name == "x":
+        half = [(len(t) * EM_PER_CHAR + GAP_EM) * size / 2 for t in texts]
+    else:
+        half = [(LINE_EM + GAP_EM) * size / 2] * len(texts)
+    return list(zip(centres, half))
+
+
+def _pixels(axis, values: list[float]) -> np.ndarray:
+    v = np.asarray(values, dtype=float).reshape(-1)
+    other = np.ones_like(v)
+    pts = np.column_stack([v, other] if axis.axis_name == "x" else [other, v])
+    with np.errstate(all="ignore"):
+        return axis.axes.transData.transform(pts)[:, 0 if axis.axis_name == "x" else 1]
+
+
+def _place(axis, values: list[float], order, taken: list[tuple[float, float]]) -> set[int]:
+    """The indices of `values` (tried in `order`, in view only) whose labels overlap none placed before."""
+    keep = set()
+    taken = list(taken)
+    spans = _extents(axis, values, [number(v) for v in values])
+    for i in order:
+        c, h = spans[i]
+        if np.isfinite(c) and _in_view(axis, values[i]) and all(abs(c - c2) >= h + h2 for c2, h2 in taken):
+            keep.add(i)
+            taken.append((c, h))
+    return keep
 
 
 def fitted_curve(ax, predict, span: tuple[float, float], fitted: tuple[float, float], c, label=None,

@@ -5,7 +5,8 @@ start, imports, data, model). Both come from this sweep's finished runs in its l
 (median FLOP/s of completed runs, median `elapsed_s - wall_time_s`); before any run finished, the
 throughput is a matmul probe on this machine times an assumed MFU, and the start-up a fresh Python timed
 importing torch and the trainer. A command's FLOPs are unknown: its runs take what this sweep's finished runs
-took. Nothing is written.
+took. On a sweep that has run, `progress` says what is done and what is left: runs and FLOPs, and the time the
+runs left take at the throughput its finished runs measured. Nothing is written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hyperp.schema import COMPLETED
+from hyperp.io import read_json
+from hyperp.schema import COMPLETED, DIVERGED, FAILED, SEARCH_FILE
 
 if TYPE_CHECKING:  # the CLI reads DEFAULT_MFU for its help: this module loads nothing of the plan's
     from hyperp.sweeps.plan import Plan
@@ -108,11 +110,64 @@ def plan_summary(plan: Plan, root: Path, throughput: float = 0.0, mfu: float = D
     slots = max(1, math.floor((os.cpu_count() or 1) / spec.resources.cpus))
     if spec.max_concurrent:
         slots = min(slots, spec.max_concurrent)
-    return {"sweep": spec.name, "n_runs": len(runs), "n_cells": len(plan.cells), "varying": plan.varying,
-            "runs": runs, "searches": searches, "total_flops": sum(r["flops"] for r in runs),
-            "max_search_flops": sum((s["max_additional_runs"] * s["flops_per_run"] for s in searches), 0.0),
-            "throughput_flops_per_s": speed, "throughput_source": source,
-            "startup_seconds_per_run": startup, "startup_source": startup_source, "est_run_seconds": run_seconds,
-            "local_parallel_runs": slots, "est_local_wall_seconds": run_seconds / slots,
-            "resources": {"cpus": spec.resources.cpus, "gpus": spec.resources.gpus},
-            "max_retries": spec.max_retries, "max_concurrent": spec.max_concurrent}
+    progress = plan_progress(plan, finished, runs, slots, root / spec.name)
+    summary = {"sweep": spec.name, "n_runs": len(runs), "n_cells": len(plan.cells), "varying": plan.varying,
+               "runs": runs, "searches": searches, "total_flops": sum(r["flops"] for r in runs),
+               "max_search_flops": sum((s["max_additional_runs"] * s["flops_per_run"] for s in searches), 0.0),
+               "throughput_flops_per_s": speed, "throughput_source": source,
+               "startup_seconds_per_run": startup, "startup_source": startup_source, "est_run_seconds": run_seconds,
+               "local_parallel_runs": slots, "est_local_wall_seconds": run_seconds / slots,
+               "resources": {"cpus": spec.resources.cpus, "gpus": spec.resources.gpus},
+               "max_retries": spec.max_retries, "max_concurrent": spec.max_concurrent}
+    if progress is not None:  # a sweep that has run: what is done, what is left (before any run: as above)
+        summary["progress"] = progress
+    return summary
+
+
+DONE = (COMPLETED, DIVERGED)  # a final record: `sweep run` never runs these again
+PENDING = "pending"  # the status of a planned run without a record, in a plan with progress
+
+
+def plan_progress(plan: Plan, records, runs: list[dict[str, Any]], slots: int, sweep_dir: Path
+                  ) -> dict[str, Any] | None:
+    """What a sweep that has run has done and has left (`records`: its ledger), or None before any run of it has
+    a record.
+
+    Each planned run of `runs` gets its `status` (`pending` without a record). Done: completed and diverged runs,
+    the runs LR searches added included (FLOPs: what they trained); failed: kept, run again only with
+    --retry-failed; left: what the next `sweep run` runs (no record, or infra_failed), with their planned FLOPs and
+    estimated seconds (`est_seconds`: this sweep's measured throughput and start-up), in all and on this machine
+    at `slots` runs in parallel. LR searches still open may add runs beyond these."""
+    if not len(records):
+        return None
+    status = dict(zip(records.run_id, records.status))
+    for r in runs:
+        r["status"] = status.get(r["run_id"], PENDING)
+    planned = {r["run_id"] for r in runs}
+    search_cells = {c.cell_id for c in plan.searches}
+    added = records[~records.run_id.isin(planned) & records.cell_id.isin(search_cells) & records.status.isin(DONE)]
+    done = records[records.run_id.isin(planned) & records.status.isin(DONE)]
+    left = [r for r in runs if r["status"] not in (*DONE, FAILED)]
+    left_seconds = sum(r["est_seconds"] for r in left)
+    from hyperp.sweeps.status import search_done  # noqa: PLC0415 (the ledger's pyarrow: not for --help)
+
+    open_searches = [s for s in read_json(sweep_dir / SEARCH_FILE, []) or [] if not search_done(s)]
+    return {"runs_done": len(done) + len(added), "search_runs_done": len(added),
+            "runs_failed": sum(r["status"] == FAILED for r in runs), "runs_left": len(left),
+            "flops_done": finite_sum(trained_flops(done) + trained_flops(added)),
+            "flops_left": finite_sum(r["flops"] for r in left),
+            "est_left_run_seconds": left_seconds, "est_left_local_wall_seconds": left_seconds / slots,
+            "searches_open": len(open_searches)}
+
+
+def trained_flops(rows) -> list[float]:
+    """The FLOPs each run trained (`flops`), its planned FLOPs where that is missing."""
+    return [f if f == f else p for f, p in zip(rows.flops, rows.flops_planned)]
+
+
+def finite_sum(values) -> float:
+    """The sum of the finite values: 0 for no values, NaN when none is finite (a command sweep's FLOPs are
+    unknown)."""
+    values = [v for v in values if v is not None]
+    finite = [v for v in values if math.isfinite(v)]
+    return float(sum(finite)) if finite or not values else math.nan

@@ -32,6 +32,7 @@ import fcntl
 import json
 import logging
 import os
+import socket
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -388,11 +389,13 @@ def find_sweep_dir(path: Path, root: Path) -> Path:
 
 
 class SweepLock:
-    """An exclusive flock on <sweep>/.lock: one driver per sweep directory at a time."""
+    """An exclusive flock on <sweep>/.lock: one driver per sweep directory at a time. The file names the holder,
+    "<pid> <time it took the lock> <host>" (`lock_owner`), which `sweep stop` addresses."""
 
     def __init__(self, sweep_dir: str | Path):
         self.path = Path(sweep_dir) / LOCK_FILE
         self.fd: int | None = None
+        self.owner: dict[str, Any] | None = None  # {"pid", "since", "host"} while held
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,7 +406,8 @@ class SweepLock:
             os.close(fd)
             return False
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {time.time()}\n".encode())
+        self.owner = {"pid": os.getpid(), "since": time.time(), "host": socket.gethostname()}
+        os.write(fd, f"{self.owner['pid']} {self.owner['since']!r} {self.owner['host']}\n".encode())
         self.fd = fd
         return True
 
@@ -418,6 +422,17 @@ class SweepLock:
             return self.path.read_text().split()[0]
         except (OSError, IndexError):
             return "?"
+
+
+def lock_owner(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """Who took the sweep's lock last, from its file: {"pid", "since", "host"} ("" when a driver of an older
+    hyperp did not write it); None when there is no readable lock file. Whether it still holds the lock is
+    `is_running`'s question."""
+    try:
+        parts = (Path(sweep_dir) / LOCK_FILE).read_text().split()
+        return {"pid": int(parts[0]), "since": float(parts[1]), "host": parts[2] if len(parts) > 2 else ""}
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def is_running(sweep_dir: str | Path) -> bool:

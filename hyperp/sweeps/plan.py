@@ -1,7 +1,8 @@
 """A sweep's plan: its spec (hyperp.sweeps.spec) expanded into runs and cells, each resolved and validated
 before anything runs.
 
-Expansion: every combination of [axes] and [[zip]] over [base], then the [[override]]s in file order; the grid's
+Expansion: every combination of [axes] and [[zip]] over [base], then the [[override]]s in file order, then the
+explicit [[runs]] (each over [base], not overridden); the grid's
 size is counted before it is built and refused past `max_runs`. Each point is resolved into a validated
 RunConfig (or a command's CommandConfig): `tokens_per_param` becomes tokens, `checkpoints_per_run` a
 checkpoint interval, and its static columns (parameter and FLOP counts, hyperp.trainer.metrics) are computed.
@@ -80,8 +81,17 @@ def expand_points(spec: SweepSpec, max_runs: int | None = None) -> list[dict[str
         points.append(values)
     for i, ov in enumerate(spec.overrides):
         points = _override(spec, points, ov, i, limit)
+    points += [explicit_point(spec, run) for run in spec.runs]  # [[runs]]: after the overrides, untouched by them
     check_size(sum(_lr_runs(p) for p in points), limit, "runs (points times their lr grids)")
     return points
+
+
+def explicit_point(spec: SweepSpec, run: dict[str, Any]) -> dict[str, Any]:
+    """An explicit [[runs]] point: [base] and the run's own fields."""
+    values = dict(spec.base)
+    for k, v in run.items():
+        _put(values, k, v, partners=spec.command is None)
+    return values
 
 
 def _override(spec: SweepSpec, points: list[dict[str, Any]], ov, i: int, limit: int) -> list[dict[str, Any]]:

@@ -23,8 +23,9 @@ retried by Ray up to `max_retries` times; the retry calls the trainer with the s
 resumes from the last `checkpoint.pt` (the spec sets `checkpoint_every` to ~1/10 of the run unless given).
 After the last retry the run is recorded `infra_failed` and is scheduled again by the next `sweep run`.
 
-Ctrl-C (KeyboardInterrupt), SIGTERM or `stop.set()`: the runs in flight are cancelled (interrupted, so the
-trainer checkpoints; workers still running after a grace period are killed), nothing half-written is
+Ctrl-C (KeyboardInterrupt), SIGTERM, `stop.set()` or `hyperp sweep stop` (a request file polled every loop,
+hyperp.sweeps.stop): the runs in flight are cancelled (interrupted, so the trainer checkpoints; workers still
+running after a grace period are killed), nothing half-written is
 recorded, the ledger is rewritten, state.json says inactive, and a later `sweep run` resumes them from their
 checkpoints; after SIGTERM `hyperp.errors.Terminated` is raised. A full disk is an `infra_failed` run when a
 run writes, and stops the sweep the same way (then UnavailableError) when the driver writes. Temp files of
@@ -57,7 +58,7 @@ from hyperp import identity, io, schema
 from hyperp.config import RunConfig
 from hyperp.errors import UnavailableError, first_line
 from hyperp.schema import (ATTEMPT_FILE, COMPLETED, DIVERGED, FAILED, INFRA_FAILED, PLAN_FILE, RUNS_DIR, SEARCH_FILE,
-                           SPEC_FILE, STATE_FILE)
+                           SPEC_FILE, STATE_FILE, TRACKING_DIR)
 from hyperp.signals import StopSignals
 from hyperp.sweeps.cluster import cancel_in_flight, capacity, check_cluster, connect_ray
 from hyperp.sweeps.command import config_from_json
@@ -66,7 +67,9 @@ from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.plan import Plan, PlannedRun, plan_json, prepare
 from hyperp.sweeps.spec import SweepSpec
 from hyperp.sweeps.status import Progress, tally
-from hyperp.sweeps.worker import RunFn, execute, resolve_run_fn
+from hyperp.sweeps.stop import clear_stop, stop_requested
+from hyperp.sweeps.worker import RunFn, TrackedRun, execute, resolve_run_fn
+from hyperp.tracking import check_installed, prepare as prepare_tracking
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[Progress], None]
@@ -132,6 +135,14 @@ class Driver:
         self.finished_now: collections.Counter[str] = collections.Counter()
         self.submitted = 0
         self.cancelled: list[str] = []
+        # [tracking]: every run also logs to the trackers, under <sweep>/tracking unless the spec says where
+        self.tracking = self.spec.tracking.resolved(sweep_dir / TRACKING_DIR) if self.spec.tracking else None
+
+    def run_fn_for(self, run: PlannedRun) -> RunFn:
+        """The run function of one run: with [tracking], wrapped to log the run under its sweep and cell."""
+        if self.tracking is None:
+            return self.run_fn
+        return TrackedRun(self.run_fn, self.tracking, self.spec.name, run.cell_id)
 
     # -- records
     def valid(self, rid: str, row: dict[str, Any]) -> bool:
@@ -270,6 +281,7 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
     t0 = time.time()
     with StopSignals(sigint=True) as signals:
         spec, plan, sweep_dir = prepare(spec, root, opts.max_runs)
+        check_installed(spec.tracking.log_to, "tracking.log_to")
         opts = replace(opts, run_fn=resolve_run_fn(opts.run_fn, spec))
         workers = max((r.config.workers for r in plan.runs), default=1)
         check_cluster(spec.resources, opts.address, opts.num_cpus, workers)
@@ -278,8 +290,10 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
             raise UnavailableError(f"{sweep_dir}: already being run by process {lock.holder()} (one driver per "
                                    "sweep directory); wait for it to finish or stop it")
         try:
-            return drive(plan, sweep_dir, opts, signals, t0)
+            clear_stop(sweep_dir, keep_for=lock.owner)  # an old `sweep stop` request is not for this driver
+            return drive(plan, sweep_dir, opts, signals, t0, lock.owner)
         finally:
+            clear_stop(sweep_dir)
             lock.release()
 
 
@@ -293,9 +307,10 @@ def remove_stale_tmp(sweep_dir: Path, before: float) -> None:
                 io.remove_stale_tmp(entry.path, before)
 
 
-def drive(plan: Plan, sweep_dir: Path, opts: SweepOptions, signals: StopSignals, t0: float) -> SweepOutcome:
+def drive(plan: Plan, sweep_dir: Path, opts: SweepOptions, signals: StopSignals, t0: float,
+          owner: dict[str, Any] | None = None) -> SweepOutcome:
     """The locked part of run_sweep: decide what to run, start Ray if needed, schedule, record. `opts.run_fn`
-    is resolved (a callable)."""
+    is resolved (a callable); `owner` names this driver's hold of the lock (what `sweep stop` addresses)."""
     remove_stale_tmp(sweep_dir, t0)
     d = Driver(plan, sweep_dir, opts.run_fn, opts.retry_failed)
     d.load()
@@ -310,7 +325,9 @@ def drive(plan: Plan, sweep_dir: Path, opts: SweepOptions, signals: StopSignals,
         signals.install()  # ray.init sets its own SIGTERM handler (exit at once); take SIGTERM back
         limit = capacity(ray, plan.spec, local=started_ray and not opts.address)
         write_spec_files(plan, sweep_dir)
-        stopped = Scheduler(ray, d, limit, state, opts).run()
+        if d.tracking is not None:
+            prepare_tracking(d.tracking, plan.spec.name)
+        stopped = Scheduler(ray, d, limit, state, opts, owner).run()
         report(d, opts)
         final = state | {"updated_at": time.time(), "running": [], "queued": len(d.queue), "active": False,
                          "interrupted": stopped is not None, "counts": d.counts()}
@@ -338,8 +355,9 @@ class Scheduler:
     or what stopped it (KeyboardInterrupt, which is also how SIGTERM arrives, or an UnavailableError of the
     driver's own writes) after cancelling the runs in flight."""
 
-    def __init__(self, ray, d: Driver, limit: int, state: dict[str, Any], opts: SweepOptions):
-        self.ray, self.d, self.limit, self.state, self.opts = ray, d, limit, state, opts
+    def __init__(self, ray, d: Driver, limit: int, state: dict[str, Any], opts: SweepOptions,
+                 owner: dict[str, Any] | None = None):
+        self.ray, self.d, self.limit, self.state, self.opts, self.owner = ray, d, limit, state, opts, owner
         spec = d.spec
         # Ray keeps a CPU task's worker process for the next task (torch, the corpus and torch.optim's dynamo
         # import paid once per worker); GPU tasks get a fresh process by Ray's default, which releases the
@@ -351,7 +369,7 @@ class Scheduler:
         d = self.d
         try:
             while d.has_work():
-                if self.opts.stop is not None and self.opts.stop.is_set():
+                if self.stopping():
                     raise KeyboardInterrupt
                 self.submit()
                 self.heartbeat()
@@ -364,6 +382,11 @@ class Scheduler:
             d.in_flight.clear()
             return e
         return None
+
+    def stopping(self) -> bool:
+        """`opts.stop` is set, or `hyperp sweep stop` asked this driver to stop (hyperp.sweeps.stop)."""
+        return (self.opts.stop is not None and self.opts.stop.is_set()) or \
+            stop_requested(self.d.sweep_dir, self.owner)
 
     def submit(self) -> None:
         """Submit from the queue while slots are free. A run of w workers takes w of the `limit` slots; the
@@ -379,7 +402,7 @@ class Scheduler:
                                       num_gpus=0 if ray_train else spec.resources.gpus,
                                       max_retries=spec.max_retries, retry_exceptions=False,
                                       name=f"hyperp-{spec.name}-{run.run_id}").remote(
-                d.run_fn, run.config.to_json(), str(run_dir(d.sweep_dir, run.run_id).resolve()),
+                d.run_fn_for(run), run.config.to_json(), str(run_dir(d.sweep_dir, run.run_id).resolve()),
                 spec.resources.threads, spec.resources.gpus, spec.resources.cpus, spec.max_retries)
             d.in_flight[ref] = Job(run, time.time())
             d.busy.add(run.run_id)

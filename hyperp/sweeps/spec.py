@@ -31,6 +31,12 @@ Format (every key but `name` and `[base]` is optional; see examples/*.toml)::
     where = { param = "adamw" }     # a value, or a list of accepted values, per field
     set = { lr = [1e-3, 3e-3, 1e-2], weight_decay = 0.0 }   # a list re-expands that field for the subset
 
+    [[runs]]                        # explicit runs added to the grid (what `hyperp design` writes): each a
+    param = "hyperp"                # table of fields over [base], not crossed with [axes] and untouched by
+    width = 64                      # the overrides; a fixed `lr` (or an LR search table) like any point
+    lr = 0.02
+    seed = 1
+
     [resources]                     # per run
     cpus = 1                        # torch threads of the run follow this (at least 1)
     gpus = 0.25                     # fractional GPUs let small runs share a device
@@ -80,6 +86,7 @@ from hyperp import schema
 from hyperp.errors import close_match
 from hyperp.sweeps import command as cmd
 from hyperp.sweeps.search import BracketSearch, OptunaSearch, Search, log_grid
+from hyperp.tracking import Tracking, parse_tracking
 from hyperp.config import ConfigError, RunConfig, coerce
 
 RUN_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(RunConfig))
@@ -88,7 +95,8 @@ EXTRA_FIELDS = ("tokens_per_param",)  # spec-only fields that resolve into RunCo
 # the parameters from the proxy's (base_tokens at base_depth/base_width), N counted by tokens_per_param_basis.
 PROXY_TOKENS = "proxy"
 TOP_KEYS = ("name", "description", "version_tag", "max_retries", "max_concurrent", "checkpoints_per_run",
-            "tokens_per_param_basis", "max_runs", "base", "axes", "zip", "override", "resources", "command")
+            "tokens_per_param_basis", "max_runs", "base", "axes", "zip", "override", "runs", "resources", "command",
+            "tracking")
 DEFAULT_MAX_RUNS = 100_000  # a larger grid is almost always a typo; it would take minutes to expand in memory
 SEARCHES = ("bracket", "optuna")
 METRICS = ("val_loss", "best_val_loss", "train_loss")
@@ -229,6 +237,8 @@ class SweepSpec:
     text: str = ""  # the TOML as given
     source: str = "spec"
     command: CommandSpec | None = None  # [command]: runs are CommandConfigs, [base]/[axes] hold any names
+    runs: list[dict[str, Any]] = field(default_factory=list)  # [[runs]]: explicit points over [base]
+    tracking: Tracking = field(default_factory=Tracking)  # [tracking]: trackers each run logs to (hyperp.tracking)
 
 
 def _check_field(name: str, where: str) -> None:
@@ -365,6 +375,7 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
     axes = _parse_axes(data, rules, ties=command is None)
     zips = _parse_zips(data, rules, set(axes), ties=command is None)
     overrides = [_parse_override(o, f"override[{i}]", rules) for i, o in enumerate(_tables(data, "override"))]
+    runs = [_parse_run(r, f"runs[{i}]", rules) for i, r in enumerate(_tables(data, "runs"))]
     resources = _parse_resources(data)
     basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), TOKENS_BASES)
     return SweepSpec(
@@ -375,7 +386,8 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
                                     positive=False, minimum=0),
         tokens_per_param_basis=basis, version_tag=data.get("version_tag", ""),
         max_runs=_number("max_runs", data.get("max_runs", DEFAULT_MAX_RUNS), integer=True),
-        description=data.get("description", ""), text=text, source=source, command=command)
+        description=data.get("description", ""), text=text, source=source, command=command, runs=runs,
+        tracking=parse_tracking(data.get("tracking")))
 
 
 def _check_top(data: dict[str, Any]) -> str:
@@ -398,8 +410,12 @@ def _check_top(data: dict[str, Any]) -> str:
 
 
 def _base_value(name: str, value: Any, rules: FieldRules) -> Any:
-    rules.name(name, f"base.{name}")
-    return rules.value(name, value, f"base.{name}")
+    return _base_value_at(name, value, rules, f"base.{name}")
+
+
+def _base_value_at(name: str, value: Any, rules: FieldRules, where: str) -> Any:
+    rules.name(name, where)
+    return rules.value(name, value, where)
 
 
 def _parse_axes(data: dict[str, Any], rules: FieldRules, ties: bool) -> dict[str, list[Any]]:
@@ -421,7 +437,8 @@ def _tables(data: dict[str, Any], key: str) -> list[dict[str, Any]]:
     """An array of tables ([[zip]], [[override]]), each a table."""
     raw = data.get(key, [])
     if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
-        what = {"zip": "[[zip]] tables of equal-length lists", "override": "[[override]] tables with `where` and `set`"}
+        what = {"zip": "[[zip]] tables of equal-length lists", "override": "[[override]] tables with `where` and `set`",
+                "runs": "[[runs]] tables of field = value"}
         raise SpecError(key, f"expected {what[key]}")
     return raw
 
@@ -469,6 +486,16 @@ def _parse_override(o: dict[str, Any], where: str, rules: FieldRules) -> Overrid
         at = f"{where}.set.{k}"
         s[k] = _values(k, v, at, rules) if isinstance(v, list) else [rules.value(k, v, at)]
     return Override(where=w, set=s)
+
+
+def _parse_run(run: dict[str, Any], where: str, rules: FieldRules) -> dict[str, Any]:
+    """One [[runs]] table: field = one value each (an `lr` table is a search, as in [base])."""
+    if not run:
+        raise SpecError(where, "empty [[runs]] table; give at least one field = value")
+    for k, v in run.items():
+        if isinstance(v, list):
+            raise SpecError(f"{where}.{k}", f"one value per field in a [[runs]] table, got a list {v!r}")
+    return {k: _base_value_at(k, v, rules, f"{where}.{k}") for k, v in run.items()}
 
 
 def _parse_resources(data: dict[str, Any]) -> Resources:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import json
 import os
 import platform
 import socket
@@ -24,25 +25,69 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hyperp import io
 from hyperp.config import RunConfig
 from hyperp.errors import Terminated, UnavailableError, first_line
-from hyperp.schema import ATTEMPT_FILE, CHECKPOINT_FILE, COMPLETED, DIVERGED, ERROR_FILE, FAILED, INFRA_FAILED
+from hyperp.schema import (ATTEMPT_FILE, CHECKPOINT_FILE, COMPLETED, CURVES_FILE, DIVERGED, ERROR_FILE, FAILED,
+                           INFRA_FAILED)
 from hyperp.sweeps.command import command_run, config_from_json
 from hyperp.sweeps.spec import SpecError, SweepSpec
+from hyperp.tracking import RunLabel, Tracking, read_curves, tracked
 
 RunFn = Callable[[RunConfig, str], dict[str, Any]]  # (a CommandConfig for command_run)
 
 
-def train_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
-    """The default run function: `hyperp.trainer.loop.train` (checkpoints to and resumes from out_dir)."""
+def train_run(cfg: RunConfig, out_dir: str, on_step: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """The default run function: `hyperp.trainer.loop.train` (checkpoints to and resumes from out_dir), writing
+    progress.json; `on_step` also sees every step (a sweep's trackers, `TrackedRun`)."""
     from hyperp.trainer.loop import train  # noqa: PLC0415
     from hyperp.trainer.progress import ProgressWriter  # noqa: PLC0415 (progress.json for `sweep status --watch`)
 
-    return train(cfg, out_dir, on_step=ProgressWriter(out_dir), run_id=Path(out_dir).name).row  # the id under the spec's version_tag
+    progress = ProgressWriter(out_dir)
+
+    def each_step(info: Any) -> None:
+        progress(info)
+        if on_step is not None:
+            on_step(info)
+
+    return train(cfg, out_dir, on_step=each_step, run_id=Path(out_dir).name).row  # the id under the spec's version_tag
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """A run function that also logs the run to trackers (hyperp.tracking; a spec's `[tracking]`, `hyperp train
+    --log-to`): its config, each step as the trainer takes it (`train_run`; any other run function's curves.parquet
+    once it returns) and its record, under `run_id` (default: the run directory's name), `sweep` and `cell`.
+    Only the first rank of a data-parallel run logs. Trackers never fail the run (hyperp.tracking.Guarded)."""
+
+    run_fn: RunFn
+    tracking: Tracking  # its dir absolute: workers may run elsewhere
+    sweep: str
+    cell: str
+    run_id: str = ""
+
+    def __call__(self, cfg: RunConfig, out_dir: str) -> dict[str, Any]:
+        if not first_rank():
+            return self.run_fn(cfg, out_dir)
+        label = RunLabel(self.run_id or Path(out_dir).name, self.sweep, self.cell)
+        with tracked(self.tracking, label, json.loads(cfg.to_json())) as trackers:
+            if self.run_fn is train_run:
+                row = train_run(cfg, out_dir, on_step=trackers.on_step)
+            else:
+                row = self.run_fn(cfg, out_dir)
+                trackers.log_curves(read_curves(Path(out_dir) / CURVES_FILE))
+            trackers.log_final(dict(row))
+        return row
+
+
+def first_rank() -> bool:
+    """False in the ranks after the first of a data-parallel run (torch.distributed initialised by Ray Train)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_rank() == 0
 
 
 def resolve_run_fn(run_fn: str | RunFn | None, spec: SweepSpec | None = None) -> RunFn:

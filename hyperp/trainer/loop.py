@@ -45,6 +45,7 @@ class StepInfo:
     tokens: int
     loss: float
     tokens_per_s: float
+    row: dict[str, Any] | None = None  # the step's curves row when the curves keep this step (trackers log it)
 
 
 @dataclass
@@ -228,12 +229,13 @@ def advance(ctx: TrainContext) -> bool:
     diverged = not math.isfinite(loss_val) or loss_val > cfg.diverge_ratio * state.first_loss
     if state.step % ctx.eval_every == 0 or state.step == cfg.total_steps or diverged:
         row["val_loss"] = evaluate(ctx.model, ctx.vals, ctx.autocast) if not diverged else math.nan
-    if state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged:
+    kept = state.step % cfg.log_every == 0 or "val_loss" in row or stats is not None or diverged
+    if kept:
         state.curves.append(row)
     ctx.steady = True
     if ctx.on_step is not None:
         ctx.on_step(StepInfo(state.step, cfg.total_steps, state.step * cfg.batch_tokens, loss_val,
-                             state.step * cfg.batch_tokens / max(state.train_time, 1e-9)))
+                             state.step * cfg.batch_tokens / max(state.train_time, 1e-9), row if kept else None))
     if diverged:
         state.diverged_step = state.step
         return False

@@ -1,0 +1,281 @@
+"""hyperp design (issue 24): the questions, the response model, the greedy choice, DESIGN.toml, the backtest.
+
+Known truths: synthetic sweeps whose loss is a parabola in ln(lr) with a known optimum and noise SD, and the
+stub trainer (hyperp.sweeps.stubs: val_loss = 1 + (ln lr - ln lr_opt)^2 + seed noise)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hyperp.design.backtest import _hidden, designer, pilot_split, uniform_order
+from hyperp.design.candidates import Candidate
+from hyperp.design.choose import choose, predicted_width
+from hyperp.design.model import CellCurve, fit_model
+from hyperp.design.questions import make_question
+from hyperp.fitting.table import FitInputError
+from hyperp.sweeps.stubs import TINY_BASE_TOML
+
+GRID = [0.0025, 0.005, 0.01, 0.02, 0.04, 0.08]
+
+
+def synthetic(cells: dict[int, tuple[list[float], int]], sd: float = 0.02, seed: int = 0, opt: float = 0.01,
+              drift: float = 0.0) -> pd.DataFrame:
+    """Runs at width -> (LRs, seeds per LR): loss = 3 + 0.5 (ln lr - ln eta*(w))^2 + N(0, sd), with
+    eta*(w) = opt (w/32)^drift; flops proportional to width^2."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w, (lrs, n_seeds) in cells.items():
+        eta = opt * (w / 32) ** drift
+        for lr in lrs:
+            for s in range(n_seeds):
+                loss = 3 + 0.5 * (math.log(lr) - math.log(eta)) ** 2 + sd * rng.standard_normal()
+                rows.append({"param": "hyperp", "width": w, "lr": lr, "seed": s, "val_loss": loss,
+                             "status": "completed", "flops": 1e9 * (w / 32) ** 2, "run_id": f"w{w}-{lr}-{s}"})
+    return pd.DataFrame(rows)
+
+
+def cell_candidates(df: pd.DataFrame, q, lrs: dict[int, list[float]]) -> list[Candidate]:
+    """One candidate per (width, lr): a run of seed 9 there, its loss unknown."""
+    out = []
+    for w, ws in lrs.items():
+        cost = float(df.loc[df["width"] == w, "flops"].iloc[0])
+        for lr in ws:
+            row = {"param": "hyperp", "width": w, "lr": lr, "seed": 9, "val_loss": math.nan, "status": "completed",
+                   "flops": cost, "run_id": f"c{w}-{lr}"}
+            out.append(Candidate("lr", f"width={w}: lr {lr:g}", pd.DataFrame([row]), cost, [{"width": w, "lr": lr}]))
+    return out
+
+
+# ---------------------------------------------------------------- the response model
+
+
+def test_model_recovers_the_noise_and_the_optimum():
+    df = synthetic({32: (GRID, 4), 64: (GRID, 4), 128: (GRID, 4)}, sd=0.02, drift=-0.5)
+    q = make_question("transfer", df, axis="width")
+    model = fit_model(df, q)
+    assert 0.014 < model.sd < 0.028  # 0.02 from 72 runs
+    assert model.drift == pytest.approx(-0.5, abs=0.1)
+    for w in (32, 64, 128):
+        assert model.optimum_lr((w,)) == pytest.approx(0.01 * (w / 32) ** -0.5, rel=0.1)
+    # a new scale borrows the nearest curve moved along the drift
+    assert model.optimum_lr((256,)) == pytest.approx(0.01 * 8 ** -0.5, rel=0.15)
+
+
+def test_moved_curve_keeps_curvature_and_shifts_the_optimum():
+    u = np.log(np.array(GRID))
+    c = CellCurve(u, 3 + 0.5 * (u - math.log(0.01)) ** 2, (3 + 0.5 * math.log(0.01) ** 2, -math.log(0.01), 0.5),
+                  (u[1], u[4]), True)
+    m = c.moved(math.log(2), 2.5)
+    assert math.exp(m.u_opt) == pytest.approx(0.02)
+    assert m.loss_opt == pytest.approx(2.5)
+    assert m.coef[2] == pytest.approx(0.5)
+
+
+def test_a_cell_with_one_run_borrows_a_curve_through_its_run():
+    df = synthetic({32: (GRID, 2), 64: ([0.02], 1)}, sd=0.0)
+    q = make_question("transfer", df, axis="width")
+    model = fit_model(df, q)
+    run = df[df["width"] == 64]
+    assert model.mean(run)[0] == pytest.approx(run["val_loss"].iloc[0])
+
+
+# ---------------------------------------------------------------- the choice
+
+
+def test_a_sparse_scale_gets_the_first_runs():
+    """Widths 32 and 64 have 6 LRs x 3 seeds, width 128 only 3 LRs: the slope's interval is set by 128's
+    optimum, so the first run the designer adds is at 128 even though it costs most."""
+    df = synthetic({32: (GRID, 3), 64: (GRID, 3), 128: ([0.005, 0.01, 0.02], 1)}, sd=0.03, seed=1)
+    q = make_question("transfer", df, axis="width")
+    cands = cell_candidates(df, q, {w: [0.0071, 0.014] for w in (32, 64, 128)})
+    d = choose(df, q, cands, budget_flops=2e10, seed=0)
+    assert d.chosen and d.chosen[0].rows["width"].iloc[0] == 128
+    assert d.predicted.width < d.current.width
+    assert d.cost_flops <= 2e10
+
+
+def test_choices_are_reproducible_from_the_seed():
+    df = synthetic({32: (GRID, 2), 64: (GRID, 1), 128: (GRID[1:5], 1)}, sd=0.03, seed=2)
+    q = make_question("transfer", df, axis="width")
+    lrs = {w: [0.0071, 0.014, 0.028] for w in (32, 64, 128)}
+    a = choose(df, q, cell_candidates(df, q, lrs), budget_flops=3e10, seed=5)
+    b = choose(df, q, cell_candidates(df, q, lrs), budget_flops=3e10, seed=5)
+    assert [c.label for c in a.chosen] == [c.label for c in b.chosen]
+    assert a.predicted == b.predicted
+
+
+def test_the_designer_never_sees_a_hidden_loss():
+    """The backtest's pool with two different sets of true losses: the designer's first choices are the
+    same, since it sees only the candidates' settings."""
+    df = synthetic({32: (GRID, 2), 64: (GRID, 1), 128: (GRID, 1)}, sd=0.03, seed=3)
+    q = make_question("transfer", df, axis="width")
+    pilot, rest = pilot_split(df, q)
+    other = rest.assign(val_loss=rest["val_loss"] + np.random.default_rng(9).normal(0, 0.5, len(rest)))
+    picks = [[c.label for c in choose(pilot, q, _hidden(r, q), max_candidates=3, seed=0, n_sims=4).chosen]
+             for r in (rest, other)]
+    assert picks[0] == picks[1] and len(picks[0]) == 3
+    assert all(np.isnan(c.rows["val_loss"]).all() for c in _hidden(rest, q))
+
+
+def test_predicted_width_is_calibrated_on_a_known_truth():
+    """Runs drawn from the model's own family: the predicted width for the runs that exist is within 25% of
+    the median width the command gives over fresh draws of the same design."""
+    cells = {32: (GRID, 2), 64: (GRID, 2), 128: (GRID, 2)}
+    actual = [make_question("transfer", d, axis="width").estimate(d).width
+              for d in (synthetic(cells, sd=0.03, seed=s) for s in range(12))]
+    df = synthetic(cells, sd=0.03, seed=99)
+    q = make_question("transfer", df, axis="width")
+    pred, _ = predicted_width(df, q, fit_model(df, q), n_sims=12, seed=0)
+    assert pred == pytest.approx(float(np.median(actual)), rel=0.25)
+
+
+# ---------------------------------------------------------------- the backtest
+
+
+def test_backtest_splits_and_orders_cover_every_run_once():
+    df = synthetic({32: (GRID, 2), 64: (GRID, 1), 128: (GRID, 1)}, sd=0.03, seed=4)
+    q = make_question("transfer", df, axis="width")
+    pilot, rest = pilot_split(df, q)
+    assert set(pilot["width"][pilot["width"] == 32].index) == set(df.index[df["width"] == 32])  # the proxy cell
+    assert (pilot["width"] != 32).sum() == 2  # one run per other cell
+    assert set(pilot.loc[pilot["width"] == 64, "lr"]) == {0.01}  # nearest the proxy's best LR
+    order = uniform_order(pilot, rest, q)
+    assert sorted(order) == sorted(rest.index)
+    target = q.estimate(df).width
+    res = designer(pilot, rest, q, target)
+    assert float(pilot["flops"].sum()) < res["flops"] <= float(df["flops"].sum()) + 1e-6
+    assert res["rounds"] and all(set(r) == {"predicted_width", "realised_width"} for r in res["rounds"])
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"name": "slope", "axis": "width"}, "question: expected one of"),
+    ({"name": "transfer", "axis": "depth"}, "column 'depth'"),
+    ({"name": "transfer", "axis": None}, "--axis"),
+    ({"name": "exponent", "axis": "width"}, "along tokens"),
+    ({"name": "cel", "axis": "width", "baseline": "muon", "at": 1e12}, "--baseline"),
+])
+def test_a_question_the_table_cannot_pose_is_one_line(kwargs, match):
+    df = synthetic({32: (GRID, 1), 64: (GRID, 1)})
+    with pytest.raises(FitInputError, match=match) as e:
+        make_question(kwargs.pop("name"), df, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_several_groups_and_a_budget_below_one_run_are_refused():
+    df = synthetic({32: (GRID, 1), 64: (GRID, 1)})
+    two = pd.concat([df, df.assign(param="adamw")])
+    with pytest.raises(FitInputError, match="--where param=adamw"):
+        make_question("transfer", two, axis="width")
+    q = make_question("transfer", df, axis="width")
+    with pytest.raises(FitInputError, match="below the cheapest candidate"):
+        choose(df, q, cell_candidates(df, q, {64: [0.014]}), budget_flops=1.0)
+
+
+# ---------------------------------------------------------------- a sweep, its DESIGN.toml, sweep run
+
+
+SPEC = 'name = "dsg"\n' + TINY_BASE_TOML + """
+[[zip]]
+width = [32, 64, 128]
+tags = [{ lr_opt = "0.01", seed_noise = "0.05" }, { lr_opt = "0.008", seed_noise = "0.05" },
+        { lr_opt = "0.0065", seed_noise = "0.05" }]
+[axes]
+lr = { search = "bracket", grid = [0.0025, 0.005, 0.01, 0.02, 0.04], seeds = 2 }
+"""
+
+
+@pytest.fixture(scope="module")
+def stub_sweep(tmp_path_factory, local_ray):
+    from hyperp.sweeps.runner import run_sweep
+
+    tmp = tmp_path_factory.mktemp("design")
+    (tmp / "s.toml").write_text(SPEC)
+    run_sweep(tmp / "s.toml", tmp / "sw", run_fn="hyperp.sweeps.stubs:stub_run")
+    return tmp
+
+
+def test_design_toml_runs_only_the_chosen_runs(stub_sweep):
+    from hyperp.design.candidates import SweepContext
+    from hyperp.design.sweep import design_sweep, design_toml
+    from hyperp.fitting.table import load_table
+    from hyperp.sweeps.runner import run_sweep
+
+    sweep = stub_sweep / "sw" / "dsg"
+    before = load_table(sweep)
+    d = design_sweep(sweep, "transfer", axis="width", budget_fraction=0.5, seed=0, n_sims=4)
+    assert d.chosen and d.cost_flops <= 0.5 * before["flops_planned"].sum() + 1
+    path = stub_sweep / "D.toml"
+    path.write_text(design_toml(d, SweepContext.load(sweep)))
+    res = run_sweep(path, stub_sweep / "sw", run_fn="hyperp.sweeps.stubs:stub_run")
+    after = load_table(sweep)
+    n = sum(len(c.settings) for c in d.chosen)
+    assert res.submitted == n and len(after) == len(before) + n  # every finished run reused
+    added = after[~after["run_id"].isin(before["run_id"])]
+    want = sorted((s.get("width", 32), s["lr"], s["seed"]) for c in d.chosen for s in c.settings)
+    assert sorted(zip(added["width"], added["lr"], added["seed"])) == want
+    realised = d.question.estimate(after).width
+    assert 0.5 < realised / d.predicted.width < 2  # the prediction, checked against what the runs gave
+
+
+def test_design_cli_bad_input_writes_nothing(stub_sweep, tmp_path):
+    from typer.testing import CliRunner
+
+    from hyperp.cli import app
+
+    out = tmp_path / "D.toml"
+    sweep = str(stub_sweep / "sw" / "dsg")
+    for args in (["--question", "transfer", "--axis", "depth", "--budget-fraction", "0.5"],
+                 ["--question", "transfer", "--axis", "width"],
+                 ["--question", "transfer", "--axis", "width", "--budget-flops", "10"]):
+        r = CliRunner().invoke(app, ["design", sweep, *args, "-o", str(out)])
+        assert r.exit_code == 2, r.output
+        assert not out.exists()
+    r = CliRunner().invoke(app, ["design", str(tmp_path), "--question", "transfer", "--axis", "width",
+                                 "--budget-fraction", "0.5"])
+    assert r.exit_code == 2 and "spec.toml" in r.output
+
+
+def test_the_loss_question_is_predicts_loss():
+    """The loss question's number and interval are those `hyperp predict` reports at the same target."""
+    from hyperp.fitting.predict import predict
+    from hyperp.fitting.table import load_table
+
+    df = load_table(Path(__file__).parents[1] / "examples" / "ledgers" / "predict_tiny.parquet")
+    q = make_question("loss", df, axis="depth", target={"depth": 4, "tokens": 2_500_000})
+    p = predict(df, {"param": "hyperp", "depth": 4, "tokens": 2_500_000})
+    e = q.estimate(df)
+    assert q.at == pytest.approx(p.target["flops_planned"])
+    assert (e.value, e.low, e.high) == pytest.approx((p.loss, p.loss_interval.low, p.loss_interval.high))
+
+
+def test_sweep_run_design_rounds_report_predicted_and_realised(stub_sweep):
+    """`sweep run SPEC --design ...`: the spec's runs (all reused here), then rounds of designed batches, each
+    with its predicted and realised interval; bad design flags fail before anything runs."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hyperp.cli import app
+
+    base = ["sweep", "run", str(stub_sweep / "s.toml"), "--out", str(stub_sweep / "sw"), "--run-fn",
+            "hyperp.sweeps.stubs:stub_run", "-q"]
+    bad = CliRunner().invoke(app, [*base, "--design", "slope", "--budget-flops", "1e10"])
+    assert bad.exit_code == 2 and "--design" in bad.output
+    r = CliRunner().invoke(app, [*base, "--json", "--design", "transfer", "--axis", "width", "--budget-flops",
+                                 "3e10", "--rounds", "2"])
+    assert r.exit_code == 0, r.output
+    rounds = json.loads(r.stdout[r.stdout.index("{"):])["design_rounds"]
+    assert 1 <= len(rounds) <= 2
+    for k, rd in enumerate(rounds, 1):
+        assert Path(rd["design"]).name == f"round-{k}.toml" and Path(rd["design"]).is_file()
+        assert rd["runs"] > 0 and rd["cost_flops"] > 0
+        assert rd["realised"]["width"] > 0 and rd["predicted"]["width"] > 0
+    assert sum(rd["cost_flops"] for rd in rounds) <= 3e10 * (1 + 1e-9)
