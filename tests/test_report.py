@@ -22,7 +22,7 @@ from hyperp.checks.transfer import check_transfer
 from hyperp.cli import app
 from hyperp.report.build import build_report
 from hyperp.report.doc import Figure, png_size
-from hyperp.report.parts import Options, value_interval
+from hyperp.report.parts import Options, slope_text, value_interval
 from report_sweeps import CHINCHILLA, ERROR, OPTIMA, chinchilla_grid, snapshot, tiny_sweep
 
 ROOT = Path(__file__).parents[1]
@@ -117,7 +117,7 @@ def test_the_numbers_are_the_checks_own_and_the_sweeps_truth(built):
     checks = check_transfer(runs, "width", by=["param"], n_boot=B, seed=0)
     for c in checks:
         assert f"**param={c.group['param']}: {c.verdict}.**" in md
-        assert value_interval(c.slope, c.slope_interval.low, c.slope_interval.high) in md
+        assert slope_text(c.slope, c.slope_interval.low, c.slope_interval.high) in md
         for p in c.points:  # every width's optimum sits at its scheme's LR, as the sweep was made
             assert p.optimum.lr_opt == pytest.approx(OPTIMA[c.group["param"]], rel=0.1)
             assert value_interval(p.optimum.lr_opt, p.optimum.lr_interval.low, p.optimum.lr_interval.high) in md

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hyperp.design.model import ResponseModel, _hashable
+from hyperp.design.model import ResponseModel, cell_key
 from hyperp.design.questions import Question
 from hyperp.fitting.table import FitInputError, status_masks
 
@@ -111,7 +111,7 @@ def auto_candidates(df: pd.DataFrame, question: Question, model: ResponseModel, 
     seed = int(pd.to_numeric(df["seed"], errors="coerce").max()) + 1 if next_seed is None else next_seed
     out: list[Candidate] = []
     for key, cell in done.groupby(list(question.cell_cols), sort=True):
-        out += _in_cell(_hashable(key), cell, question, ctx, seed)
+        out += _in_cell(cell_key(key), cell, question, ctx, seed)
     for group, cell in _largest_cells(done, question):
         out.append(_new_scale(group, cell, question, model, ctx, seed))
     return [c for c in out if c is not None]
@@ -152,7 +152,7 @@ def _at(template: pd.Series, ctx: SweepContext, q: Question, points: list[tuple[
 def _largest_cells(done: pd.DataFrame, q: Question):
     for group, sub in (done.groupby(list(q.group_cols), sort=True) if q.group_cols else [((), done)]):
         top = pd.to_numeric(sub[q.scale]).max()
-        yield _hashable(group) if q.group_cols else (), sub[pd.to_numeric(sub[q.scale]) == top]
+        yield cell_key(group) if q.group_cols else (), sub[pd.to_numeric(sub[q.scale]) == top]
 
 
 def _new_scale(group: tuple, cell: pd.DataFrame, q: Question, model: ResponseModel, ctx: SweepContext,

@@ -137,7 +137,7 @@ def fit_model(df: pd.DataFrame, question: Question) -> ResponseModel:
         y = sub[question.loss_col].to_numpy(float)
         ss, dof = _repeat_spread(lr, y)
         seed_ss, seed_dof = seed_ss + ss, seed_dof + dof
-        cells[_hashable(key)] = (lr, y)
+        cells[cell_key(key)] = (lr, y)
     curves, measured = {}, {}
     for key, (lr, y) in cells.items():
         u, means = _means(lr, y)
@@ -213,7 +213,7 @@ def _level(fitted: dict[Hashable, CellCurve], scale: float) -> float:
     return math.exp(a * math.log(scale) + b)
 
 
-def _hashable(key) -> Hashable:
+def cell_key(key) -> Hashable:
     return tuple(key) if isinstance(key, tuple) else (key,)
 
 

@@ -15,5 +15,7 @@ and below the CLI:
 - `doc.py`: the blocks and their two renderings: one self-contained HTML page (figures as PNG data URIs,
   inline CSS, no script) and Markdown (figures as PNG files beside it);
 - `build.py`: the report of several sweeps, and writing it (atomically, after everything was computed, so
-  bad input writes nothing).
+  bad input writes nothing);
+- `fill.py`: the report's named tables written into the marked blocks of a Markdown file (`--fill`), the text
+  outside them kept byte for byte (results/README.md's tables come from it).
 """

@@ -7,7 +7,7 @@ inside a sweep directory: bad input writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from hyperp import io
 from hyperp.errors import FitInputError
 from hyperp.report import fits, sections, verdicts
-from hyperp.report.doc import Block, Figure, Heading, render_html, render_markdown, table
+from hyperp.report.doc import Block, Figure, Heading, Table, render_html, render_markdown, table
 from hyperp.report.ledger import Sweep, read_sweep
 from hyperp.report.parts import Options, Part
 
@@ -35,9 +35,18 @@ class SweepReport:
     def n_figures(self) -> int:
         return sum(isinstance(b, Figure) for b in self.blocks)
 
+    def tables(self) -> dict[str, Table]:
+        """The report's named tables by id (what `--fill` can put into a Markdown file), in the report's order."""
+        named = [b for b in self.blocks if isinstance(b, Table) and b.id]
+        ids = [t.id for t in named]
+        dup = next((i for i in ids if ids.count(i) > 1), None)
+        if dup:
+            raise AssertionError(f"{self.sweep.name}: two tables with the id {dup!r}")
+        return {t.id: t for t in named}
+
     def to_dict(self) -> dict[str, Any]:
         return {"sweep": self.sweep.name, "dir": str(self.sweep.dir), "runs": len(self.sweep.runs),
-                "figures": self.n_figures,
+                "figures": self.n_figures, "tables": list(self.tables()),
                 "reported": self.part.reported, "verdicts": self.part.verdicts,
                 "skipped": [{"what": w, "why": y} for w, y in self.part.skipped]}
 
@@ -74,9 +83,10 @@ def check_output(out: str | Path, sweep_dirs: Sequence[Path]) -> None:
             raise FitInputError(f"{out}: inside the sweep directory {d}; a report never writes into a sweep")
 
 
-def build_report(paths: Sequence[str | Path], options: Options = Options(), out: str | Path | None = None) -> Report:
-    """Read every sweep (and check that `out`, where the report will go, is none of them), then compute each
-    one's sections."""
+def build_report(paths: Sequence[str | Path], options: Options = Options(), out: str | Path | None = None,
+                 check: Callable[[Sequence[Sweep]], None] | None = None) -> Report:
+    """Read every sweep (and check that `out`, where the report will go, is none of them, and anything else
+    `check` asks of the sweeps read), then compute each one's sections."""
     if not paths:
         raise FitInputError("no sweep directory given")
     sweeps = [read_sweep(p) for p in paths]
@@ -85,18 +95,21 @@ def build_report(paths: Sequence[str | Path], options: Options = Options(), out:
         raise FitInputError(f"two sweeps of one name among {', '.join(map(str, paths))}: give each once")
     if out is not None:
         check_output(out, [s.dir for s in sweeps])
+    if check is not None:
+        check(sweeps)
     return Report(tuple(_sweep_report(s, options) for s in sweeps), title=f"hyperp study report: {', '.join(names)}")
 
 
 def _sweep_report(sw: Sweep, options: Options) -> SweepReport:
     lr_part, lr = sections.lr_optima(sw, options)
     body = Part(blocks=sections.statuses(sw)).add(lr_part)
-    for part in (verdicts.transfer(sw, options, lr), verdicts.stability(sw, options), verdicts.head(sw, options),
+    for part in (verdicts.transfer(sw, options, lr), verdicts.stability(sw, options), verdicts.head(sw, options, lr),
                  verdicts.not_from_ledgers(), fits.compute(sw, options), fits.chinchilla(sw, options),
                  sections.curves(sw, options)):
         body.add(part)
     head, spec = sections.overview(sw)
-    return SweepReport(sw, [*head, *_summary(body), *body.blocks, *spec], body)
+    blocks = [b for b in (*head, *_summary(body), *body.blocks, *spec) if b is not None]  # None: a figure not drawn
+    return SweepReport(sw, blocks, body)
 
 
 def _summary(part: Part) -> list[Block]:
@@ -105,9 +118,9 @@ def _summary(part: Part) -> list[Block]:
     if part.verdicts:
         blocks.append(table(["check", "group", "verdict", "decided by"],
                             [(v["check"], v["group"] or "-", v["verdict"], v["decided_by"]) for v in part.verdicts],
-                            "Verdicts"))
+                            "Verdicts", id="verdicts"))
     rows = [(r, "reported", "") for r in part.reported] + [(w, "skipped", why) for w, why in part.skipped]
-    blocks.append(table(["item", "in this report", "why not"], rows, "What the ledger supports"))
+    blocks.append(table(["item", "in this report", "why not"], rows, "What the ledger supports", id="supports"))
     return blocks
 
 

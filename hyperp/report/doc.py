@@ -36,9 +36,13 @@ class Para:
 
 @dataclass(frozen=True)
 class Table:
+    """A table; `id` names it for `hyperp report --fill` (unique within a sweep's report, listed in
+    hyperp/report/fill.py), "" for a table no Markdown file can ask for."""
+
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     caption: str = ""
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,10 @@ class Items:
 Block = Heading | Para | Table | Figure | Code | Items
 
 
-def table(columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "") -> Table:
+def table(columns: Sequence[str], rows: Sequence[Sequence[object]], caption: str = "",
+          id: str = "") -> Table:  # noqa: A002 (the Table's field)
     """A Table of text cells (each cell str()-ed)."""
-    return Table(tuple(columns), tuple(tuple(str(c) for c in r) for r in rows), caption)
+    return Table(tuple(columns), tuple(tuple(str(c) for c in r) for r in rows), caption, id)
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -148,17 +153,21 @@ def _md(text: str) -> str:
     return " ".join(text.replace("\\", "\\\\").replace("*", r"\*").replace("<", "&lt;").replace("|", r"\|").split())
 
 
+def markdown_table(t: Table) -> str:
+    """A table in GitHub-flavoured Markdown, its caption in bold above it (as `--fill` writes it too)."""
+    lines = [f"**{_md(t.caption)}**", ""] if t.caption else []
+    lines += ["| " + " | ".join(_md(c) for c in t.columns) + " |", "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in t.rows]
+    return "\n".join(lines)
+
+
 def _markdown(block: Block, figure_file: Callable[[Figure], str]) -> str:
     if isinstance(block, Heading):
         return f"{'#' * block.level} {_md(block.text)}"
     if isinstance(block, Para):
         return (f"**{_md(block.lead)}** " if block.lead else "") + _md(block.text)
     if isinstance(block, Table):
-        lines = [f"**{_md(block.caption)}**", ""] if block.caption else []
-        lines += ["| " + " | ".join(_md(c) for c in block.columns) + " |",
-                  "|" + "---|" * len(block.columns)]
-        lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in block.rows]
-        return "\n".join(lines)
+        return markdown_table(block)
     if isinstance(block, Figure):
         return f"![{_md(block.caption)}]({figure_file(block)})\n\n*{_md(block.caption)}*"
     if isinstance(block, Code):

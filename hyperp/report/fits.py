@@ -10,7 +10,7 @@ from hyperp.fitting.report import fmt
 from hyperp.plots.style import number
 from hyperp.report.doc import Block, Heading, Para, table
 from hyperp.report.ledger import Sweep
-from hyperp.report.parts import Options, Part, attempt, figure, value_interval, warnings_block
+from hyperp.report.parts import Options, Part, attempt, figure, flops_text, loss_text, value_interval, warnings_block
 
 BASELINES = ("muon", "adamw")  # the paper's baselines: the first present is the default CEL baseline
 SIZE_AXES = ("depth", "width")  # cell columns that set a model's size
@@ -60,37 +60,47 @@ def _compute(sw: Sweep, options: Options) -> Part:
         f"leverage of each method over {baseline} at {baseline}'s runs (the compute {baseline} needs for its loss "
         f"over the compute the method's law needs for it).")], reported=["compute fits"])
     per_size = compare_methods(sw.runs, baseline, best_of=[size], **kw)
-    part.add(_protocol(sw, per_size, "per-size", f"each {size} at its own best LR (seeds averaged): "
+    part.add(_protocol(sw, per_size, size, "per-size", f"each {size} at its own best LR (seeds averaged): "
                                                  f"hyperp fit compute {sw.dir} --baseline {baseline} --best-of {size}",
                        options))
     if size in SIZE_AXES:
         runs = transferred_runs(sw.runs, size, by=["param"], keep=["flops"], source=str(sw.dir))
-        part.add(_protocol(sw, compare_methods(runs, baseline, **kw), "transferred",
+        part.add(_protocol(sw, compare_methods(runs, baseline, **kw), size, "transferred",
                            f"the paper's protocol, the proxy's eta* at every {size}: hyperp fit compute {sw.dir} "
                            f"--baseline {baseline} --transfer-along {size}", options))
     return part
 
 
-def _protocol(sw: Sweep, res: ComputeComparison, name: str, what: str, options: Options) -> Part:
+def _protocol(sw: Sweep, res: ComputeComparison, size: str, name: str, what: str, options: Options) -> Part:
     from hyperp.plots import plot_compute  # noqa: PLC0415 (matplotlib)
 
+    sizes = _baseline_sizes(sw, res.baseline, size)
     level = next(iter(res.fits.values())).intervals["b"].level
     fits = [[m, fmt(f.A, 3), value_interval(f.b, f.intervals["b"].low, f.intervals["b"].high),
              value_interval(f.E, f.intervals["E"].low, f.intervals["E"].high), fmt(f.r2, 3), f.n_points,
              "-" if f.holdout is None else f"{fmt(f.holdout.predicted)} vs {fmt(f.holdout.observed)} "
                                            f"({f.holdout.rel_err:+.2%})"] for m, f in res.fits.items()]
-    cel = [[p.method, number(p.compute), fmt(p.baseline_loss), value_interval(p.cel, p.interval.low, p.interval.high)]
-           for p in res.cel_points]
+    cel = [[p.method, sizes.get(p.compute, "-"), flops_text(p.compute), loss_text(p.baseline_loss),
+            value_interval(p.cel, p.interval.low, p.interval.high)] for p in res.cel_points]
     blocks: list[Block] = [
         Para(what, lead=f"{name.capitalize()}:"),
         table(["method", "A", f"b [{level:.0%}]", f"E [{level:.0%}]", "R^2", "sizes", "largest size held out: "
-               "predicted vs observed"], fits, f"L(C) = A C^-b + E, {name}"),
-        table(["method", f"{res.baseline}'s run (FLOPs)", f"{res.baseline}'s loss", f"CEL [{level:.0%}]"], cel,
-              f"CEL over {res.baseline}, {name}"),
+               "predicted vs observed"], fits, f"L(C) = A C^-b + E, {name}", id=f"compute-fits:{name}"),
+        table(["method", f"{res.baseline}'s {size}", f"{res.baseline}'s run (FLOPs)", f"{res.baseline}'s loss",
+               f"CEL [{level:.0%}]"], cel, f"CEL over {res.baseline}, {name}", id=f"cel:{name}"),
         *warnings_block(res.warnings),
-        figure(f"compute-{name}", plot_compute(res), f"{sw.name}: loss against compute and CEL over "
+        figure(f"compute-{name}", lambda: plot_compute(res), f"{sw.name}: loss against compute and CEL over "
                                                      f"{res.baseline}, {name}", options)]
     return Part(blocks=blocks)
+
+
+def _baseline_sizes(sw: Sweep, baseline: str, size: str) -> dict[float, str]:
+    """{FLOPs of a baseline run: its model size} where one size has those FLOPs (every size at one budget)."""
+    if size not in sw.runs.columns:
+        return {}
+    runs = sw.runs[sw.runs["param"].astype(str) == baseline]
+    per_flops = runs.groupby("flops")[size].unique()
+    return {float(f): number(v[0]) for f, v in per_flops.items() if len(v) == 1}
 
 
 # ---------------------------------------------------------------- Chinchilla
@@ -130,8 +140,8 @@ def _chinchilla(sw: Sweep, method: str | None, options: Options) -> Part:
     rows = [[k, value_interval(getattr(fit, k), fit.intervals[k].low, fit.intervals[k].high)] for k in names]
     label = method or sw.name
     keep = fit.kept
-    fig = plot_chinchilla(fit, n[keep], d[keep], loss[keep])
-    return Part(blocks=[table(["parameter", "value [interval]"], rows, f"{label}: {fit.n_points} (N, D) points"),
+    return Part(blocks=[table(["parameter", "value [interval]"], rows, f"{label}: {fit.n_points} (N, D) points",
+                              id=f"chinchilla:{label}"),
                         *warnings_block(fit.warnings),
-                        figure(f"chinchilla-{label}", fig, f"{sw.name}: iso-loss contours of {label}'s L(N, D)",
-                               options)])
+                        figure(f"chinchilla-{label}", lambda: plot_chinchilla(fit, n[keep], d[keep], loss[keep]),
+                               f"{sw.name}: iso-loss contours of {label}'s L(N, D)", options)])

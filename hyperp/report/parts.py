@@ -24,6 +24,7 @@ class Options:
     seed: int = 0
     baseline: str | None = None  # the compute-efficiency baseline method (default: `default_baseline`)
     dpi: int = REPORT_DPI
+    figures: bool = True  # False: no figure is drawn (`--fill` without -o needs the tables alone)
 
 
 @dataclass
@@ -56,11 +57,14 @@ def attempt(what: str, build: Callable[[], Part]) -> Part:
         return Part().skip(what, str(e))
 
 
-def figure(name: str, fig, caption: str, options: Options) -> Figure:
-    """A matplotlib figure as a report figure (PNG at the report's dpi, in the hyperp style)."""
+def figure(name: str, draw: Callable[[], Any], caption: str, options: Options) -> Figure | None:
+    """The matplotlib figure `draw()` makes as a report figure (PNG at the report's dpi, in the hyperp style);
+    None, drawing nothing, when the options ask for no figures (the report drops it)."""
+    if not options.figures:
+        return None
     from hyperp.plots.style import png_bytes  # noqa: PLC0415 (matplotlib)
 
-    return Figure(name=name, png=png_bytes(fig, options.dpi), caption=caption)
+    return Figure(name=name, png=png_bytes(draw(), options.dpi), caption=caption)
 
 
 ROUNDING = 1e-12  # a value this close to 0 is 0 up to float rounding (the proxy's own regret, +-4e-16)
@@ -71,6 +75,27 @@ def value_interval(value: float, low: float, high: float, digits: int = 3) -> st
     if value is None or not math.isfinite(value):
         return "-"
     return f"{fmt(_unrounded(value), digits)} {interval(low, high)}"
+
+
+def loss_text(loss: float) -> str:
+    """A loss in nats to 4 decimals ('1.7986'): regrets and seed SDs of 0.001-0.02 nats are read against it."""
+    return f"{loss:.4f}" if loss is not None and math.isfinite(loss) else "-"
+
+
+def flops_text(flops: float) -> str:
+    """A FLOP count as '1.80e11' (one style for every FLOPs column; never a binary suffix)."""
+    if flops is None or not math.isfinite(flops):
+        return "-"
+    mantissa, exp = f"{flops:.2e}".split("e")
+    return f"{mantissa}e{int(exp)}"
+
+
+def slope_text(value: float, low: float, high: float) -> str:
+    """A slope with its interval to 3 decimals, as the checks write them: '-0.099 [-0.311, 0.114]'."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    ends = ", ".join(f"{x:.3f}" if math.isfinite(x) else "-" for x in (low, high))
+    return f"{value:.3f} [{ends}]"
 
 
 def _unrounded(x: float) -> float:

@@ -13,7 +13,7 @@ from hyperp.fitting.report import fmt
 from hyperp.plots.style import MAX_LEGEND, group_label, number
 from hyperp.report.doc import Block, Code, Heading, Para, table
 from hyperp.report.ledger import REPLICATES, Sweep, values_text
-from hyperp.report.parts import Options, Part, figure, value_interval, warnings_block
+from hyperp.report.parts import Options, Part, figure, loss_text, value_interval, warnings_block
 from hyperp.schema import RUNS_FILE, STATUSES
 
 
@@ -41,7 +41,7 @@ def _settings(sw: Sweep):
     rows += [(c, values_text(sw.runs[c]), f"follows {lead} (one value per cell)") for c, lead in sw.follows.items()]
     rows += [(c, _range(sw.runs[c]), "within a cell") for c in REPLICATES if c in sw.runs.columns
              and sw.runs[c].nunique() > 1]
-    return table(["setting", "values", "role"], rows, "What varies among the runs")
+    return table(["setting", "values", "role"], rows, "What varies among the runs", id="settings")
 
 
 def _range(values) -> str:
@@ -57,7 +57,7 @@ def _protocol(sw: Sweep) -> list[Block]:
     searches = Counter(json.dumps(c.get("search") or {}, sort_keys=True) for c in cells)
     rows = [(n, _search_text(json.loads(s))) for s, n in searches.items()]
     return [table(["cells", "learning-rate search"], rows,
-                  f"Protocol: {len(sw.plan.get('runs', []))} runs planned in {len(cells)} cells")]
+                  f"Protocol: {len(sw.plan.get('runs', []))} runs planned in {len(cells)} cells", id="protocol")]
 
 
 def _search_text(search: dict) -> str:
@@ -84,13 +84,13 @@ def statuses(sw: Sweep) -> list[Block]:
     running = len(sw.state.get("running", [])) if sw.state.get("active") else 0
     row = [len(sw.runs), *counts.values(), len(set(plan_fields) - ids), running]
     blocks: list[Block] = [Heading("Runs", 3), table(["in the ledger", *STATUSES, "planned, not yet recorded",
-                                                       "running (state.json)"], [row])]
+                                                       "running (state.json)"], [row], id="runs")]
     records = {str(r["run_id"]): r for r in sw.runs.to_dict("records")}
     failed = failed_runs(records, ids, plan_fields, [*sw.cells, *REPLICATES])
     if failed:
         blocks.append(table(["run", "status", "settings", "first error line"],
                             [(f["run_id"], f["status"], group_label(f["settings"]), f["error"]) for f in failed],
-                            "Failed runs"))
+                            "Failed runs", id="failed-runs"))
     else:
         blocks.append(Para("No run failed or infra-failed."))
     return blocks
@@ -112,13 +112,13 @@ def lr_optima(sw: Sweep, options: Options) -> tuple[Part, LrOptima | None]:
 def _lr_part(sw: Sweep, res: LrOptima, options: Options) -> Part:
     level = next((o.lr_interval.level for o in res.optima), 0.95)
     rows = [[*(number(o.group[k]) for k in res.by), value_interval(o.lr_opt, o.lr_interval.low, o.lr_interval.high),
-             fmt(o.loss_opt), fmt(o.r2, 3), f"{o.n_points} ({o.n_fitted})", o.n_diverged,
+             loss_text(o.loss_opt), fmt(o.r2, 3), f"{o.n_points} ({o.n_fitted})", o.n_diverged,
              "yes" if o.bracketed else f"no: {o.reason}"] for o in res.optima]
     part = Part(blocks=[Heading("Learning-rate optimum of each cell", 3), Para(
         f"The vertex of a parabola in ln(lr) over the runs around the best (seeds pooled), with its {level:.0%} "
         f"bootstrap interval ({options.n_boot} replicates); hyperp fit lr --by {' --by '.join(res.by) or '-'}."),
         table([*res.by, f"eta* [{level:.0%} interval]", "loss*", "R^2", "runs (in the window)", "diverged",
-               "bracketed"], rows)], reported=["LR optima"])
+               "bracketed"], rows, id="lr-optima")], reported=["LR optima"])
     if res.skipped:
         part.blocks.append(Para("; ".join(f"{group_label({k: v for k, v in s.items() if k != 'n_points'})} "
                                           f"({s['n_points']} runs)" for s in res.skipped),
@@ -143,18 +143,21 @@ def _lr_families(res: LrOptima) -> list[tuple[str, str, LrOptima]]:
 def _lr_figure(sw: Sweep, res: LrOptima, name: str, which: str, options: Options):
     from hyperp.plots import plot_lr  # noqa: PLC0415 (matplotlib)
 
-    return figure(name, plot_lr(res), f"{sw.name}: validation loss against the learning rate, {which} "
+    return figure(name, lambda: plot_lr(res), f"{sw.name}: validation loss against the learning rate, {which} "
                                       f"(star: the optimum, bar: its interval)", options)
 
 
 def curves(sw: Sweep, options: Options) -> Part:
     """Every run's training loss against tokens, coloured by the setting that varies (`plot_curves`)."""
-    from hyperp.plots import curves_frame, plot_curves  # noqa: PLC0415 (matplotlib)
-
     frame = sw.curves
     if frame is None:
         return Part().skip("training curves", "no run of the ledger has curves (runs/<id>/curves.parquet)")
-    df = curves_frame(frame, sw.settings(), y="train_loss", source=str(sw.dir))
-    fig = figure("curves", plot_curves(df, source=str(sw.dir)),
+
+    def draw():
+        from hyperp.plots import curves_frame, plot_curves  # noqa: PLC0415 (matplotlib)
+
+        return plot_curves(curves_frame(frame, sw.settings(), y="train_loss", source=str(sw.dir)), source=str(sw.dir))
+
+    fig = figure("curves", draw,
                  f"{sw.name}: training loss of every run against tokens (x: diverged)", options)
     return Part(blocks=[Heading("Training curves", 3), fig], reported=["training curves"])

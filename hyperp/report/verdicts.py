@@ -5,7 +5,9 @@ check's figure. The checks that train models of their own (coord, sphere) read n
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import numpy as np
 import pandas as pd
 
 from hyperp.checks.transfer import AXES, REGRET_TOL, SLOPE_TOL, TransferCheck, check_transfer
@@ -13,10 +15,12 @@ from hyperp.errors import FitInputError
 from hyperp.fitting.lr import LrOptima
 from hyperp.fitting.report import fmt
 from hyperp.plots.style import group_label, number
-from hyperp.report.doc import Block, Heading, Para, table
+from hyperp.report.doc import Heading, Para, table
 from hyperp.report.ledger import Sweep
-from hyperp.report.parts import Options, Part, attempt, figure, value_interval, verdict_blocks, warnings_block
+from hyperp.report.parts import (Options, Part, attempt, figure, loss_text, slope_text, value_interval,
+                                 verdict_blocks, warnings_block)
 
+GAIN = "final_norm_gain_max"  # the ledger column of a run's largest final-norm gain (the head check's)
 OWN_MODELS = "trains tiny models of its own (hyperp check {}); a ledger holds nothing it reads"
 
 
@@ -41,25 +45,29 @@ def transfer(sw: Sweep, options: Options, lr: LrOptima | None) -> Part:
 
 
 def _transfer(sw: Sweep, axis: str, options: Options, lr: LrOptima) -> Part:
-    from hyperp.plots import plot_transfer  # noqa: PLC0415 (matplotlib)
-    from hyperp.plots.transfer import method_name  # noqa: PLC0415
-
     by = [c for c in sw.cells if c != axis]
     runs, left_out = _usable(sw.runs, axis, by, lr)
     if runs.empty:
         raise FitInputError(f"no group has two values of {axis} with an LR optimum")
     checks = check_transfer(runs, axis, by=by, n_boot=options.n_boot, seed=options.seed, source=str(sw.dir))
     along = f"{axis}" + (f", by {', '.join(by)}" if by else "")
-    part = Part(blocks=[Heading(f"LR transfer along {along}", 3), Para(_transfer_intro(sw, axis, by, checks))],
-                reported=[f"transfer along {axis}"], skipped=left_out)
+    part = Part(blocks=[Heading(f"LR transfer along {along}", 3), Para(_transfer_intro(sw, axis, by, checks)),
+                        _slopes_table(axis, by, checks)], reported=[f"transfer along {axis}"], skipped=left_out)
     for c in checks:
         blocks, verdict = verdict_blocks(f"transfer along {axis}", group_label(c.group), c)
-        part.blocks += [*blocks, _scales_table(c), *_local_slopes(c)]
+        part.blocks += blocks
         part.verdicts.append(verdict)
+    part.blocks.append(_scales_table(axis, by, checks))
     part.blocks += warnings_block(w for c in checks for w in c.warnings)
-    fig = plot_transfer(checks, name=None if by else method_name(runs))
-    part.blocks.append(figure(f"transfer-{axis}", fig, f"{sw.name}: eta* per {axis} with the drift and its "
-                                                       f"allowed cone (left), the regret of the proxy's eta* (right)",
+
+    def draw():
+        from hyperp.plots import plot_transfer  # noqa: PLC0415 (matplotlib)
+        from hyperp.plots.transfer import method_name  # noqa: PLC0415
+
+        return plot_transfer(checks, name=None if by else method_name(runs))
+
+    part.blocks.append(figure(f"transfer-{axis}", draw, f"{sw.name}: eta* per {axis} with the drift and its "
+                                                        f"allowed cone (left), the regret of the proxy's eta* (right)",
                               options))
     return part
 
@@ -97,26 +105,34 @@ def _transfer_intro(sw: Sweep, axis: str, by: list[str], checks: list[TransferCh
             f"hyperp check transfer {sw.dir} --axis {axis}{flags}.")
 
 
-def _scales_table(c: TransferCheck):
-    level = f"{c.slope_interval.level:.0%}"
-    rows = [[number(p.scale), value_interval(p.optimum.lr_opt, p.optimum.lr_interval.low, p.optimum.lr_interval.high),
-             "yes" if p.optimum.bracketed else f"no: {p.optimum.reason}", fmt(p.optimum.loss_opt),
+def _group_cells(c: TransferCheck, by: list[str]) -> list[str]:
+    return [number(c.group[k]) for k in by]
+
+
+def _slopes_table(axis: str, by: list[str], checks: list[TransferCheck]):
+    """Each group's drift of eta* along the axis (the whole range and each step), and its verdict."""
+    level = f"{checks[0].slope_interval.level:.0%}" if checks else "95%"
+    rows = [[*_group_cells(c, by), slope_text(c.slope, c.slope_interval.low, c.slope_interval.high),
+             "; ".join(f"{number(s.low_scale)} -> {number(s.high_scale)}: "
+                       f"{slope_text(s.slope, s.interval.low, s.interval.high)}" for s in c.local_slopes) or "-",
+             c.verdict, c.decided_by or "-"] for c in checks]
+    return table([*by, f"slope of ln eta* on ln {axis} [{level}]", f"local slopes [{level}]", "verdict",
+                  "decided by"], rows, f"LR transfer along {axis}: the drift of eta* and the verdict",
+                 id=f"slopes:{axis}")
+
+
+def _scales_table(axis: str, by: list[str], checks: list[TransferCheck]):
+    """Each scale of each group: its optimum, and the regret of the proxy's eta* there against its allowance."""
+    level = f"{checks[0].slope_interval.level:.0%}" if checks else "95%"
+    rows = [[*_group_cells(c, by), number(p.scale),
+             value_interval(p.optimum.lr_opt, p.optimum.lr_interval.low, p.optimum.lr_interval.high),
+             "yes" if p.optimum.bracketed else f"no: {p.optimum.reason}", loss_text(p.optimum.loss_opt),
              value_interval(p.regret, p.regret_interval.low, p.regret_interval.high),
              f"{p.regret_rel:.2%}" if pd.notna(p.regret_rel) else "-", fmt(p.allowance, 3), fmt(p.noise_sd, 3),
-             p.optimum.n_points] for p in c.points]
-    caption = (f"{group_label(c.group) or c.axis}: slope of ln eta* on ln {c.axis} "
-               f"{value_interval(c.slope, c.slope_interval.low, c.slope_interval.high)}")
-    return table([c.axis, f"eta* [{level}]", "bracketed", "loss*", f"regret at the proxy's eta*, nats [{level}]",
-                  "regret / loss*", "allowance", "seed SD", "runs"], rows, caption)
-
-
-def _local_slopes(c: TransferCheck) -> list[Block]:
-    if not c.local_slopes:
-        return []
-    rows = [[f"{number(s.low_scale)} -> {number(s.high_scale)}", value_interval(s.slope, s.interval.low,
-                                                                               s.interval.high)]
-            for s in c.local_slopes]
-    return [table([f"{c.axis}", "local slope"], rows, f"{group_label(c.group) or c.axis}: local slopes")]
+             p.optimum.n_points] for c in checks for p in c.points]
+    caption = f"LR transfer along {axis}: the optimum at each value of {axis} and the regret of the proxy's eta* there"
+    return table([*by, axis, f"eta* [{level}]", "bracketed", "loss*", f"regret at the proxy's eta*, nats [{level}]",
+                  "regret / loss*", "allowance", "seed SD", "runs"], rows, caption, id=f"transfer:{axis}")
 
 
 # ---------------------------------------------------------------- stability
@@ -160,17 +176,22 @@ def _stability(sw: Sweep, curves: pd.DataFrame, options: Options) -> Part:
 
 
 def _stability_group(sw: Sweep, group: tuple, res, label: str, options: Options) -> Part:
-    from hyperp.plots import plot_stability  # noqa: PLC0415 (matplotlib)
-
     df, scale, metrics = group
     res = dataclasses.replace(res, why=res.why.removeprefix(f"{label}: ")) if label else res
     blocks, verdict = verdict_blocks("stability", label, res)
     rows = [[t.name, t.verdict, t.decided_by] for t in res.trends]
     name = "stability" + (f"-{label.replace('=', '-').replace(', ', '-')}" if label else "")
-    fig = plot_stability(df, scale=scale, metrics=metrics, title=f"Stability indicators{', ' + label if label else ''}"
-                                                                 f": the best LR of each {scale}")
-    blocks += [table(["indicator", "verdict", "decided by"], rows), *warnings_block(res.warnings),
-               figure(name, fig, f"{sw.name}: stability indicators against tokens{', ' + label if label else ''}",
+
+    def draw():
+        from hyperp.plots import plot_stability  # noqa: PLC0415 (matplotlib)
+
+        return plot_stability(df, scale=scale, metrics=metrics, title=f"Stability indicators"
+                              f"{', ' + label if label else ''}: the best LR of each {scale}")
+
+    named = f"stability:{_id(label)}" if label else "stability"
+    blocks += [table(["indicator", "verdict", "decided by"], rows, id=named),
+               *warnings_block(res.warnings),
+               figure(name, draw, f"{sw.name}: stability indicators against tokens{', ' + label if label else ''}",
                       options)]
     return Part(blocks=blocks, verdicts=[verdict])
 
@@ -178,17 +199,17 @@ def _stability_group(sw: Sweep, group: tuple, res, label: str, options: Options)
 # ---------------------------------------------------------------- head
 
 
-def head(sw: Sweep, options: Options) -> Part:
-    """`check_head` where the LM head's init std varies, its cells and figure."""
+def head(sw: Sweep, options: Options, lr: LrOptima | None = None) -> Part:
+    """`check_head` where the LM head's init std varies, its cells and figure, and each cell's best run beside its
+    LR optimum (`lr`)."""
     if "head_init_std" not in sw.cells:
         return Part().skip("head check", "head_init_std does not vary: the check compares the final norm's gain "
                                          "across LM head init stds")
-    return attempt("head check", lambda: _head(sw, options))
+    return attempt("head check", lambda: _head(sw, options, lr))
 
 
-def _head(sw: Sweep, options: Options) -> Part:
+def _head(sw: Sweep, options: Options, lr: LrOptima | None) -> Part:
     from hyperp.checks.head import GAIN_TOL, check_head  # noqa: PLC0415
-    from hyperp.plots.head import plot_head  # noqa: PLC0415 (matplotlib)
 
     res = check_head(sw.runs, source=str(sw.dir))
     blocks, verdict = verdict_blocks("head", "", res)
@@ -200,9 +221,44 @@ def _head(sw: Sweep, options: Options) -> Part:
         f"Per run of a sphere scheme (hyperp, muonh): the cap on a logit at init (head_init_std x width) and the "
         f"largest RMS of the final norm's gain; a cell binds when its gain interval lies wholly above {GAIN_TOL:g}x "
         f"(method.md section 10). hyperp check head {sw.dir}."), *blocks,
-        table(["param", "width", "head_init_std", "cap", "runs", "largest gain", "cells"], rows),
-        *warnings_block(res.warnings),
-        figure("head", plot_head(sw.runs, source=str(sw.dir)), f"{sw.name}: best loss and its run's final norm "
-                                                                f"gain against the head's init std", options)],
+        table(["param", "width", "head_init_std", "cap", "runs", "largest gain", "cells"], rows, id="head"),
+        *warnings_block(res.warnings), _head_best(sw, lr),
+        figure("head", lambda: _plot_head(sw), f"{sw.name}: best loss and its run's final norm gain against the "
+                                               f"head's init std", options)],
         verdicts=[verdict], reported=["head check"])
     return part
+
+
+def _plot_head(sw: Sweep):
+    from hyperp.plots.head import plot_head  # noqa: PLC0415 (matplotlib)
+
+    return plot_head(sw.runs, source=str(sw.dir))
+
+
+def _head_best(sw: Sweep, lr: LrOptima | None):
+    """Each cell's best LR (its seeds averaged, as the head figure draws it): its loss and its final norm's gain,
+    beside the cap and the cell's LR optimum."""
+    from hyperp.fitting.table import fit_rows, lowest  # noqa: PLC0415
+
+    done = fit_rows(sw.runs, source=str(sw.dir))
+    done = done[np.isfinite(pd.to_numeric(done["val_loss"], errors="coerce"))]
+    gains = [GAIN] if GAIN in done.columns else []
+    best = lowest(done, sw.cells, "val_loss", also_mean=gains).sort_values(sw.cells)
+    optima = {tuple(str(o.group[k]) for k in sw.cells): o for o in (lr.optima if lr else ())}
+    rows = []
+    for r in best.to_dict("records"):
+        o = optima.get(tuple(str(r[k]) for k in sw.cells))
+        gain = r.get(GAIN, math.nan)
+        cap = number(r["head_init_std"] * r["width"]) if "width" in r else "-"
+        rows.append([*(number(r[k]) for k in sw.cells), cap, number(r["lr"]),
+                     loss_text(r["val_loss"]), f"{gain:.2f}x" if pd.notna(gain) else "-",
+                     value_interval(o.lr_opt, o.lr_interval.low, o.lr_interval.high) if o else "-"])
+    level = next((f"{o.lr_interval.level:.0%}" for o in optima.values()), "95%")
+    return table([*sw.cells, "cap (head_init_std x width)", "best lr", "its loss", "its final norm gain",
+                  f"eta* [{level} interval]"], rows,
+                 "Each cell's best LR (its seeds' mean loss and gain) and its LR optimum", id="head-best")
+
+
+def _id(label: str) -> str:
+    """A group label as part of a table id: 'param=hyperp, width=32' -> 'param=hyperp,width=32'."""
+    return label.replace(", ", ",")
