@@ -1,6 +1,7 @@
 """A change to the model against the model before it: an earlier `hyperp/trainer/model.py` (from git) loaded
 beside the current one in one process, the same weights in both, forward+backward alternated with the GPT
-block of `hyperp bench train` (the order rotated every round), paired per-round ratios to the earlier model.
+block of `hyperp bench train` (the order rotated every round), paired per-round ratios to the earlier model, in wall
+time and in process CPU time (at --threads 1 the CPU time is the work done, robust to other processes' load).
 Both models must compute the same function (same loss printed first); the per-round pairing resolves a few
 percent, which `hyperp bench train`'s run-to-run spread does not. The earlier model.py takes the layers it
 shares with the MoE from `hyperp/trainer/layers.py`: the current one, or an earlier one given as --before-layers.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 import statistics
 import sys
@@ -66,22 +68,26 @@ def main() -> None:
         print(f"loss before {before(x, y)[1].item():.6f}, after {after(x, y)[1].item():.6f}")
     models = {"before": before, "after": after, "gpt-block": gpt}
     times: dict[str, list[float]] = {k: [] for k in models}
+    cpu: dict[str, list[float]] = {k: [] for k in models}
     for r in range(args.rounds + DROPPED):
         names = list(models)[r % 3:] + list(models)[: r % 3]
         for name in names:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             _, loss = models[name](x, y)
             loss.backward()
             models[name].zero_grad(set_to_none=True)
             times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; width "
-          f"{cfg.d_model}, depth {cfg.depth}, {cfg.batch_tokens} tokens; forward+backward, {args.rounds} rounds")
-    for name in models:
-        t = times[name][DROPPED:]
-        ratios = [b / a for b, a in zip(times["before"][DROPPED:], t)]
-        q1, med, q3 = statistics.quantiles(ratios, n=4)
-        print(f"{name:>10}: median {1e3 * statistics.median(t):.0f} ms; before's time / this one's, per round: "
-              f"median {med:.3f}, quartiles {q1:.3f}-{q3:.3f}")
+          f"{cfg.d_model}, depth {cfg.depth}, {cfg.batch_tokens} tokens; forward+backward, {args.rounds} rounds; "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    for kind, series in (("wall", times), ("CPU", cpu)):
+        for name in models:
+            t = series[name][DROPPED:]
+            ratios = [b / a for b, a in zip(series["before"][DROPPED:], t)]
+            q1, med, q3 = statistics.quantiles(ratios, n=4)
+            print(f"{kind:>4} {name:>10}: median {1e3 * statistics.median(t):.0f} ms; before's time / this one's, "
+                  f"per round: median {med:.3f}, quartiles {q1:.3f}-{q3:.3f}")
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_after_interruption_is_bit_exact(tmp_path, tiny):
-    cfg = RunConfig(**tiny | dict(tokens=16 * 1024, checkpoint_every=3))
+@pytest.mark.parametrize("param", ["hyperp", "adamw"])  # adamw: every group on torch's fused AdamW
+def test_resume_after_interruption_is_bit_exact(tmp_path, tiny, param):
+    cfg = RunConfig(**tiny | dict(tokens=16 * 1024, checkpoint_every=3, param=param))
     straight = train(cfg, tmp_path / "straight")
 
     def crash_at_step_7(info):

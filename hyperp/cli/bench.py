@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 from hyperp.cli.core import SUBAPPS, JsonFlag, as_count, command, new_app, print_json
 from hyperp.config import RunConfig
+from hyperp.errors import InputError
 from hyperp.trainer.defaults import MATCHED_MLP_RATIO
 
 app = new_app(SUBAPPS["bench"][1])
@@ -41,20 +43,35 @@ def train_bench(width: Annotated[int, typer.Option(parser=as_count, help="Model 
                 compare_compile: Annotated[bool, typer.Option(
                     "--compare-compile", help="Time the first scheme and the GPT block eager and compiled "
                                               "instead.")] = False,
+                reference: Annotated[Optional[Path], typer.Option(
+                    help="A GPT-style model.py (nanoGPT's interface: GPT, GPTConfig) to time beside the GPT "
+                         "block, built at this shape (no biases, dropout 0) and trained with its own "
+                         "configure_optimizers (else AdamW); every row gets its ratios against it too.",
+                    dir_okay=False)] = None,
                 as_json: JsonFlag = False) -> None:
     """Tokens/s, MFU against the measured matmul peak and the optimizer's share of step time, beside a classic
-    GPT block (LayerNorm, GELU MLP, learned positions, SDPA) timed interleaved in the same process."""
-    from hyperp.trainer.bench import as_dicts, bench_compile, bench_train, format_report  # noqa: PLC0415 (torch)
+    GPT block (LayerNorm, GELU MLP, learned positions, SDPA) timed interleaved in the same process, and beside
+    the model of a GPT-style model.py given as --reference (nanoGPT's)."""
+    from hyperp.trainer.bench import (as_dicts, bench_compile, bench_train, format_report,  # noqa: PLC0415 (torch)
+                                      load_reference, machine_line)
 
     cfg = RunConfig(width=width, depth=depth, head_dim=head_dim, seq_len=seq_len, batch_tokens=batch_tokens,
                     tokens=batch_tokens, threads=threads, device=device)
     ratio = mlp_ratio or None
+    if reference is not None:
+        if compare_compile:
+            raise InputError("--reference: not with --compare-compile (that compares the first scheme and the GPT "
+                             "block, eager and compiled)")
+        load_reference(reference)  # a bad file: one line naming it, exit 2, before anything is timed
+    started = machine_line()
     if compare_compile:
         peak, rows = bench_compile(cfg, params.split(",")[0], steps=steps, warmup=warmup, mlp_ratio=ratio)
     else:
         peak, rows = bench_train(cfg, params.split(","), steps=steps, warmup=warmup, mlp_ratio=ratio,
-                                 compile=compile)
+                                 compile=compile, reference=reference)
     if as_json:
-        print_json({"peak_flops": peak, "config": cfg.to_dict(), "rows": as_dicts(rows)})
+        print_json({"peak_flops": peak, "config": cfg.to_dict(), "reference": str(reference) if reference else None,
+                    "started": started, "finished": machine_line(), "rows": as_dicts(rows)})
         return
-    typer.echo(format_report(cfg if ratio is None else cfg.replace(mlp_ratio=ratio), peak, rows))
+    typer.echo(format_report(cfg if ratio is None else cfg.replace(mlp_ratio=ratio), peak, rows, reference,
+                             started))

@@ -3,7 +3,8 @@
 Pre-norm blocks with depth-muP residual branches (x <- x + alpha * f(norm(x))), QK-norm before RoPE, optional
 grouped-query attention and a head-wise output gate, SwiGLU MLP (or a mixture of experts), untied embeddings.
 The layers it shares with the mixture of experts (RMSNorm, QK-norm with RoPE, SwiGLU) are in layers.py, the
-MoE layer in moe.py.
+MoE layer in moe.py. The RMSNorms' gains are folded into the weights of the matmuls they feed (layers.py: the
+same function up to float rounding, fewer passes over the activations).
 
 Stability indicators (method.md section 6) are collected when `forward` gets a `stats` dict: branch output
 RMS, outlier share, and the attention Z-value. The attention Z-value is computed on a sample: the first
@@ -19,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hyperp.config import RunConfig
-from hyperp.trainer.layers import RMSNorm, SwiGLU, mlp_hidden, norm_rope, pair_order, rope_table, z_value
+from hyperp.trainer.layers import RMSNorm, SwiGLU, in_pairs, linears, mlp_hidden, norm_rope, rope_table, z_value
 from hyperp.trainer.moe import MoE
 
 OUTLIER_SIGMAS = 5.0  # method.md section 6: elements farther than 5 std from the per-token mean
@@ -34,10 +35,12 @@ def branch_stats(y: torch.Tensor) -> tuple[float, float]:
 
 
 class Attention(nn.Module):
-    """q, k, v (and the gate) stay separate nn.Linear parameters, so the optimizers see separate matrices
-    (Newton-Schulz and the sphere per matrix); the forward concatenates their weights into one (out, w)
-    matrix, q's and k's rows in pair order for RoPE, and runs one matmul (cheaper than three on CPU:
-    results/bench/train.txt)."""
+    """q, k, v (and the gate) are separate nn.Linear parameters, so the optimizers see separate matrices
+    (Newton-Schulz and the sphere per matrix), and separate matmuls (`linears`: each output contiguous, which
+    makes QK-norm and RoPE on q and k several times cheaper than on column blocks of one wide matmul's output;
+    x's gradient summed in one buffer). q's and k's rows are laid in pair order for RoPE by a view (`in_pairs`).
+    `gain`, the block's attention RMSNorm gain when the block folds it (layers.py), multiplies the weights'
+    columns."""
 
     def __init__(self, cfg: RunConfig):
         super().__init__()
@@ -49,24 +52,20 @@ class Attention(nn.Module):
         self.o = nn.Linear(self.n_heads * hd, w, bias=False)
         self.gate = nn.Linear(w, self.n_heads, bias=False) if cfg.attn_gate else None
         self.q_norm, self.k_norm = RMSNorm(hd), RMSNorm(hd)
-        self.in_proj = [m for m in (self.q, self.k, self.v, self.gate) if m is not None]
-        self.split = [m.out_features for m in self.in_proj]
-        order = pair_order(hd)
-        heads = self.n_heads + self.kv_heads  # q's and k's rows, head by head, then v's and the gate's as they are
-        rows = torch.cat([(order + h * hd) for h in range(heads)] + [torch.arange(heads * hd, sum(self.split))])
-        self.register_buffer("pair_order", order, persistent=False)
-        self.register_buffer("rows", rows, persistent=False)
 
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, stats: dict | None = None):
-        """x (B, T, w); rope: the model's `rope_table`."""
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, stats: dict | None = None,
+                gain: torch.Tensor | None = None):
+        """x (B, T, w); rope: the model's `rope_table`; gain: (w,) or None."""
         B, T, _ = x.shape
-        weight = torch.cat([m.weight for m in self.in_proj]).index_select(0, self.rows)
-        q, k, v, *gate = F.linear(x, weight).split(self.split, dim=-1)
-        # QK-norm and RoPE on the (B, T, heads, head_dim) layout of the projection's output (rows of head_dim
-        # contiguous); SDPA takes (B, heads, T, head_dim) views.
-        q = self.norm_rope(q.view(B, T, self.n_heads, self.head_dim), self.q_norm, rope)
-        k = self.norm_rope(k.view(B, T, self.kv_heads, self.head_dim), self.k_norm, rope)
-        v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        hd = self.head_dim
+        weights = [in_pairs(self.q.weight, hd), in_pairs(self.k.weight, hd), self.v.weight]
+        weights += [self.gate.weight] if self.gate is not None else []
+        q, k, v, *gate = linears(x, weights, gain)
+        # QK-norm and RoPE on the (B, T, heads, head_dim) layout of the projections' outputs; SDPA takes
+        # (B, heads, T, head_dim) views.
+        q = self.norm_rope(q.view(B, T, self.n_heads, hd), self.q_norm, rope)
+        k = self.norm_rope(k.view(B, T, self.kv_heads, hd), self.k_norm, rope)
+        v = v.view(B, T, self.kv_heads, hd).transpose(1, 2)
         if stats is not None:
             stats.setdefault("attn_z", []).append(self.sampled_z(q, k))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.n_heads)
@@ -76,7 +75,7 @@ class Attention(nn.Module):
 
     def norm_rope(self, x: torch.Tensor, norm: RMSNorm, rope: torch.Tensor) -> torch.Tensor:
         """(B, T, heads, D) in pair order -> normalised, rotated (B, heads, T, D) view."""
-        return norm_rope(x, norm.weight.index_select(0, self.pair_order), rope, norm.eps).transpose(1, 2)
+        return norm_rope(x, in_pairs(norm.weight, self.head_dim), rope, norm.eps).transpose(1, 2)
 
     @torch.no_grad()
     def sampled_z(self, q: torch.Tensor, k: torch.Tensor) -> float:
@@ -102,9 +101,13 @@ class Block(nn.Module):
         self.mlp_norm, self.mlp = RMSNorm(cfg.d_model), make_mlp(cfg, layer)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
-        a = self.attn(self.attn_norm(x), rope, stats)
+        # the norms' gains folded into the next matmuls' weights (layers.py): attn(norm(x)), mlp(norm(x))
+        a = self.attn(self.attn_norm.normalize(x), rope, stats, gain=self.attn_norm.weight)
         x = torch.add(x, a, alpha=self.alpha)  # one pass for x + alpha * a
-        m = self.mlp(self.mlp_norm(x))
+        if isinstance(self.mlp, SwiGLU):
+            m = self.mlp(self.mlp_norm.normalize(x), gain=self.mlp_norm.weight)
+        else:  # the MoE layer routes the normalised input: its gain stays on the activations
+            m = self.mlp(self.mlp_norm(x))
         x = torch.add(x, m, alpha=self.alpha)
         if stats is not None:
             for name, y in (("attn", a), ("mlp", m)):
@@ -135,11 +138,12 @@ class Transformer(nn.Module):
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, self.rope, stats)
-        logits = self.head(self.norm(x))
+        # head(norm(x)) * logit_mult with the final norm's gain and the multiplier (only `muon` has one) folded
+        # into the head's weight (layers.py): no pass over (B, T, w) for the gain nor over (B, T, V) for the scale
+        gain = self.norm.weight * self.logit_mult if self.logit_mult != 1.0 else self.norm.weight
+        logits = F.linear(self.norm.normalize(x), self.head.weight * gain)
         if stats is not None:  # the head's sphere can bind at small width: the final gain grows (method.md 10)
             stats["final_norm_gain"] = [self.norm.weight.detach().float().pow(2).mean().sqrt().item()]
-        if self.logit_mult != 1.0:  # only `muon` scales the logits; skip a pass over (B, T, V) otherwise
-            logits = logits * self.logit_mult
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
