@@ -25,6 +25,8 @@ PARAMS: tuple[str, ...] = get_args(Param)
 NSCoeffs = Literal["per_iter", "quintic"]
 NSBackend = Literal["auto", "torch", "triton"]
 TokenScaling = Literal["all", "hidden"]
+TokenRule = Literal["scheme", "on", "off"]
+DepthLRGroups = Literal["all", "hidden"]
 
 # Base learning rates for each scheme when `lr` is not given. For the sphere schemes eta is a relative step
 # (the step's Frobenius norm is eta * radius); for Muon it is the spectral-scaled step; for AdamW the usual LR.
@@ -63,6 +65,8 @@ class RunConfig:
     vocab_size: int = opt(256, "vocabulary size (at least the data's largest token id + 1)")
     mlp_ratio: float = opt(4.0, "SwiGLU hidden size as a multiple of the width")
     attn_gate: bool = opt(False, "head-wise sigmoid output gate on attention")
+    fused_gate_up: bool = opt(False, "SwiGLU gate and up projections as one (2h, w) matrix, one sphere and one "
+                                     "Newton-Schulz for the optimizer (the authors' code); false: two matrices")
     rope_theta: float = opt(10000.0, "rotary embedding base")
     # --- mixture of experts (method.md section 5); moe_every = 0 means a dense model ---
     # Expert banks are (E, rows, cols) tensors; MuonH/AdamH keep each expert matrix on its own sphere
@@ -82,6 +86,11 @@ class RunConfig:
     token_exponent: float = opt(0.32, "data-scaling exponent b of the optimal LR: hyperp scales it by (T/T0)^-b")
     token_scaling: TokenScaling = opt("all", "groups the (T/T0)^-b factor applies to: every group (all, the "
                                              "paper's code) or hidden matrices only")
+    token_rule: TokenRule = opt("scheme", "whether the (T/T0)^-b LR factor applies: scheme (hyperp only, "
+                                          "method.md section 2), on (any scheme: muonh as the authors' scripts "
+                                          "run it), off")
+    depth_lr_groups: DepthLRGroups = opt("all", "groups the depth-muP LR factor sqrt(d0/d) applies to: every "
+                                                "group (all) or hidden matrices only")
     weight_decay: float = opt(0.1, "decoupled weight decay lambda for muon and adamw; the sphere schemes use none")
     adam_lr_mult: float = opt(1.0, "LR of the AdamW groups of Muon-type schemes relative to the matrix LR")
     # --- init ---

@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any, get_args
 
 from hyperp.config import RunConfig, field_types
+from hyperp.identity import COMMAND_KIND
 
 # 1: no schema_version column, ids over the full config and the package version (hyperp 0.1.0)
 # 2: every column typed, schema_version/results_version/git_commit/extra_json, ids of hyperp.identity
@@ -229,10 +230,34 @@ def _plain(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+@functools.cache
+def _config_defaults() -> dict[str, Any]:
+    return {name: value for name, value in RunConfig().to_dict().items() if name in COLUMN_TYPES}
+
+
+def _added_config_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The config columns a trainer run's record predates (a field added after it was written): the value its
+    config_json gives, else the field's default, which is what the run trained with (a field is added with a
+    default that keeps what every earlier config trains to: hyperp.identity). Empty for a command sweep's run."""
+    missing = [name for name in _config_defaults() if name not in record]
+    text = record.get("config_json")
+    if not missing or not isinstance(text, str) or not text:
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(config, dict) or config.get("kind") == COMMAND_KIND:
+        return {}
+    return {name: config.get(name, _config_defaults()[name]) for name in missing}
+
+
 def normalise(record: dict[str, Any]) -> dict[str, Any]:
     """The record with every column, in order, each value of its column's type (missing: None, or NaN for a
-    float); keys outside the schema are merged into `extra_json`. `schema_version` is kept as given (None for
-    a schema-1 record): writers stamp it (`to_table(..., stamp=True)`)."""
+    float; a config column an older trainer record lacks: its config's value, `_added_config_fields`); keys
+    outside the schema are merged into `extra_json`. `schema_version` is kept as given (None for a schema-1
+    record): writers stamp it (`to_table(..., stamp=True)`)."""
+    record = record | _added_config_fields(record)
     out = {name: coerce(name, kind, record.get(name)) for name, kind in COLUMNS}
     extra = {k: _plain(v) for k, v in record.items() if k not in COLUMN_TYPES}
     if extra:

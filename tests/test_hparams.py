@@ -90,3 +90,27 @@ def test_adam_lr_mult_scales_adamw_groups_beside_muon_type_matrices():
         for g in ("hidden", "head", "embed", "vector"):
             factor = 0.1 if g in scaled else 1.0
             assert hp.group(g).lr == pytest.approx(base.group(g).lr * factor), (param, g)
+
+
+@pytest.mark.parametrize("depth,tokens", SHAPES)
+def test_token_rule_on_gives_muonh_the_token_factor_only(depth, tokens):
+    """token_rule="on": muonh as the authors' scripts run it, (T/T0)^-0.32 and nothing else of hyperp's."""
+    hp = resolve_hparams(cfg_for("muonh", depth, tokens, token_rule="on"))
+    factor = (tokens / 2**20) ** -0.32
+    assert [hp.group(g).lr for g in ("hidden", "head", "embed", "vector")] == pytest.approx([0.01 * factor] * 4)
+    assert hp.token_factor == pytest.approx(factor) and hp.depth_factor == 1.0 and hp.residual_alpha == 1.0
+
+
+def test_token_rule_off_removes_hyperps_token_factor():
+    hp = resolve_hparams(cfg_for("hyperp", 8, 2**22, token_rule="off"))
+    assert hp.token_factor == 1.0 and hp.hidden.lr == pytest.approx(0.01 * math.sqrt(4 / 8))
+
+
+@pytest.mark.parametrize("param", ["hyperp", "muon"])
+def test_depth_factor_on_hidden_only(param):
+    """depth_lr_groups="hidden": sqrt(d0/d) on the hidden matrices, every other group at the proxy's factor."""
+    depth, tokens = 16, 2**20
+    hp = resolve_hparams(cfg_for(param, depth, tokens, depth_lr_groups="hidden"))
+    assert hp.hidden.lr == pytest.approx(0.01 * math.sqrt(4 / depth))
+    assert [hp.group(g).lr for g in ("head", "embed", "vector")] == pytest.approx([0.01] * 3)
+    assert hp.residual_alpha == pytest.approx(1 / math.sqrt(2 * depth))  # the rest of depth-muP stays

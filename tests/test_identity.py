@@ -142,9 +142,9 @@ PIN_RUNS = {"hyperp": {"param": "hyperp"}, "muonh": {"param": "muonh"}, "muon": 
 PIN_ATOL = 5e-5
 PINNED_DEFAULTS = {  # RunConfig defaults of the result-changing fields
     "depth": 4, "width": 0, "aspect_ratio": 32, "head_dim": 32, "n_kv_heads": 0, "seq_len": 256, "vocab_size": 256,
-    "mlp_ratio": 4.0, "attn_gate": False, "rope_theta": 10000.0, "moe_every": 0, "sparsity": 1, "top_k": 1,
+    "mlp_ratio": 4.0, "attn_gate": False, "fused_gate_up": False, "rope_theta": 10000.0, "moe_every": 0, "sparsity": 1, "top_k": 1,
     "shared_expert": False, "sqrt_gate": True, "aux_gamma": 0.1, "param": "hyperp", "lr": None, "base_depth": 4,
-    "base_width": 128, "base_tokens": 1048576, "token_exponent": 0.32, "token_scaling": "all", "weight_decay": 0.1,
+    "base_width": 128, "base_tokens": 1048576, "token_exponent": 0.32, "token_scaling": "all", "token_rule": "scheme", "depth_lr_groups": "all", "weight_decay": 0.1,
     "adam_lr_mult": 1.0, "head_init_std": 0.02, "embed_init_std": 0.02, "momentum": 0.95, "nesterov": True,
     "ns_coeffs": "per_iter", "ns_steps": 5, "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_eps": 1e-08,
     "grad_clip": 1.0, "tokens": 1048576, "batch_tokens": 8192, "warmup_tokens": 0, "min_lr_mult": 0.1,

@@ -380,3 +380,17 @@ def test_readers_never_see_a_torn_ledger_while_a_sweep_rewrites_it(tmp_path):
         stop.set()
         writer.join()
     assert seen <= set(sizes)
+
+
+def test_a_record_older_than_a_config_field_reads_with_its_configs_value():
+    """A trainer record written before a config field existed gets the value its run trained with (the config's,
+    else the field's default: a field is added with a default that keeps what every config trains to); a command
+    sweep's record gets none."""
+    old = {"run_id": "a" * 12, "param": "muonh", "config_json": json.dumps({"param": "muonh", "depth": 3})}
+    assert schema.normalise(old)["token_rule"] == RunConfig().token_rule
+    assert schema.normalise(old)["fused_gate_up"] is False
+    given = old | {"config_json": json.dumps({"param": "muonh", "token_rule": "on"})}
+    assert schema.normalise(given)["token_rule"] == "on"
+    command = {"run_id": "b" * 12, "config_json": json.dumps({"kind": identity.COMMAND_KIND, "template": "x"})}
+    assert schema.normalise(command)["token_rule"] is None
+    assert schema.normalise(old | {"token_rule": None})["token_rule"] is None  # a written null stays null

@@ -287,3 +287,73 @@ def test_rotation_takes_the_same_angles_under_compile(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     for inv, expected in zip((False, True), eager):
         torch.testing.assert_close(rotate_pairs(x, table, inverse=inv), expected)
+
+
+def _fused_copy(cfg: RunConfig) -> tuple[Transformer, Transformer]:
+    """(model, the same model with fused_gate_up): the fused gate_up weights are the concatenated gate and up."""
+    import dataclasses
+
+    a = Transformer(cfg)
+    b = Transformer(dataclasses.replace(cfg, fused_gate_up=True))
+    src, state = a.state_dict(), b.state_dict()
+    for k in state:
+        stem = k.removesuffix("gate_up.weight").removesuffix("gate_up_bank")
+        if k in src:
+            state[k] = src[k]
+        elif k.endswith("gate_up.weight"):
+            state[k] = torch.cat([src[stem + "gate.weight"], src[stem + "up.weight"]])
+        else:
+            state[k] = torch.cat([src[stem + "gate_bank"], src[stem + "up_bank"]], dim=1)
+    b.load_state_dict(state)
+    return a, b
+
+
+@pytest.mark.parametrize("moe", [False, True])
+def test_fused_gate_up_is_the_same_function_with_one_matrix(moe):
+    """fused_gate_up changes what the optimizer sees, not the model: equal loss, gate_up's gradient = the two."""
+    torch.manual_seed(0)
+    cfg = RunConfig(depth=2, width=64, head_dim=16, seq_len=16, moe_every=int(moe), top_k=2, sparsity=2,
+                    shared_expert=moe)
+    a, b = _fused_copy(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    la, lb = a(idx, idx)[1], b(idx, idx)[1]
+    la.backward()
+    lb.backward()
+    assert lb.item() == pytest.approx(la.item(), rel=1e-6)
+    mlp_a, mlp_b = a.blocks[0].mlp, b.blocks[0].mlp
+    if moe:
+        pairs = [(mlp_b.gate_up_bank, torch.cat([mlp_a.gate_bank.grad, mlp_a.up_bank.grad], 1)),
+                 (mlp_b.shared.gate_up.weight, torch.cat([mlp_a.shared.gate.weight.grad, mlp_a.shared.up.weight.grad]))]
+    else:
+        pairs = [(mlp_b.gate_up.weight, torch.cat([mlp_a.gate.weight.grad, mlp_a.up.weight.grad]))]
+    for p, grad in pairs:
+        assert p.grad.shape == grad.shape and torch.allclose(p.grad, grad, rtol=1e-5, atol=1e-7)
+    n_a, n_b = (sum(p.numel() for p in m.parameters()) for m in (a, b))
+    assert n_a == n_b
+
+
+def test_fused_gate_up_is_one_sphere_for_muonh():
+    """Under MuonH each matrix keeps its Frobenius norm: fused, the gate and up halves share one radius (their
+    own norms move), unfused each keeps its own."""
+    from hyperp.trainer.hparams import resolve_hparams
+    from hyperp.trainer.optim import build_optimizers
+
+    torch.manual_seed(0)
+    cfg = RunConfig(depth=2, width=64, head_dim=16, seq_len=16, param="hyperp", lr=0.2)
+    a, b = _fused_copy(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (4, 16))
+    halves = {}
+    for name, model in (("split", a), ("fused", b)):
+        opt = build_optimizers(model, resolve_hparams(model.cfg), model.cfg)
+        gate, up = model.blocks[0].mlp.gate_up_weights()
+        before = (gate.norm().item(), up.norm().item(), torch.cat([gate, up]).norm().item())
+        for _ in range(3):
+            opt.zero_grad()
+            model(idx, idx)[1].backward()
+            opt.step()
+        gate, up = model.blocks[0].mlp.gate_up_weights()
+        halves[name] = [after / b0 - 1 for after, b0 in zip((gate.norm().item(), up.norm().item(),
+                                                             torch.cat([gate, up]).norm().item()), before)]
+    assert max(abs(d) for d in halves["split"][:2]) < 1e-5  # each matrix on its own sphere
+    assert abs(halves["fused"][2]) < 1e-5  # the fused matrix on one sphere
+    assert max(abs(d) for d in halves["fused"][:2]) > 1e-3  # its halves exchange norm

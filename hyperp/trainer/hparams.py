@@ -7,9 +7,12 @@ optimizer builder need. Nothing else in hyperp applies a scaling rule.
 Choices where method.md leaves one open:
 - `adam_lr_mult` scales the AdamW groups of the Muon-type schemes (embeddings and vectors; also the LM head
   under `muon`); under `adamw` every group uses eta0.
-- The depth factor sqrt(d0/d) multiplies every parameter group's LR (for `muon` that is muP++'s rule with the
-  width moving with depth). The token factor (T/T0)^-b multiplies every group by default (the paper's code);
-  `token_scaling="hidden"` puts it on the hidden matrices only (the paper's table).
+- The depth factor sqrt(d0/d) multiplies every parameter group's LR by default (for `muon` that is muP++'s rule
+  with the width moving with depth); `depth_lr_groups="hidden"` puts it on the hidden matrices only. The token
+  factor (T/T0)^-b multiplies every group by default (the paper's code); `token_scaling="hidden"` puts it on
+  the hidden matrices only (the paper's table). Which schemes carry the token factor is the table's (hyperp
+  only) unless `token_rule` is "on" (any scheme: the authors' scripts run their MuonH baseline with it) or
+  "off".
 - Weight decay is coupled to the LR (W <- W (1 - lr wd), as torch's AdamW does). For `muon` it is
   lambda * d0/d on the hidden matrices only: the LM head does not decay, as in the authors' code (its
   no-decay group holds lm_head). For `adamw` it is lambda on the hidden matrices and the LM head.
@@ -67,19 +70,26 @@ class ResolvedHParams:
         return asdict(self)
 
 
+def token_scaled(cfg: RunConfig) -> bool:
+    """Whether the run's LR carries the (T/T0)^-b factor: the scheme's rule unless `token_rule` says on or off."""
+    return cfg.param in TOKEN_SCALED if cfg.token_rule == "scheme" else cfg.token_rule == "on"
+
+
 def resolve_hparams(cfg: RunConfig) -> ResolvedHParams:
     """Turn (scheme, proxy base hyperparameters, target shape, token budget) into the run's hyperparameters."""
     scheme = cfg.param
     depth_factor = math.sqrt(cfg.base_depth / cfg.depth) if scheme in DEPTH_MUP else 1.0
-    token_factor = (cfg.tokens / cfg.base_tokens) ** (-cfg.token_exponent) if scheme in TOKEN_SCALED else 1.0
+    token_factor = (cfg.tokens / cfg.base_tokens) ** (-cfg.token_exponent) if token_scaled(cfg) else 1.0
     other_token_factor = token_factor if cfg.token_scaling == "all" else 1.0
+    other_depth_factor = depth_factor if cfg.depth_lr_groups == "all" else 1.0
 
     eta0 = cfg.base_lr
     matrix_wd = {"muon": cfg.weight_decay * cfg.base_depth / cfg.depth, "adamw": cfg.weight_decay}.get(scheme, 0.0)
     opts = GROUP_OPTIMIZERS[scheme]
 
     def group(name: str, wd: float) -> GroupHParams:
-        lr = eta0 * depth_factor * (token_factor if name == "hidden" else other_token_factor)
+        hidden = name == "hidden"
+        lr = eta0 * (depth_factor if hidden else other_depth_factor) * (token_factor if hidden else other_token_factor)
         if opts[name] == "adamw" and opts["hidden"] != "adamw":  # AdamW groups beside Muon-type matrices
             lr *= cfg.adam_lr_mult
         return GroupHParams(optimizer=opts[name], lr=lr, weight_decay=wd)

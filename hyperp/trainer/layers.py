@@ -292,19 +292,32 @@ class SwiGLU(nn.Module):
     """down(silu(gate x) * up x); `gain` (a preceding RMSNorm's, folded: the layers' docstring) multiplies the
     columns of the gate and up weights. With a gain, in fp32 and eagerly (the model's blocks on CPU), the gate and
     up projections and the activation run as one function (`_GatedProjectionFn`), else as `linears` and
-    `swiglu`."""
+    `swiglu`. `fused`: the gate and up weights are the two row halves of one (2 hidden, width) parameter
+    `gate_up`, so the optimizers see one matrix (one sphere, one Newton-Schulz: the authors' code); the forward
+    is the same function of the weights."""
 
-    def __init__(self, width: int, hidden: int):
+    def __init__(self, width: int, hidden: int, fused: bool = False):
         super().__init__()
-        self.gate = nn.Linear(width, hidden, bias=False)
-        self.up = nn.Linear(width, hidden, bias=False)
+        self.hidden = hidden
+        if fused:
+            self.gate_up = nn.Linear(width, 2 * hidden, bias=False)
+        else:
+            self.gate = nn.Linear(width, hidden, bias=False)
+            self.up = nn.Linear(width, hidden, bias=False)
         self.down = nn.Linear(hidden, width, bias=False)
 
+    def gate_up_weights(self) -> list[torch.Tensor]:
+        """[gate weight, up weight], each (hidden, width): views of `gate_up` when fused."""
+        if hasattr(self, "gate_up"):
+            return list(self.gate_up.weight.split(self.hidden))
+        return [self.gate.weight, self.up.weight]
+
     def forward(self, x: torch.Tensor, gain: torch.Tensor | None = None) -> torch.Tensor:
-        weights = [self.gate.weight, self.up.weight]
+        weights = self.gate_up_weights()
         if (gain is not None and not _autocast_enabled(x.device.type) and x.dtype == weights[0].dtype
                 and not torch.compiler.is_compiling()):
-            w_gate, w_up = torch.cat(weights).mul(gain).split([w.shape[0] for w in weights])
+            both = self.gate_up.weight if hasattr(self, "gate_up") else torch.cat(weights)
+            w_gate, w_up = both.mul(gain).split(self.hidden)
             return self.down(_GatedProjectionFn.apply(x, w_gate, w_up))
         return self.down(swiglu(*linears(x, weights, gain)))
 

@@ -90,7 +90,7 @@ def make_mlp(cfg: RunConfig, layer: int) -> nn.Module:
     """Dense SwiGLU, or the MoE layer in every `moe_every`-th block."""
     if cfg.moe_every and (layer + 1) % cfg.moe_every == 0:
         return MoE(cfg)
-    return SwiGLU(cfg.d_model, mlp_hidden(cfg))
+    return SwiGLU(cfg.d_model, mlp_hidden(cfg), fused=cfg.fused_gate_up)
 
 
 class Block(nn.Module):

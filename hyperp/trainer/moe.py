@@ -6,9 +6,10 @@ token (top_k, or top_k - 1 with a shared expert), h = mlp_hidden(cfg) / top_k th
 
 Experts. k * S fine-grained SwiGLU experts (k * S - 1 routed plus one shared expert when `shared_expert`),
 each of hidden size h, so a token's active MLP parameters equal the dense SwiGLU's. Routed experts live in
-three 3-D banks, `gate_bank`, `up_bank` (E, h, w) and `down_bank` (E, w, h), in nn.Linear's (out, in)
-orientation: the optimizers treat a bank as E matrices (Newton-Schulz per expert, MuonH/AdamH sphere per
-expert, Muon's sqrt(fan_out / fan_in) from the last two dims). Each expert matrix is initialised
+three 3-D banks, `gate_bank`, `up_bank` (E, h, w) and `down_bank` (E, w, h) (with `fused_gate_up`, one
+`gate_up_bank` (E, 2h, w) in place of the first two), in nn.Linear's (out, in) orientation: the optimizers
+treat a bank as E matrices (Newton-Schulz per expert, MuonH/AdamH sphere per expert, Muon's
+sqrt(fan_out / fan_in) from the last two dims). Each expert matrix is initialised
 independently like nn.Linear (uniform, bound 1/sqrt(fan_in)), so experts are uncorrelated at init.
 
 Routing. A bias-free router w -> E; top-k of the logits, softmax over the k selected logits only, so the
@@ -133,10 +134,13 @@ class MoE(nn.Module):
         self.sqrt_gate, self.gamma = cfg.sqrt_gate, cfg.aux_gamma
         self.dispatch = "grouped"  # "grouped" or "padded"; grouped falls back to padded where it cannot run
         self.router = nn.Linear(w, self.n_routed, bias=False)
-        self.gate_bank = nn.Parameter(torch.empty(self.n_routed, self.hidden, w))
-        self.up_bank = nn.Parameter(torch.empty(self.n_routed, self.hidden, w))
+        if cfg.fused_gate_up:  # each expert's gate and up matrices as one (2h, w) matrix for the optimizers
+            self.gate_up_bank = nn.Parameter(torch.empty(self.n_routed, 2 * self.hidden, w))
+        else:
+            self.gate_bank = nn.Parameter(torch.empty(self.n_routed, self.hidden, w))
+            self.up_bank = nn.Parameter(torch.empty(self.n_routed, self.hidden, w))
         self.down_bank = nn.Parameter(torch.empty(self.n_routed, w, self.hidden))
-        self.shared = SwiGLU(w, self.hidden) if cfg.shared_expert else None
+        self.shared = SwiGLU(w, self.hidden, fused=cfg.fused_gate_up) if cfg.shared_expert else None
         self.reset_parameters()
         self.balance_loss: Tensor | None = None
         self._logits: Tensor | None = None  # last forward's router logits and counts, for collect_stats
@@ -144,12 +148,19 @@ class MoE(nn.Module):
 
     def reset_parameters(self) -> None:
         """Each expert matrix like nn.Linear's default: uniform with bound 1/sqrt(fan_in), independently."""
-        for bank in (self.gate_bank, self.up_bank, self.down_bank):
+        fused = hasattr(self, "gate_up_bank")
+        for bank in (self.gate_up_bank,) if fused else (self.gate_bank, self.up_bank):
             bound = 1.0 / math.sqrt(bank.shape[-1])
             nn.init.uniform_(bank, -bound, bound)
+        bound = 1.0 / math.sqrt(self.down_bank.shape[-1])
+        nn.init.uniform_(self.down_bank, -bound, bound)
 
     @property
     def banks(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(gate, up, down) banks; gate and up are views of `gate_up_bank` when fused."""
+        if hasattr(self, "gate_up_bank"):
+            gate, up = self.gate_up_bank.split(self.hidden, dim=1)
+            return gate, up, self.down_bank
         return self.gate_bank, self.up_bank, self.down_bank
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
