@@ -16,7 +16,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,16 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return default
 
 
+def containing(path: str | Path, dirs: Iterable[str | Path]) -> Path | None:
+    """The first of `dirs` that is `path` or holds it (symlinks resolved), else None: where a command that
+    only reads `dirs` must refuse to write (a report's or an export's output inside a sweep directory)."""
+    target = Path(path).resolve()
+    for d in dirs:
+        if target == Path(d).resolve() or Path(d).resolve() in target.parents:
+            return Path(d)
+    return None
+
+
 def write_parquet(path: str | Path, df) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
@@ -159,3 +169,9 @@ def jsonable(obj: Any) -> Any:
     if type(obj).__name__ in ("NAType", "NaTType"):
         return None
     return str(obj)
+
+
+def json_text(obj: Any, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Strict JSON text of `obj` (through `jsonable`; allow_nan=False is the final guard: a NaN that slipped
+    through raises). The one writer of the JSON that commands print and save."""
+    return json.dumps(jsonable(obj), indent=indent, sort_keys=sort_keys, allow_nan=False)

@@ -50,6 +50,7 @@ SEARCH_FILE = "searches.json"
 OPTUNA_DB = "optuna.db"
 LOCK_FILE = ".lock"
 STOP_FILE = "stop.json"  # <sweep>/stop.json: `hyperp sweep stop` asks the driver holding the lock to stop
+COMPILE_CACHE_DIR = "compile-cache"  # Inductor's caches of a sweep's compiled runs ([resources] compile_cache)
 TRACKING_DIR = "tracking"  # <sweep>/tracking: the trackers' files of a spec's [tracking] (hyperp.tracking)
 
 # ---------------------------------------------------------------- stability indicators
@@ -80,7 +81,7 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("lr_hidden", FLOAT), ("lr_head", FLOAT), ("lr_embed", FLOAT), ("lr_vector", FLOAT), ("wd_hidden", FLOAT),
     ("residual_alpha", FLOAT), ("logit_mult", FLOAT), ("depth_factor", FLOAT), ("token_factor", FLOAT),
     ("steps", INT), ("tokens_trained", INT), ("diverged_step", INT), ("resumed_step", INT), ("ns_flops", FLOAT),
-    ("opt_time_s", FLOAT), ("mfu", FLOAT), ("peak_flops", FLOAT), ("device_type", STR),
+    ("opt_time_s", FLOAT), ("warmup_s", FLOAT), ("mfu", FLOAT), ("peak_flops", FLOAT), ("device_type", STR),
     *((f"{name}_{stat}", FLOAT) for name in STABILITY_INDICATORS for stat in ("final", "max")),
 )
 PROVENANCE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -146,6 +147,7 @@ class TrainedRun:
     curves: list[dict[str, Any]]  # the step curves' rows (CURVE_COLUMNS and the indicators), in step order
     train_time: float  # seconds in training steps (eval excluded)
     opt_time: float  # seconds in optimizer steps
+    warmup_time: float  # seconds the first steps took beyond the steady step time (hyperp.trainer.loop)
     flops_per_token: float  # training FLOPs per token (method.md section 7)
     ns_flops_per_step: float  # Newton-Schulz FLOPs of one optimizer step
     peak_flops: float  # the machine's matmul peak, FLOP/s
@@ -190,6 +192,7 @@ def trainer_record(cfg: RunConfig, run: TrainedRun) -> dict[str, Any]:
         "n_params_active_matrix": n["active_matrix"],
         "flops": run.flops_per_token * trained, "ns_flops": run.ns_flops_per_step * run.steps,
         "wall_time_s": run.train_time, "opt_time_s": run.opt_time, "tokens_per_s": tokens_per_s,
+        "warmup_s": run.warmup_time,
         "mfu": run.flops_per_token * tokens_per_s / run.peak_flops, "peak_flops": run.peak_flops,
         "hardware": run.hardware, "device_type": run.device_type,
         "error": "",

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import json
 import logging
 import math
 import numbers
@@ -305,8 +304,11 @@ def settle(tracking: Tracking) -> None:
     For commands that end (`train`, `export`); a sweep's warm workers leave theirs running."""
     wandb = sys.modules.get("wandb") if "wandb" in tracking.log_to else None
     if wandb is not None:
-        with contextlib.suppress(Exception):  # a tracker never fails the run
+        try:
             wandb.teardown()
+        except Exception as e:  # noqa: BLE001 (a tracker never fails the run; its files may be incomplete: say so)
+            log.warning("tracking: wandb teardown failed (%s); its offline run files may be incomplete",
+                        first_line(str(e)))
 
 
 def prepare(tracking: Tracking, sweep: str) -> None:
@@ -381,7 +383,7 @@ class TensorBoardTracker:
 
 def markdown_json(values: dict[str, Any]) -> str:
     """Strict JSON indented as a Markdown code block (how TensorBoard's text dashboard shows it verbatim)."""
-    text = json.dumps(io.jsonable(values), indent=1, sort_keys=True, allow_nan=False)
+    text = io.json_text(values, indent=1, sort_keys=True)
     return "\n".join("    " + line for line in text.splitlines())
 
 
@@ -499,13 +501,17 @@ class MlflowTracker:
             warnings.simplefilter("ignore", DeprecationWarning)
             client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
             client.get_experiment_by_name(sweep)
+        error: Exception | None = None
         for _ in range(2):  # another process may create it between the look-up and the creation
             found = client.get_experiment_by_name(sweep)
             if found is not None:
                 return client, found.experiment_id
-            with contextlib.suppress(Exception):
+            try:
                 return client, client.create_experiment(sweep, artifact_location=(store / "artifacts").as_uri())
-        raise RuntimeError(f"cannot create the MLflow experiment {sweep!r} in {store}")
+            except Exception as e:  # noqa: BLE001 (mlflow's errors: the look-up again, then this one as the cause)
+                error = e
+        raise RuntimeError(f"cannot create the MLflow experiment {sweep!r} in {store}: "
+                           f"{first_line(str(error))}") from error
 
     def open_run(self, experiment: str, label: RunLabel, fresh: bool) -> str:
         found = self.client.search_runs([experiment], filter_string=f"tags.run_id = '{label.run_id}'")

@@ -109,7 +109,8 @@ def chinchilla_grid(root: Path, name: str = "grid") -> Path:
     return root / name
 
 
-def snapshot(d: Path) -> dict[str, tuple[int, int, bytes]]:
-    """Every file under d: (size, mtime in ns, contents): equal before and after means nothing was written."""
-    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(d.rglob("*")) if p.is_file()}
+def snapshot(d: Path) -> dict[str, tuple[int, int, bytes] | str]:
+    """Every file under d: (size, mtime in ns, contents), and every directory ("dir", so that a new empty
+    directory shows too): equal before and after means nothing was written."""
+    return {str(p.relative_to(d)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) if p.is_file() else "dir"
+            for p in sorted(d.rglob("*")) if p.is_file() or p.is_dir()}

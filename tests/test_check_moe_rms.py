@@ -131,6 +131,24 @@ def test_bad_input_is_one_line():
             res.output
 
 
+def band_rule(ratios: list[dict]) -> str:
+    """method.md section 11 restated on the JSON's own intervals: pass when every interval lies within
+    [1/BAND, BAND], fail when one lies wholly outside, else (or with no interval) inconclusive."""
+    if any(r["low"] is None for r in ratios):
+        return INCONCLUSIVE
+    if any(r["high"] < 1 / BAND or r["low"] > BAND for r in ratios):
+        return FAIL
+    return PASS if all(1 / BAND <= r["low"] and r["high"] <= BAND for r in ratios) else INCONCLUSIVE
+
+
+def test_an_interval_across_1_is_reported_as_containing_1_not_as_holding_it():
+    g = judge_gate(False, ratios(False, 1.0, 0.35), 4, 10)
+    init, after = g.ratios
+    assert init.low < 1 < init.high and init.direction == "contains 1" and after.direction == "falls"
+    assert "contains 1 at init" in g.why and "holds" not in g.why
+    assert g.to_dict()["directions"] == {"init": "contains 1", "after": "falls"}
+
+
 def test_a_tiny_check_end_to_end_shows_classic_gating_falling_at_init(tmp_path):
     res = check_moe_rms(top_ks=(1, 4), sparsity=2, seeds=2, steps=2, depth=1, **TINY)
     d = json.loads(json.dumps(res.to_dict(), allow_nan=False))
@@ -143,7 +161,8 @@ def test_a_tiny_check_end_to_end_shows_classic_gating_falling_at_init(tmp_path):
     cells = {(c["sqrt_gate"], c["moment"], c["top_k"]): c for c in d["cells"]}
     assert cells[False, "init", 4]["rms"] / cells[True, "init", 4]["rms"] == pytest.approx(
         math.sqrt(cells[False, "init", 4]["gate_sq"]), rel=0.25)
-    assert d["verdict"] in (PASS, INCONCLUSIVE, FAIL) and d["gates"][1]["verdict"] == INFORMATIONAL
+    assert d["verdict"] == band_rule([r for r in d["ratios"] if r["sqrt_gate"]])
+    assert d["gates"][1]["verdict"] == INFORMATIONAL
     assert d["decided_by"].startswith("RMS ratio top_k 4/1 under SqrtGate")
     assert [(r["k_min"], r["k_max"]) for r in d["local_ratios"]] == [(1, 4)] * 4  # two top_ks: one adjacent pair
 
@@ -156,3 +175,33 @@ def test_cli_writes_strict_json(tmp_path):
     assert res.exit_code == (1 if d["verdict"] == FAIL else 0), res.output
     assert d["top_ks"] == [1, 2] and d["seeds"] == 2 and d["steps"] == 1 and d["lr"] == 0.02
     assert d["model"]["width"] == 32 and d["sparsity"] == 4 and json.loads(res.stdout) == d
+
+
+def diverged_result():
+    """A check result whose classic top_k 2 'after' cell diverged (finite() made its NaNs None), built directly."""
+    from hyperp.checks.moe_rms import MoeRmsCheck  # noqa: PLC0415
+
+    ks, seeds, cells, slopes, rs = (1, 2), 2, [], [], []
+    for g in (True, False):
+        for m in ("init", "after"):
+            bad = not g and m == "after"
+            cells += [{"sqrt_gate": g, "moment": m, "top_k": k, "rms": None if bad and k == 2 else 0.5}
+                      for k in ks]
+            slopes.append({"sqrt_gate": g, "moment": m, "slope": None if bad else 0.0,
+                           "low": None if bad else -0.1, "high": None if bad else 0.1})
+            rs.append(ratio_estimate(g, m, [math.nan, 1.0] if bad else [1.0, 1.01], *ks))
+    gates = (judge_gate(True, rs[:2], seeds, 3), judge_gate(False, rs[2:], seeds, 3))
+    return MoeRmsCheck(param="hyperp", top_ks=ks, sparsity=4, steps=3, seeds=seeds, lr=0.02, model={},
+                       cells=tuple(cells), ratios=tuple(rs), local_ratios=tuple(rs), slopes=tuple(slopes),
+                       gates=gates, verdict=gates[0].verdict, why="synthetic", warnings=("classic diverged",))
+
+
+def test_cli_text_shows_a_diverged_cell_as_a_dash(monkeypatch):
+    import hyperp.checks.moe_rms as moe_rms  # noqa: PLC0415
+
+    monkeypatch.setattr(moe_rms, "check_moe_rms", lambda *a, **k: diverged_result())
+    res = CliRunner().invoke(app, ["check", "moe-rms", "--top-k", "1", "--top-k", "2"])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    line = next(x for x in res.stdout.splitlines() if x.startswith("classic after 3 steps"))
+    assert "RMS by top_k 1: 0.5000, 2: -;" in line and line.endswith("ln-ln slope -")
+    assert "SqrtGate after 3 steps: RMS by top_k 1: 0.5000, 2: 0.5000" in res.stdout

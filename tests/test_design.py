@@ -66,6 +66,21 @@ def test_model_recovers_the_noise_and_the_optimum():
     assert model.optimum_lr((256,)) == pytest.approx(0.01 * 8 ** -0.5, rel=0.15)
 
 
+def test_identical_seed_repeats_are_no_noise_estimate():
+    """Repeats with exactly the same loss (a deterministic run twice) give a seed spread of 0: the model takes
+    the parabolas' residual SD instead, and with no other estimate refuses rather than simulate noise-free."""
+    from hyperp.design.model import _noise
+
+    one = synthetic({32: (GRID, 1), 64: (GRID, 1), 128: (GRID, 1)}, sd=0.02)
+    twice = pd.concat([one, one.assign(seed=1)], ignore_index=True)
+    model = fit_model(twice, make_question("transfer", twice, axis="width"))
+    assert 0.005 < model.sd < 0.04 and model.noise.startswith("LR-parabola residual SD")
+    assert "seed repeats identical" in model.noise
+    with pytest.raises(FitInputError, match="identical repeats give no noise SD"):
+        _noise(0.0, 18, 0.0, 6)
+    assert _noise(0.0, 18, 6 * 0.03 ** 2, 6)[0] == pytest.approx(0.03)
+
+
 def test_moved_curve_keeps_curvature_and_shifts_the_optimum():
     u = np.log(np.array(GRID))
     c = CellCurve(u, 3 + 0.5 * (u - math.log(0.01)) ** 2, (3 + 0.5 * math.log(0.01) ** 2, -math.log(0.01), 0.5),
@@ -107,6 +122,22 @@ def test_choices_are_reproducible_from_the_seed():
     b = choose(df, q, cell_candidates(df, q, lrs), budget_flops=3e10, seed=5)
     assert [c.label for c in a.chosen] == [c.label for c in b.chosen]
     assert a.predicted == b.predicted
+
+
+def test_the_predicted_interval_is_one_simulation_of_median_width_and_unanswered_when_most_are():
+    from hyperp.design.choose import _median
+    from hyperp.design.questions import UNANSWERED, Estimate
+
+    nan = UNANSWERED
+    # one answered simulation out of 8 is no prediction, however narrow its interval
+    assert not _median([Estimate(1.0, 0.99, 1.01)] + [nan] * 7).answered
+    assert not _median([Estimate(1.0, 0.9, 1.1)] * 4 + [nan] * 4).answered  # median width inf, as choose stops
+    # widths 0.2, 0.4, 0.6 (odd count): the 0.4 one whole, not bounds mixed across simulations
+    sims = [Estimate(1.0, 0.95, 1.15), Estimate(2.0, 1.6, 2.0), Estimate(1.5, 1.2, 1.8)]
+    assert _median(sims) == sims[1]
+    # 5 of 8 answered: an unanswered simulation counts as the widest, so the median is the 5th narrowest
+    five = [Estimate(1.0, 1.0 - w, 1.0 + w) for w in (0.5, 0.1, 0.3, 0.2, 0.4)]
+    assert _median(five + [nan] * 3) == five[0]
 
 
 def test_the_designer_never_sees_a_hidden_loss():
@@ -272,10 +303,95 @@ def test_sweep_run_design_rounds_report_predicted_and_realised(stub_sweep):
     r = CliRunner().invoke(app, [*base, "--json", "--design", "transfer", "--axis", "width", "--budget-flops",
                                  "3e10", "--rounds", "2"])
     assert r.exit_code == 0, r.output
-    rounds = json.loads(r.stdout[r.stdout.index("{"):])["design_rounds"]
-    assert 1 <= len(rounds) <= 2
+    history = json.loads(r.stdout[r.stdout.index("{"):])["design_rounds"]
+    rounds = [rd for rd in history if "note" not in rd]  # a last note says why the rounds ended early
+    assert 1 <= len(rounds) <= 2 and history[:len(rounds)] == rounds and len(history) <= len(rounds) + 1
     for k, rd in enumerate(rounds, 1):
         assert Path(rd["design"]).name == f"round-{k}.toml" and Path(rd["design"]).is_file()
         assert rd["runs"] > 0 and rd["cost_flops"] > 0
         assert rd["realised"]["width"] > 0 and rd["predicted"]["width"] > 0
     assert sum(rd["cost_flops"] for rd in rounds) <= 3e10 * (1 + 1e-9)
+
+
+def test_rounds_whose_share_of_the_budget_buys_no_run_end_on_a_note(stub_sweep):
+    """A round whose budget is below the cheapest candidate ends the rounds with a note naming the real flag,
+    rather than an error after the spec (and any earlier round) ran; nothing of that round runs."""
+    from hyperp.design.rounds import design_rounds
+
+    designs = stub_sweep / "sw" / "dsg" / "designs"  # earlier tests' rounds may have written some
+
+    def written():
+        return sorted((p.name, p.stat().st_mtime_ns) for p in designs.glob("*"))
+
+    ran, said, before = [], [], written()
+    history = design_rounds(stub_sweep / "sw" / "dsg", "transfer", ran.append, rounds=2, budget_flops=10.0,
+                            echo=said.append, axis="width", by=("param",))
+    assert not ran and written() == before
+    assert len(history) == 1 and history[0]["round"] == 1 and set(history[0]) == {"round", "note"}
+    assert "--budget-flops (5 of 10 FLOPs left)" in history[0]["note"] and "--budget " not in history[0]["note"]
+    assert said == [f"round 1: {history[0]['note']}"]
+
+
+def test_cel_without_the_method_in_the_comparison_is_one_line_and_unanswered():
+    df = synthetic({32: (GRID, 1), 64: (GRID, 1), 128: (GRID, 1)})
+    two = pd.concat([df, df.assign(param="muon")])
+    q = make_question("cel", two, axis="width", method="hyperp", baseline="muon", at=1e12)
+    only_baseline = two[two["param"] == "muon"]  # compare_methods has no row for hyperp
+    with pytest.raises(FitInputError, match="param=hyperp: .* expected 1") as e:
+        q._cel(only_baseline, 20, 0)
+    assert "\n" not in str(e.value)
+    assert not q.estimate(only_baseline).answered
+
+
+def test_backtest_main_records_a_case_once_whichever_step_fails(tmp_path, monkeypatch, capsys):
+    """Case a passes both steps, b's backtest fails after its calibration, c's calibration fails: one
+    calibration record each (b's and c's the error), one backtest record (a's), and no line printed twice."""
+    import json
+
+    from hyperp.design import backtest as bt
+
+    cases = [bt.Case(s, "transfer", "width", {}) for s in ("a", "b", "c")]
+    monkeypatch.setattr(bt, "shipped_cases", lambda root: cases)
+    monkeypatch.setattr(bt, "case_table", lambda root, case: (case.study, None))
+
+    def calibrate(runs, q):
+        if runs == "c":
+            raise FitInputError("c: no calibration")
+        return {"ratio": 1.0}
+
+    def backtest_case(root, case, n_random):
+        if case.study == "b":
+            raise FitInputError("b: no backtest")
+        return {"study": case.study, "rounds_designer": []}
+
+    monkeypatch.setattr(bt, "calibrate", calibrate)
+    monkeypatch.setattr(bt, "backtest_case", backtest_case)
+    bt.main([str(tmp_path), "-o", str(tmp_path / "out")])
+    calib = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert [(c["study"], c.get("error")) for c in calib] == [("a", None), ("b", "b: no backtest"),
+                                                             ("c", "c: no calibration")]
+    assert json.loads((tmp_path / "out" / "backtest.json").read_text()) == [{"study": "a", "rounds_designer": []}]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and len(set(lines)) == 4 and lines[1] == '{"study": "a"}'
+
+
+@pytest.mark.parametrize("flags, names", [
+    (["--axis", "width", "--budget-flops", "1e10", "--where", "param"], "filter 'param'"),
+    (["--budget-flops", "1e10"], "--axis"),
+    (["--axis", "width", "--budget-flops", "0"], "--budget-flops"),
+    (["--axis", "width", "--target-width", "-0.1"], "--target-width"),
+    (["--axis", "width", "--budget-flops", "nan"], "--budget-flops"),
+    (["--axis", "width", "--design", "exponent", "--budget-flops", "1e10"], "--axis"),
+])
+def test_sweep_run_design_flags_are_checked_before_the_spec_runs(tmp_path, flags, names):
+    from typer.testing import CliRunner
+
+    from hyperp.cli import app
+
+    (tmp_path / "s.toml").write_text(SPEC)
+    design = [] if "--design" in flags else ["--design", "transfer"]
+    r = CliRunner().invoke(app, ["sweep", "run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "sw"),
+                                 "--run-fn", "hyperp.sweeps.stubs:stub_run", "-q", *design, *flags])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and names in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "sw").exists()  # the spec did not run: no sweep directory

@@ -11,7 +11,6 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -281,4 +280,11 @@ def test_figures_decode_and_png_size_reads_ihdr():
     assert Image.open(BytesIO(png)).size == (w, h) and 150 < w <= 200 and 60 < h <= 100
     with pytest.raises(ValueError):
         png_size(b"GIF89a" + bytes(30))
-    assert isinstance(Figure("f", png, "c"), Figure) and np.isfinite(w)
+    # the HTML page embeds the very bytes, at the pixel size PIL reads (one image pixel per CSS pixel)
+    import base64
+
+    from hyperp.report.doc import render_html
+
+    img = re.search(r'src="data:image/png;base64,([^"]+)" alt="c" width="(\d+)" height="(\d+)"',
+                    render_html("t", [Figure("f", png, "c")]))
+    assert base64.b64decode(img[1]) == png and (int(img[2]), int(img[3])) == Image.open(BytesIO(png)).size

@@ -56,9 +56,11 @@ def test_is_running_reads_the_lock_without_writing_it(tmp_path):
     assert held.acquire()
     before = tree(tmp_path)
     assert ledger.is_running(tmp_path)
-    held.release()
-    assert not ledger.is_running(tmp_path)
     assert tree(tmp_path) == before  # the probe neither truncated nor rewrote .lock
+    held.release()  # the holder empties the file (it names no driver once let go)
+    before = tree(tmp_path)
+    assert not ledger.is_running(tmp_path) and ledger.lock_owner(tmp_path) is None
+    assert tree(tmp_path) == before  # nor does the probe of a free lock
     assert ledger.SweepLock(tmp_path).acquire()  # and it left no lock behind
 
 

@@ -156,7 +156,11 @@ def test_status_and_ls_commands(grid_sweep):
     assert table.exit_code == 0 and "8 completed" in table.output
     ls = CliRunner().invoke(app, ["ls", str(root), "--json"])
     assert ls.exit_code == 0
-    assert [(s["sweep"], s["completed"], s["planned"]) for s in json.loads(ls.output)] == [("grid", 8, 8)]
+    [listed] = json.loads(ls.output)
+    assert (listed["sweep"], listed["completed"], listed["planned"]) == ("grid", 8, 8)
+    # the cost: each run's last attempt at 1 CPU (the spec's), and the FLOPs trained, read here with pyarrow alone
+    assert listed["cpu_hours"] == pytest.approx(df.elapsed_s.sum() / 3600) and listed["cpu_hours"] > 0
+    assert listed["flops"] == pytest.approx(df.flops.sum()) and listed["flops"] > 0
 
 
 def test_status_finds_the_sweep_of_a_spec_and_names_the_sweeps_there_are(grid_sweep, monkeypatch):
@@ -416,3 +420,30 @@ def test_moe_sweep_over_granularity(tmp_path: Path):
         assert row["n_params"] > row["n_params_active"]
     assert df["n_params"].is_monotonic_increasing
     assert df["maxvio_final"].notna().all()
+
+
+# ---------------------------------------------------------------- compile = "auto" and the compile cache
+
+
+@pytest.mark.parametrize("speedup,cache,compiled", [(2.0, "sweep", True), (2.0, "run", True), (1.0, "sweep", False)])
+def test_auto_compile_runs_as_the_plan_decides_with_the_caches_directory(tmp_path: Path, speedup, cache, compiled):
+    """compile = "auto" with measured costs of 0 s: any speed-up above 1 pays, none does not; a compiled run's
+    worker gets Inductor's cache directory ([resources] compile_cache: the sweep's, or the run's own)."""
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps({"device_type": "cpu", "speedup": speedup, "cold_s": 0.0, "warm_s": 0.0}))
+    name = f"auto{int(speedup)}{cache}"
+    body = (TINY + 'compile = "auto"\ntags = { report_env = "TORCHINDUCTOR_CACHE_DIR" }\n[axes]\nlr = [0.01, 0.02]\n'
+            f'[resources]\ncpus = 1\ncompile_cache = "{cache}"\ncompile_costs = "costs.json"\n')
+    spec = write(tmp_path, name, body)
+    res = CliRunner().invoke(app, ["plan", str(spec), "--out", str(tmp_path / "sweeps"), "--json"])
+    assert res.exit_code == 0, res.output
+    [decision] = json.loads(res.output)["compile_auto"]
+    assert decision["compile"] is compiled
+    out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
+    df = ledger.read_ledger(out.sweep_dir)
+    assert out.counts["completed"] == 2 and list(df.compile) == [compiled] * 2
+    if not compiled:
+        return
+    expected = [str((out.sweep_dir / "compile-cache").resolve())] * 2 if cache == "sweep" else \
+        [str((out.sweep_dir / "runs" / rid / "compile-cache").resolve()) for rid in df.run_id]
+    assert list(df["env_TORCHINDUCTOR_CACHE_DIR"]) == expected

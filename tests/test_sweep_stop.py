@@ -182,3 +182,48 @@ def test_an_old_stop_request_does_not_stop_a_later_run_and_no_driver_means_nothi
     assert res.exit_code == 0 and res.stdout.strip() == f"{sweep}: no driver is running; nothing to stop"
     assert not (sweep / STOP_FILE).exists()  # nothing was written
 
+
+
+def test_a_request_for_the_new_driver_written_while_an_old_one_is_read_survives(tmp_path, local_ray, monkeypatch):
+    """An old request is on disk; `sweep stop` replaces it with one for the driver just after the driver first
+    reads the file (the moment a read-then-unlink clear at start-up would delete it). The driver stops (before
+    its third run: one run at a time) and removes the request at exit."""
+    spec = write(tmp_path, "race", "max_concurrent = 1\n" + TINY_BASE_TOML + "[axes]\nseed = [0, 1, 2]\n")
+    sweep = tmp_path / "sweeps" / "race"
+    sweep.mkdir(parents=True)
+    (sweep / STOP_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": 1.0}))
+    read_json, raced = stop_module.io.read_json, []
+
+    def read_then_request(path, default=None):
+        value = read_json(path, default)
+        if Path(path).name == STOP_FILE and not raced:  # the new request lands right after this read
+            raced.append(ledger.lock_owner(sweep))
+            (sweep / STOP_FILE).write_text(json.dumps(raced[0] | {"requested_at": time.time()}))
+        return value
+
+    monkeypatch.setattr(stop_module.io, "read_json", read_then_request)
+    out = run_sweep(spec, tmp_path / "sweeps", run_fn=STUB)
+    assert raced and raced[0]["pid"] == os.getpid() and raced[0]["since"] > 1.0
+    assert out.interrupted and out.counts["completed"] < 3
+    assert not (sweep / STOP_FILE).exists()
+
+
+def test_stop_signals_only_a_driver_that_still_holds_the_lock(tmp_path, monkeypatch):
+    """The pid in .lock is signalled only while that driver holds the lock: not after it released it (the
+    file is emptied), not when it crashed (the file still names it, the flock is gone), not when it exited
+    between reading the owner and signalling (its pid may be another process's by then)."""
+    sweep = tmp_path / "held"
+    sweep.mkdir()
+    kills = []
+    monkeypatch.setattr(stop_module.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    lock = ledger.SweepLock(sweep)
+    assert lock.acquire()
+    owner = dict(lock.owner)
+    assert stop_module.request_stop(sweep)["signalled"] and kills == [(os.getpid(), stop_module.STOP_SIGNAL)]
+    lock.release()
+    assert ledger.lock_owner(sweep) is None and stop_module.running_owner(sweep, wait_s=0) is None
+    (sweep / ".lock").write_text(f"{owner['pid']} {owner['since']!r} {owner['host']}\n")  # a crashed driver's file
+    (sweep / STOP_FILE).unlink()
+    assert stop_module.request_stop(sweep)["asked"] is False and not (sweep / STOP_FILE).exists()
+    monkeypatch.setattr(stop_module, "running_owner", lambda d: owner)  # read while it still held the lock
+    assert stop_module.request_stop(sweep)["signalled"] is False and len(kills) == 1

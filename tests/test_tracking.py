@@ -81,7 +81,6 @@ def wandb_records(path: Path):
     from wandb.proto import wandb_internal_pb2
 
     data, pos, chunks = path.read_bytes(), 7, b""
-    assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
         left = 32768 - pos % 32768
         if left < 7:
@@ -247,6 +246,50 @@ def test_export_writes_the_ledger_to_a_tracker_and_nothing_in_the_sweep(tracked_
     if name == "tensorboard":
         assert all(len(list(p.glob("events.out.tfevents.*"))) == 1 for p in (out / "tensorboard").glob("trk/*/*"))
     assert tree(tracked_sweep) == before
+
+
+@pytest.mark.parametrize("inside", ["tracking", "."])
+def test_export_into_the_sweep_directory_is_refused_before_anything_is_written(tracked_sweep, inside):
+    """-o <sweep>/tracking would replace the sweep's live tracking files: one error line, exit 2, nothing written."""
+    needs("tensorboard")
+    before = tree(tracked_sweep)
+    res = runner().invoke(app, ["export", str(tracked_sweep), "--to", "tensorboard", "-o",
+                                str(tracked_sweep / inside)])
+    assert res.exit_code == 2 and "never writes into a sweep" in res.stderr, res.output + res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and tree(tracked_sweep) == before
+
+
+def test_an_mlflow_experiment_that_cannot_be_created_names_the_cause(tmp_path, monkeypatch):
+    needs("mlflow")
+    import mlflow.tracking
+
+    class Refusing:  # a store where the look-up finds nothing and every creation fails
+        def __init__(self, tracking_uri):
+            pass
+
+        def get_experiment_by_name(self, name):
+            return None
+
+        def create_experiment(self, name, artifact_location):
+            raise PermissionError("read-only store")
+
+    monkeypatch.setattr(mlflow.tracking, "MlflowClient", Refusing)
+    with pytest.raises(RuntimeError, match="cannot create the MLflow experiment 'trk' .*: read-only store") as e:
+        tracking.MlflowTracker.experiment(tmp_path, "trk")
+    assert isinstance(e.value.__cause__, PermissionError)
+
+
+def test_a_wandb_teardown_that_fails_warns_and_settle_returns(monkeypatch, caplog):
+    class Wandb:
+        @staticmethod
+        def teardown():
+            raise OSError("service gone")
+
+    monkeypatch.setitem(sys.modules, "wandb", Wandb)
+    with caplog.at_level(logging.WARNING, logger="hyperp.tracking"):
+        tracking.settle(tracking.Tracking(("wandb",)))
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "hyperp.tracking"]
+    assert "wandb teardown failed (service gone)" in warning
 
 
 # ---------------------------------------------------------------- `hyperp train --log-to`

@@ -139,3 +139,24 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_resumes_bit_exact(tmp_path, tin
     assert resumed.row["resumed_step"] == 5
     assert resumed.row["val_loss"] == straight.row["val_loss"]
     assert list(resumed.curves["train_loss"]) == list(straight.curves["train_loss"])
+
+
+def test_a_compiled_run_compiles_only_the_plain_steps(monkeypatch):
+    """Stats steps read values out (.item()): compiled, they would break the graph and specialise it on those
+    values, recompiling at every stats step; they run the eager model instead, the same function."""
+    from hyperp.trainer import loop
+
+    calls = []
+
+    def fake_compile(model, cfg):
+        def run(x, y, stats=None):
+            calls.append(stats)
+            return model(x, y, stats)
+        return run if cfg.compile else model
+
+    monkeypatch.setattr(loop, "compile_model", fake_compile)
+    cfg = RunConfig(depth=1, aspect_ratio=32, head_dim=16, seq_len=32, batch_tokens=512, tokens=512 * 6,
+                    val_tokens=512, eval_every=2, compile=True)
+    result = loop.train(cfg)
+    assert result.status == "completed" and len(calls) > 0 and all(s is None for s in calls)
+    assert len(calls) < cfg.total_steps  # the stats steps (every eval_every, and the last) ran eagerly

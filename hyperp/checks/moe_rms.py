@@ -37,7 +37,8 @@ hypotheses without being tuned to either):
 - inconclusive: anything else, and always with one seed (no interval), with `decided_by` (the interval
   that decided) and `to_decide` (the number of seeds that would narrow it, if the seed-to-seed SD holds).
 Classic gating is the contrast, not a claim: its verdict is "informational", with the same band applied as
-`band_verdict` and the direction of each ratio (falls: interval below 1; rises: above 1).
+`band_verdict` and the direction of each ratio (falls: interval below 1; rises: above 1; contains 1:
+neither, undecided).
 """
 
 from __future__ import annotations
@@ -188,10 +189,11 @@ class Ratio:
 
     @property
     def direction(self) -> str:
-        """falls (the interval lies below 1), rises (above 1), holds 1, or no interval."""
+        """falls (the interval lies below 1), rises (above 1), contains 1 (undecided: the interval reaches both
+        sides of 1, so it says neither that the ratio is 1 nor that it moves), or no interval."""
         if self.low is None:
             return "no interval"
-        return "falls" if self.high < 1 else "rises" if self.low > 1 else "holds 1"
+        return "falls" if self.high < 1 else "rises" if self.low > 1 else "contains 1"
 
     def to_dict(self) -> dict[str, Any]:
         return {"sqrt_gate": self.sqrt_gate, "moment": self.moment, "k_min": self.k_min, "k_max": self.k_max,
@@ -292,7 +294,8 @@ def judge_gate(sqrt_gate: bool, ratios: Sequence[Ratio], seeds: int, steps: int)
     moves = ", ".join(f"{r.direction} {'at init' if r.moment == 'init' else f'after {steps} steps'}"
                       for r in ratios)
     return GateResult(False, INFORMATIONAL, verdict,
-                      f"the contrast, not a claim: its ratio {moves}; the same band would say {verdict}: {why}",
+                      f"the contrast, not a claim: its ratio interval {moves}; the same band would say "
+                      f"{verdict}: {why}",
                       decided.text(steps), "", tuple(ratios))
 
 

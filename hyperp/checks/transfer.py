@@ -169,7 +169,7 @@ def _scale_point(scale, opt: LrOptimum, eta: float, eta_draws, df, lr_col, loss_
     loss = _loss_at(opt, eta)
     best = opt.loss_opt
     regret = loss - best if math.isfinite(loss) else math.nan
-    noise = _noise_sd(df, lr_col, loss_col)
+    noise = noise_sd(df, lr_col, loss_col)[0]
     interval = _regret_interval(opt, eta, eta_draws, regret, noise, level)
     return ScalePoint(scale=float(scale), optimum=opt, transferred_lr=eta, loss_at_transferred=loss,
                       regret=regret, regret_rel=regret / best if math.isfinite(regret) else math.nan,
@@ -243,16 +243,18 @@ def _loss_at(opt: LrOptimum, lr: float) -> float:
     return float(np.interp(math.log(lr), np.log(pts.index.to_numpy()), pts.to_numpy()))
 
 
-def _noise_sd(df, lr_col, loss_col) -> float:
-    """Pooled seed-to-seed SD of the loss over the LRs that were run more than once (completed runs)."""
+def noise_sd(df, lr_col, loss_col, by: Sequence[str] = ()) -> tuple[float, int]:
+    """Pooled seed-to-seed SD of the loss over the LRs (within each group of `by`) that were run more than once
+    (completed runs), and its degrees of freedom; (NaN, 0) when no LR was repeated."""
     fit, _ = status_masks(df)
-    runs = pd.DataFrame({"lr": df[lr_col].to_numpy()[fit], "loss": df[loss_col].to_numpy(dtype=float)[fit]})
-    groups = [g for _, g in runs.groupby("lr")["loss"] if g.notna().sum() >= 2]
+    runs = pd.DataFrame({"lr": df[lr_col].to_numpy()[fit], "loss": df[loss_col].to_numpy(dtype=float)[fit],
+                         **{b: df[b].to_numpy()[fit] for b in by}})
+    groups = [g for _, g in runs.groupby([*by, "lr"])["loss"] if g.notna().sum() >= 2]
     if not groups:
-        return math.nan
+        return math.nan, 0
     ss = sum(float(((g - g.mean()) ** 2).sum()) for g in groups)
     dof = sum(int(g.notna().sum()) - 1 for g in groups)
-    return math.sqrt(ss / dof)
+    return math.sqrt(ss / dof), dof
 
 
 def _slope(points: Sequence[ScalePoint], n_boot: int, rng, level) -> tuple[float, Interval]:

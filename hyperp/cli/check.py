@@ -109,6 +109,45 @@ def transfer_cmd(table: TableArg,
     report(results, f"transfer along {axis}", lines, as_json, output)
 
 
+@command(app, "ab")
+def ab_cmd(table: TableArg,
+           column: Annotated[str, typer.Option("--col", help="The option compared (a column: fused_gate_up, "
+                                                             "depth_lr_groups, ...).")],
+           baseline: Annotated[str, typer.Option(help="The baseline's value of --col (compared as text).")],
+           variant: Annotated[str | None, typer.Option(help="The variant's value (default: the one other "
+                                                            "value).")] = None,
+           by: ByOpt = None,
+           transfer_along: Annotated[str | None, typer.Option(
+               help="The paper's protocol: read each arm at the base LR tuned at this --by column's smallest value "
+                    "(default: each at its own optimum).")] = None,
+           trend: Annotated[str | None, typer.Option(
+               help="A numeric column (e.g. flops): the difference's trend against its log over the groups, "
+                    "and where it crosses 0.")] = None,
+           lr_col: LrColOpt = "lr", loss_col: LossColOpt = "val_loss", mapping: MapOpt = None,
+           where: WhereOpt = None, as_json: JsonFlag = False, output: OutOpt = None) -> None:
+    """A/B of one option (or two schemes, --col param): the optimum loss with the variant minus with the baseline,
+    per group of --by, its interval from the runs' noise (seeds, else the parabolas' residuals), and a verdict
+    against 1% of the baseline's loss (pass: within it; fail: beyond it)."""
+    from hyperp.checks.ab import check_ab  # noqa: PLC0415
+
+    res = check_ab(read(table, mapping, where), column, baseline, variant, by=by or [], transfer_along=transfer_along,
+                   trend_x=trend, lr_col=lr_col, loss_col=loss_col, source=str(table))
+
+    def lines(r):
+        out = [f"{', '.join(f'{k}={v}' for k, v in g.group.items()) or 'all runs'}: L* {g.baseline.loss_opt:.4f} "
+               f"(lr {g.baseline.lr_opt:.3g}) -> {g.variant.loss_opt:.4f} (lr {g.variant.lr_opt:.3g}); {g.why}; "
+               f"noise SD {g.sigma:.4f} ({g.sigma_source}, {g.dof} dof): {g.verdict}" for g in r.groups]
+        if r.trend is not None:
+            t = r.trend
+            cross = (f"crosses 0 at {t.x} = {t.crossing:.3g} [{t.crossing_interval.low:.3g}, "
+                     f"{t.crossing_interval.high:.3g}]" if t.crossing == t.crossing else "no crossing shown")
+            out.append(f"trend: {t.slope:+.4f} [{t.interval.low:+.4f}, {t.interval.high:+.4f}] nats per e-fold of "
+                       f"{t.x}; {cross}")
+        return out
+
+    report([res], f"A/B of {column}: {res.variant} against {res.baseline}", lines, as_json, output)
+
+
 @command(app, "sphere")
 def sphere_cmd(param: ParamOpt = "hyperp",
                steps: Annotated[int, typer.Option(min=1, help="Training steps of the tiny model.")] = 20,
@@ -151,19 +190,22 @@ def moe_rms_cmd(top_ks: Annotated[list[int] | None, typer.Option(
     res = check_moe_rms(tuple(top_ks or TOP_KS), sparsity, seeds, steps, lr, param, progress,
                         **({"threads": threads} if threads else {}))
 
+    def num(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)  # None: a diverged cell's value (JSON has no NaN)
+
     def lines(r):
         cells = {(c["sqrt_gate"], c["moment"], c["top_k"]): c for c in r.cells}
         slopes = {(s["sqrt_gate"], s["moment"]): s for s in r.slopes}
         out = []
         for q in r.ratios:
             when = "init" if q.moment == "init" else f"after {r.steps} steps"
-            rms = ", ".join(f"{k}: {cells[q.sqrt_gate, q.moment, k]['rms']:.4f}" for k in r.top_ks)
+            rms = ", ".join(f"{k}: {num(cells[q.sqrt_gate, q.moment, k]['rms'], '.4f')}" for k in r.top_ks)
             s = slopes[q.sqrt_gate, q.moment]
-            iv = "" if s["low"] is None else f" [{s['low']:.3f}, {s['high']:.3f}]"
+            iv = "" if s["low"] is None else f" [{num(s['low'], '.3f')}, {num(s['high'], '.3f')}]"
             out.append(f"{'SqrtGate' if q.sqrt_gate else 'classic'} {when}: RMS by top_k {rms}; ratio "
                        f"{q.k_max}/{q.k_min} {q.value_text()} ({q.direction})"
                        + ("" if r.seeds < 2 else ", per seed " + ", ".join(f"{v:.3f}" for v in q.per_seed))
-                       + f"; ln-ln slope {s['slope']:.3f}{iv}")
+                       + f"; ln-ln slope {num(s['slope'], '.3f')}{iv}")
             local = [x for x in r.local_ratios if (x.sqrt_gate, x.moment) == (q.sqrt_gate, q.moment)]
             out.append("  adjacent ratios: " + ", ".join(f"{x.k_max}/{x.k_min} {x.value_text()}" for x in local))
         out += [f"{g.to_dict()['gating']}: {g.verdict}" + (f" (the band would say {g.band_verdict})"

@@ -13,7 +13,6 @@ This module imports only typer/click and the standard library, so building the C
 from __future__ import annotations
 
 import enum
-import json
 import math
 import sys
 from typing import Annotated, Any, NoReturn
@@ -37,11 +36,7 @@ def warn(message: str) -> None:
 
 
 strict = io.jsonable  # one converter for every JSON the CLI prints (hyperp.io: also the fitting reports')
-
-
-def json_text(obj: Any, indent: int | None = 2) -> str:
-    """Strict JSON text (allow_nan=False is the final guard: a NaN that slipped through raises)."""
-    return json.dumps(strict(obj), indent=indent, allow_nan=False)
+json_text = io.json_text  # strict JSON text; kept here for the commands that import it from hyperp.cli.core
 
 
 def print_json(obj: Any, indent: int | None = 2) -> None:

@@ -56,6 +56,8 @@ def report_command(sweeps: Annotated[list[Path], typer.Argument(
     check_format(fmt)
     if check and fill is None:
         raise InputError("--check compares the blocks of a --fill FILE with the ledgers: give --fill")
+    if check and out is not None:  # --check writes nothing, so a report directory would contradict it
+        raise InputError(f"-o {out}: --check writes nothing; drop -o (or --check to write the report)")
     if out is None and fill is None:
         raise InputError("give -o DIR (write the report) or --fill FILE (fill a Markdown file's report blocks)")
     slots = read_slots(fill)[1] if fill is not None else []  # bad markers fail before any work

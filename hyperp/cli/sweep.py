@@ -129,6 +129,8 @@ def show_plan(summary: dict[str, Any], p) -> None:
                   + f"; {time_line}; throughput {summary['throughput_flops_per_s']:.3g} FLOP/s per run "
                   f"({summary['throughput_source']}); start-up {duration(summary['startup_seconds_per_run'])} "
                   f"per run ({summary['startup_source']})")
+    for d in summary.get("compile_auto", []):  # compile = "auto": per shape, compiled or eager and why
+        con.print(f"compile auto, {d['description']}")
     if "progress" in summary:
         con.print(progress_text(summary["progress"], summary["local_parallel_runs"]))
 
@@ -252,7 +254,7 @@ def run(spec: SpecArg,
     from hyperp.sweeps.spec import load_spec  # noqa: PLC0415
 
     if design is not None:
-        check_design_args(design, budget_flops, target_width)  # before anything runs
+        check_design_args(design, budget_flops, target_width, axis, where)  # before anything runs
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `--run-fn mymodule:fn` from the working directory, as `python -m` does
     worker_env(address)  # a ray:// address without Ray's client fails here, before anything is written
@@ -281,15 +283,26 @@ def run(spec: SpecArg,
     show_run(res, as_json, retry_failed, {} if history is None else {"design_rounds": history})
 
 
-def check_design_args(question: str, budget_flops: float | None, target_width: float | None) -> None:
-    """--design's question and its stopping rule, checked before any run starts."""
+def check_design_args(question: str, budget_flops: float | None, target_width: float | None,
+                      axis: str | None = None, where: list[str] | None = None) -> None:
+    """--design's flags that need no table (the question, its axis, --where's syntax, the stopping rule),
+    checked before any run starts: a typo found after the spec ran would cost the whole spec's time."""
     from hyperp.design.questions import QUESTIONS  # noqa: PLC0415
     from hyperp.errors import InputError  # noqa: PLC0415
+    from hyperp.fitting.table import parse_where  # noqa: PLC0415
 
     if question not in QUESTIONS:
         raise InputError(f"--design: expected one of {', '.join(QUESTIONS)}, got {question!r}")
     if budget_flops is None and target_width is None:
         raise InputError("--design: give --budget-flops, --target-width or both")
+    for name, x in (("--budget-flops", budget_flops), ("--target-width", target_width)):
+        if x is not None and not (math.isfinite(x) and x > 0):
+            raise InputError(f"{name}: expected a positive number, got {x:g}")
+    if question == "exponent" and axis not in (None, "tokens"):  # as hyperp.design.questions.make_question
+        raise InputError(f"--axis: the exponent question is along tokens, got {axis!r}")
+    if question != "exponent" and axis is None:
+        raise InputError(f"--axis: the {question} question needs the scale axis (e.g. width, depth, tokens)")
+    parse_where(where or [])  # COL=VALUE (a FitInputError, an InputError: exit 2)
 
 
 def show_run(res, as_json: bool, retry_failed: bool, extra: dict[str, Any] | None = None) -> None:
@@ -475,11 +488,12 @@ def ls(root: Annotated[Path, typer.Argument(help="Sweeps root.")] = DEFAULT_ROOT
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"sweeps under {root}")
-    cols = ["sweep", "planned", "searches", *STATUSES, "running", "updated"]
+    cols = ["sweep", "planned", "searches", *STATUSES, "cpu_hours", "flops", "running", "updated"]
+    shown = {"running": lambda v: "yes" if v else "no", "cpu_hours": lambda v: f"{v:.2f}", "flops": _flops}
     for col in cols:
-        table.add_column(col, no_wrap=True)
+        table.add_column({"cpu_hours": "CPU-h", "flops": "FLOPs"}.get(col, col), no_wrap=True)
     for r in out:
-        table.add_row(*[("yes" if r[c] else "no") if c == "running" else str(r[c]) for c in cols])
+        table.add_row(*[shown.get(c, str)(r[c]) for c in cols])
     _console().print(table)
 
 

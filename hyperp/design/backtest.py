@@ -224,13 +224,20 @@ def backtest_case(root: Path, case: Case, n_random: int = N_RANDOM, seed: int = 
     return out
 
 
+def run_case(root: Path, case: Case, n_random: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(calibration record, backtest record) of one case; on a FitInputError of either, one error record and
+    None, so a case is recorded once whichever step failed."""
+    meta = {"study": case.study, "question": case.question, "group": case.label}
+    try:
+        runs, q = case_table(root, case)
+        calib = meta | calibrate(runs, q)
+        return calib, backtest_case(root, case, n_random=n_random)
+    except FitInputError as exc:
+        return meta | {"error": str(exc)}, None
+
+
 def main(argv: list[str] | None = None) -> None:
-    import json  # noqa: PLC0415
-
     from hyperp import io  # noqa: PLC0415
-
-    def json_text(obj, indent=2):
-        return json.dumps(io.jsonable(obj), indent=indent, allow_nan=False)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
@@ -241,18 +248,15 @@ def main(argv: list[str] | None = None) -> None:
     cases = [c for c in shipped_cases(args.root) if args.only in (None, c.study)]
     calib, backtest = [], []
     for case in cases:
-        try:
-            runs, q = case_table(args.root, case)
-            calib.append({"study": case.study, "question": case.question, "group": case.label, **calibrate(runs, q)})
-            backtest.append(backtest_case(args.root, case, n_random=args.random))
-        except FitInputError as exc:
-            calib.append({"study": case.study, "question": case.question, "group": case.label, "error": str(exc)})
-        print(json_text(calib[-1], indent=None), flush=True)
-        if backtest:
-            print(json_text({k: v for k, v in backtest[-1].items() if k != "rounds_designer"}, indent=None), flush=True)
+        cal, bt = run_case(args.root, case, args.random)
+        calib.append(cal)
+        print(io.json_text(cal, indent=None), flush=True)
+        if bt is not None:  # this case's own line: a failed case prints no earlier case's result again
+            backtest.append(bt)
+            print(io.json_text({k: v for k, v in bt.items() if k != "rounds_designer"}, indent=None), flush=True)
     suffix = "" if args.only is None else f"_{args.only}"
-    io.write_bytes(args.out / f"calibration{suffix}.json", (json_text(calib) + "\n").encode())
-    io.write_bytes(args.out / f"backtest{suffix}.json", (json_text(backtest) + "\n").encode())
+    io.write_bytes(args.out / f"calibration{suffix}.json", (io.json_text(calib) + "\n").encode())
+    io.write_bytes(args.out / f"backtest{suffix}.json", (io.json_text(backtest) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -24,12 +24,21 @@ import pandas as pd
 
 from hyperp.design.candidates import Candidate
 from hyperp.design.model import ResponseModel, fit_model
-from hyperp.design.questions import Estimate, Question
+from hyperp.design.questions import UNANSWERED, Estimate, Question
 from hyperp.fitting.bootstrap import DEFAULT_N_BOOT
 from hyperp.fitting.table import FitInputError
 
 DESIGN_N_BOOT = 200  # bootstrap replicates per simulated refit: enough to rank candidates, 5x cheaper
 DESIGN_SIMS = 8  # outcome sets per candidate: the median width over 8 ranks candidates stably enough
+
+
+class BudgetError(FitInputError):
+    """The budget buys no candidate run; `budget` and `cheapest` (FLOPs) let design rounds end on a note."""
+
+    def __init__(self, budget: float, cheapest: float):
+        self.budget, self.cheapest = budget, cheapest
+        super().__init__(f"budget: {budget:.3g} FLOPs (--budget-flops, or --budget-fraction of the runs so far) "
+                         f"is below the cheapest candidate run ({cheapest:.3g} FLOPs)")
 
 
 @dataclass
@@ -70,7 +79,7 @@ def choose(runs: pd.DataFrame, question: Question, candidates: list[Candidate], 
         raise FitInputError("no candidate runs to choose from")
     cheapest = min(c.flops for c in candidates)
     if budget_flops < cheapest:
-        raise FitInputError(f"--budget: {budget_flops:.3g} FLOPs is below the cheapest candidate ({cheapest:.3g})")
+        raise BudgetError(budget_flops, cheapest)
     model = model or fit_model(runs, question)
     rng = np.random.default_rng(seed)
     current = question.estimate(runs)
@@ -153,12 +162,13 @@ def _evaluate(question: Question, tables: list[pd.DataFrame], n_boot: int, seed:
 
 
 def _median(estimates: list[Estimate]) -> Estimate:
-    """The median simulated interval (bounds and value each the median over simulations)."""
-    if not any(e.answered for e in estimates):
-        return Estimate(math.nan, math.nan, math.nan)
-    arr = np.array([[e.value, e.low, e.high] for e in estimates], dtype=float)
-    with np.errstate(all="ignore"):
-        return Estimate(*(float(np.nanmedian(arr[:, i])) for i in range(3)))
+    """The simulation of median width (an unanswered one counts as infinitely wide, as in `choose`'s stopping
+    test), whole: its value and both bounds come from one simulation, so a few answered simulations among
+    many unanswered ones cannot pass for a narrow interval. Unanswered when the median width is infinite
+    (half or more of the simulations unanswered). With an even count the upper of the two middle ones."""
+    widths = np.array([e.width for e in estimates], dtype=float)
+    mid = estimates[int(np.argsort(widths, kind="stable")[len(widths) // 2])]
+    return mid if mid.answered else UNANSWERED
 
 
 def predicted_width(runs: pd.DataFrame, question: Question, model: ResponseModel, *, n_sims: int = 20,

@@ -178,14 +178,22 @@ def _repeat_spread(lr: np.ndarray, y: np.ndarray) -> tuple[float, int]:
     return float(np.sum((y - mean[inv]) ** 2)), int(np.sum(n - 1))
 
 
+def _sd(ss: float, dof: int) -> float:
+    """sqrt(ss / dof); NaN without dof or with a spread of exactly 0 (identical repeats: a deterministic run
+    repeated, not evidence of noise-free losses; an SD of 0 would make every simulation noise-free)."""
+    return math.sqrt(ss / dof) if dof and ss > 0 else math.nan
+
+
 def _noise(seed_ss: float, seed_dof: int, fit_ss: float, fit_dof: int) -> tuple[float, str]:
-    seed = math.sqrt(seed_ss / seed_dof) if seed_dof else math.nan
-    fit = math.sqrt(fit_ss / fit_dof) if fit_dof else math.nan
+    seed, fit = _sd(seed_ss, seed_dof), _sd(fit_ss, fit_dof)
     if not (math.isfinite(seed) or math.isfinite(fit)):
-        raise FitInputError("no noise estimate: no LR has seed repeats and no cell's LR parabola has spare points "
-                            "(add seeds at one LR, or more LRs at one scale)")
-    seed_text = f"seed spread {seed:.4g} ({seed_dof} dof, pooled over repeated LRs)" if seed_dof else "no seed repeats"
-    fit_text = f"LR-parabola residual SD {fit:.4g} ({fit_dof} dof, pooled over cells)" if fit_dof else "no spare parabola points"
+        raise FitInputError("no noise estimate: no LR has seed repeats with a nonzero spread and no cell's LR "
+                            "parabola has spare points off the curve (add seeds at one LR, or more LRs at one "
+                            "scale; identical repeats give no noise SD)")
+    seed_text = (f"seed spread {seed:.4g} ({seed_dof} dof, pooled over repeated LRs)" if math.isfinite(seed) else
+                 f"seed repeats identical ({seed_dof} dof: no spread)" if seed_dof else "no seed repeats")
+    fit_text = (f"LR-parabola residual SD {fit:.4g} ({fit_dof} dof, pooled over cells)" if math.isfinite(fit) else
+                f"LR parabolas fit exactly ({fit_dof} dof)" if fit_dof else "no spare parabola points")
     if not math.isfinite(fit) or (math.isfinite(seed) and seed >= fit):
         return seed, f"{seed_text} (the larger; {fit_text})"
     return fit, f"{fit_text} (the larger; {seed_text})"

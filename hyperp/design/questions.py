@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from hyperp.fitting.bootstrap import DEFAULT_N_BOOT
+from hyperp.fitting.lr import MIN_LR_POINTS
 from hyperp.fitting.table import FitInputError, require_columns, status_masks
 
 QUESTIONS = ("transfer", "exponent", "cel", "loss")
-MIN_LRS = 3  # distinct LRs a cell needs before its optimum can be fitted (hyperp.fitting.lr.MIN_LR_POINTS)
+MIN_LRS = MIN_LR_POINTS  # distinct LRs a cell needs before its optimum can be fitted
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,11 @@ class Question:
 
         res = compare_methods(df, self.baseline, method_col=self.method_col, x=self.x, y=self.loss_col,
                               at=[self.at], n_boot=n_boot, seed=seed)
-        (p,) = [p for p in res.cel_at if p.method == self.method]
+        rows = [p for p in res.cel_at if p.method == self.method]
+        if len(rows) != 1:  # e.g. the method's runs do not give its law yet: estimate() says unanswered
+            raise FitInputError(f"{self.method_col}={self.method}: compare_methods gave {len(rows)} CEL rows at "
+                                f"{self.at:.3g} FLOPs against {self.baseline}, expected 1")
+        (p,) = rows
         return Estimate(p.cel, p.interval.low, p.interval.high)
 
     def _loss(self, df, n_boot, seed) -> Estimate:

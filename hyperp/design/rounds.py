@@ -15,6 +15,7 @@ from typing import Any
 
 from hyperp import io
 from hyperp.design.candidates import SweepContext
+from hyperp.design.choose import BudgetError
 from hyperp.design.sweep import design_sweep, design_toml
 from hyperp.fitting.table import FitInputError, filter_rows, load_table
 
@@ -22,15 +23,21 @@ from hyperp.fitting.table import FitInputError, filter_rows, load_table
 def design_rounds(sweep_dir: Path, question: str, run_batch: Callable[[Path], Any], *, rounds: int = 3,
                   budget_flops: float | None = None, target_width: float | None = None,
                   echo: Callable[[str], None] = print, **design_kw: Any) -> list[dict[str, Any]]:
-    """Run up to `rounds` design rounds on the sweep at `sweep_dir`; returns one record per round."""
+    """Run up to `rounds` design rounds on the sweep at `sweep_dir`; returns one record per round that ran,
+    and a last {"round", "note"} when a round had nothing to add (why the rounds ended early)."""
     if budget_flops is None and target_width is None:
         raise FitInputError("--design: give --budget-flops, --target-width or both")
     spent, history = 0.0, []
     for r in range(1, rounds + 1):
         left = None if budget_flops is None else (budget_flops - spent) / (rounds - r + 1)
-        d = design_sweep(sweep_dir, question, budget_flops=left, target_width=target_width, **design_kw)
+        try:
+            d = design_sweep(sweep_dir, question, budget_flops=left, target_width=target_width, **design_kw)
+        except BudgetError as e:  # this round's share buys no run: the rounds so far stand
+            _stop(history, r, f"this round's share of --budget-flops ({e.budget:.3g} of {budget_flops - spent:.3g} "
+                              f"FLOPs left) is below the cheapest candidate run ({e.cheapest:.3g} FLOPs)", echo)
+            break
         if not d.chosen:
-            echo(f"round {r}: nothing to add ({'; '.join(d.notes) or 'no affordable candidate'})")
+            _stop(history, r, "; ".join(d.notes) or "no affordable candidate", echo)
             break
         path = io.write_bytes(Path(sweep_dir) / "designs" / f"round-{r}.toml",
                               design_toml(d, SweepContext.load(sweep_dir)).encode())
@@ -47,3 +54,8 @@ def design_rounds(sweep_dir: Path, question: str, run_batch: Callable[[Path], An
         if target_width is not None and realised.width <= target_width:
             break
     return history
+
+
+def _stop(history: list[dict[str, Any]], r: int, note: str, echo: Callable[[str], None]) -> None:
+    history.append({"round": r, "note": f"nothing to add: {note}"})
+    echo(f"round {r}: {history[-1]['note']}")

@@ -77,10 +77,9 @@ def check_output(out: str | Path, sweep_dirs: Sequence[Path]) -> None:
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise FitInputError(f"{out}: exists and is not a directory")
-    for d in sweep_dirs:
-        sweep = Path(d).resolve()
-        if out == sweep or sweep in out.parents:
-            raise FitInputError(f"{out}: inside the sweep directory {d}; a report never writes into a sweep")
+    inside = io.containing(out, sweep_dirs)
+    if inside is not None:
+        raise FitInputError(f"{out}: inside the sweep directory {inside}; a report never writes into a sweep")
 
 
 def build_report(paths: Sequence[str | Path], options: Options = Options(), out: str | Path | None = None,

@@ -95,6 +95,9 @@ def plan_summary(plan: Plan, root: Path, throughput: float = 0.0, mfu: float = D
     else:  # a command's FLOPs are unknown: a run takes what this sweep's finished runs took
         speed, source = math.nan, "unknown for a command"
         startup, startup_source = command_seconds(finished)
+    from hyperp.sweeps import compile as auto_compile  # noqa: PLC0415
+
+    compiled = auto_compile.resolve(plan, finished, speed) if math.isfinite(speed) else []
     runs = [{"run_id": r.run_id, "cell_id": r.cell_id, "search": r.search,
              **plan.varying_values(r.config, r.info), "n_params": r.info.get("n_params"),
              "n_params_active": r.info.get("n_params_active"), "tokens": getattr(r.config, "tokens", None),
@@ -119,6 +122,8 @@ def plan_summary(plan: Plan, root: Path, throughput: float = 0.0, mfu: float = D
                "local_parallel_runs": slots, "est_local_wall_seconds": run_seconds / slots,
                "resources": {"cpus": spec.resources.cpus, "gpus": spec.resources.gpus},
                "max_retries": spec.max_retries, "max_concurrent": spec.max_concurrent}
+    if compiled:  # compile = "auto": the decision per shape and why
+        summary["compile_auto"] = [d.to_dict() | {"description": d.describe()} for d in compiled]
     if progress is not None:  # a sweep that has run: what is done, what is left (before any run: as above)
         summary["progress"] = progress
     return summary

@@ -16,7 +16,7 @@ from typing import Any
 
 from hyperp.config import ConfigError
 from hyperp.errors import InputError, UnavailableError, first_line
-from hyperp.io import read_json
+from hyperp.io import containing, read_json
 from hyperp.schema import CURVES_FILE, PLAN_FILE
 from hyperp.sweeps.ledger import LEDGER_FILE, read_ledger, run_dir
 from hyperp.tracking import RunLabel, Tracking, check_installed, open_trackers, read_curves, settle
@@ -26,6 +26,9 @@ def export_sweep(sweep_dir: Path, to: tuple[str, ...], out: Path) -> dict[str, A
     """Write every run of the sweep's ledger to the trackers `to` under `out`; returns what was written."""
     t0 = time.time()
     check_installed(to, "--to")
+    if containing(out, [sweep_dir]) is not None:  # an export replaces its files there: never the sweep's own
+        raise InputError(f"--out {out}: inside the sweep directory {sweep_dir}; an export never writes into a "
+                         "sweep (give a directory outside it)")
     rows = read_ledger(sweep_dir).to_dict("records")
     if not rows:
         raise InputError(f"{sweep_dir}: no runs in its ledger ({LEDGER_FILE}); nothing to export")

@@ -413,6 +413,8 @@ class SweepLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # while still held: the file never names a driver that has let go
+            self.owner = None
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
@@ -426,7 +428,8 @@ class SweepLock:
 
 def lock_owner(sweep_dir: str | Path) -> dict[str, Any] | None:
     """Who took the sweep's lock last, from its file: {"pid", "since", "host"} ("" when a driver of an older
-    hyperp did not write it); None when there is no readable lock file. Whether it still holds the lock is
+    hyperp did not write it); None when there is no readable lock file or it names nobody (a driver that
+    released the lock emptied it). A driver that crashed still stands there: whether it holds the lock is
     `is_running`'s question."""
     try:
         parts = (Path(sweep_dir) / LOCK_FILE).read_text().split()

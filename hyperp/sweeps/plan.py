@@ -25,7 +25,7 @@ from hyperp.sweeps import command as cmd
 from hyperp.sweeps import identity
 from hyperp.sweeps.command import CommandConfig
 from hyperp.sweeps.search import Search
-from hyperp.sweeps.spec import PROXY_TOKENS, RUN_FIELDS, CommandSpec, SpecError, SweepSpec, load_spec, message_of
+from hyperp.sweeps.spec import AUTO_COMPILE, PROXY_TOKENS, RUN_FIELDS, CommandSpec, SpecError, SweepSpec, load_spec, message_of
 
 # ---------------------------------------------------------------- expansion
 
@@ -126,6 +126,7 @@ class PlannedRun:
     config: RunConfig
     search: str  # grid, bracket or optuna
     info: dict[str, Any]  # static columns + tokens_per_param
+    auto_compile: bool = False  # the spec says compile = "auto": hyperp.sweeps.compile decides config.compile
 
 
 @dataclass
@@ -134,6 +135,7 @@ class PlannedCell:
     config: RunConfig  # the cell's config; its lr is a placeholder, set per run
     search: Search | None  # None: fixed learning rates only
     info: dict[str, Any]
+    auto_compile: bool = False
 
 
 @dataclass
@@ -151,7 +153,8 @@ class Plan:
         """The cell's run at `lr` (and, for the repeats at a search's best LR, another `seed`): it keeps the
         cell's id, so the repeats are part of the cell in the ledger and the fits."""
         cfg = cell.config.replace(lr=lr) if seed is None else cell.config.replace(lr=lr, seed=seed)
-        return PlannedRun(identity.run_id(cfg, self.spec.version_tag), cell.cell_id, cfg, search, dict(cell.info))
+        return PlannedRun(identity.run_id(cfg, self.spec.version_tag), cell.cell_id, cfg, search, dict(cell.info),
+                          cell.auto_compile)
 
     def varying_values(self, cfg: RunConfig, info: dict[str, Any] | None = None, lr: bool = True) -> dict[str, Any]:
         d = field_values(cfg)
@@ -236,6 +239,8 @@ def resolve(spec: SweepSpec, values: dict[str, Any]) -> tuple[RunConfig, Search 
     if search is not None:
         values["lr"] = search.first_lr
     tpp = values.pop("tokens_per_param", None)
+    if values.get("compile") == AUTO_COMPILE:  # decided per shape from measurements (hyperp.sweeps.compile)
+        values["compile"] = False
     explicit_ckpt = "checkpoint_every" in values
     try:
         cfg = RunConfig.from_dict(values, source="sweep run")
@@ -276,7 +281,8 @@ def make_plan(spec: SweepSpec, max_runs: int | None = None) -> Plan:
     cells: dict[str, PlannedCell] = {}
     for values in expand_points(spec, max_runs):
         cfg, search, info = resolve(spec, values)
-        point = PlannedCell(identity.cell_id(cfg, spec.version_tag), cfg, search, info)  # this point's runs
+        point = PlannedCell(identity.cell_id(cfg, spec.version_tag), cfg, search, info,  # this point's runs
+                            auto_compile=values.get("compile") == AUTO_COMPILE)
         _add_cell(cells, point, values)
         for lr in (cfg.lr,) if search is None else search.known_lrs:
             _add_run(runs, spec, point, lr, values)
@@ -287,7 +293,7 @@ def _add_cell(cells: dict[str, PlannedCell], point: PlannedCell, values: dict[st
     """A point's cell: new, or one already planned taking the point's search (one search per cell)."""
     cell = cells.get(point.cell_id)
     if cell is None:
-        cells[point.cell_id] = PlannedCell(point.cell_id, point.config, point.search, point.info)
+        cells[point.cell_id] = PlannedCell(point.cell_id, point.config, point.search, point.info, point.auto_compile)
     elif point.search is not None:
         if cell.search is not None and cell.search != point.search:
             raise SpecError("lr", f"two different LR searches for the same cell ({_describe(values)})")
@@ -306,7 +312,7 @@ def _add_run(runs: dict[str, PlannedRun], spec: SweepSpec, point: PlannedCell, l
         raise SpecError(*_neutral_only(runs[rid].config, run_cfg, values))
     if rid not in runs:
         kind = "grid" if point.search is None else point.search.kind
-        runs[rid] = PlannedRun(rid, point.cell_id, run_cfg, kind, dict(point.info))
+        runs[rid] = PlannedRun(rid, point.cell_id, run_cfg, kind, dict(point.info), point.auto_compile)
 
 
 def varying_fields(spec: SweepSpec, runs: dict[str, PlannedRun], cells: dict[str, PlannedCell]) -> list[str]:

@@ -57,12 +57,13 @@ from typing import Any
 from hyperp import identity, io, schema
 from hyperp.config import RunConfig
 from hyperp.errors import UnavailableError, first_line
-from hyperp.schema import (ATTEMPT_FILE, COMPLETED, DIVERGED, FAILED, INFRA_FAILED, PLAN_FILE, RUNS_DIR, SEARCH_FILE,
-                           SPEC_FILE, STATE_FILE, TRACKING_DIR)
+from hyperp.schema import (ATTEMPT_FILE, COMPILE_CACHE_DIR, COMPLETED, DIVERGED, FAILED, INFRA_FAILED, PLAN_FILE,
+                           RUNS_DIR, SEARCH_FILE, SPEC_FILE, STATE_FILE, TRACKING_DIR)
 from hyperp.signals import StopSignals
 from hyperp.sweeps.cluster import cancel_in_flight, capacity, check_cluster, connect_ray
 from hyperp.sweeps.command import config_from_json
-from hyperp.sweeps.ledger import SweepLock, load_records, migrate, needs_migration, run_dir, write_ledger, write_record
+from hyperp.sweeps.ledger import (SweepLock, load_records, migrate, needs_migration, read_ledger, run_dir, write_ledger,
+                                  write_record)
 from hyperp.sweeps.lr_search import CellSearch, make_search
 from hyperp.sweeps.plan import Plan, PlannedRun, plan_json, prepare
 from hyperp.sweeps.spec import SweepSpec
@@ -290,11 +291,19 @@ def run_sweep(spec: str | Path | SweepSpec, root: str | Path = "sweeps", *, addr
             raise UnavailableError(f"{sweep_dir}: already being run by process {lock.holder()} (one driver per "
                                    "sweep directory); wait for it to finish or stop it")
         try:
-            clear_stop(sweep_dir, keep_for=lock.owner)  # an old `sweep stop` request is not for this driver
             return drive(plan, sweep_dir, opts, signals, t0, lock.owner)
         finally:
-            clear_stop(sweep_dir)
+            clear_stop(sweep_dir)  # before release: any request now is for this driver or a gone one
             lock.release()
+
+
+def compile_cache_dir(where: str, sweep_dir: Path, run_id: str) -> str:
+    """The Inductor cache directory of a run ([resources] compile_cache): the sweep's, the run's own, or ""
+    for torch's default."""
+    if where == "system":
+        return ""
+    base = sweep_dir if where == "sweep" else run_dir(sweep_dir, run_id)
+    return str((base / COMPILE_CACHE_DIR).resolve())
 
 
 def remove_stale_tmp(sweep_dir: Path, before: float) -> None:
@@ -312,6 +321,14 @@ def drive(plan: Plan, sweep_dir: Path, opts: SweepOptions, signals: StopSignals,
     """The locked part of run_sweep: decide what to run, start Ray if needed, schedule, record. `opts.run_fn`
     is resolved (a callable); `owner` names this driver's hold of the lock (what `sweep stop` addresses)."""
     remove_stale_tmp(sweep_dir, t0)
+    if any(r.auto_compile for r in plan.runs):  # compile = "auto": decided as `sweep plan` states it
+        from hyperp.sweeps import compile as auto_compile  # noqa: PLC0415
+        from hyperp.sweeps.estimate import DEFAULT_MFU, estimate_throughput  # noqa: PLC0415
+
+        finished = read_ledger(sweep_dir)
+        speed = estimate_throughput(plan, finished, 0.0, DEFAULT_MFU)[0]
+        for decision in auto_compile.resolve(plan, finished, speed):
+            log.info("compile auto: %s", decision.describe())
     d = Driver(plan, sweep_dir, opts.run_fn, opts.retry_failed)
     d.load()
     state = {"sweep": plan.spec.name, "pid": os.getpid(), "host": socket.gethostname(), "started_at": t0}
@@ -403,7 +420,8 @@ class Scheduler:
                                       max_retries=spec.max_retries, retry_exceptions=False,
                                       name=f"hyperp-{spec.name}-{run.run_id}").remote(
                 d.run_fn_for(run), run.config.to_json(), str(run_dir(d.sweep_dir, run.run_id).resolve()),
-                spec.resources.threads, spec.resources.gpus, spec.resources.cpus, spec.max_retries)
+                spec.resources.threads, spec.resources.gpus, spec.resources.cpus, spec.max_retries,
+                compile_cache_dir(spec.resources.compile_cache, d.sweep_dir, run.run_id))
             d.in_flight[ref] = Job(run, time.time())
             d.busy.add(run.run_id)
             d.submitted += 1

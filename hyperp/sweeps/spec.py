@@ -41,6 +41,12 @@ Format (every key but `name` and `[base]` is optional; see examples/*.toml)::
     cpus = 1                        # torch threads of the run follow this (at least 1)
     gpus = 0.25                     # fractional GPUs let small runs share a device
     reuse_workers = true            # warm worker processes across runs; false: a fresh process per run
+    compile_cache = "sweep"         # Inductor's caches of compiled runs: "sweep" (<sweep>/compile-cache, one
+                                    # compilation per shape), "run" (each run its own) or "system" (torch's)
+    compile_costs = "costs.json"    # measured compile costs for compile = "auto" (hyperp.sweeps.compile)
+
+`compile = "auto"` (in [base], [axes] or an override) compiles a shape's runs where the saving pays for the
+compilation, from measured compile times and speed-ups (hyperp.sweeps.compile); `sweep plan` states it.
 
 LR search per cell (a cell is a run config minus `lr`); in `[axes]`, `[base]` or an override's `set`::
 
@@ -94,6 +100,13 @@ EXTRA_FIELDS = ("tokens_per_param",)  # spec-only fields that resolve into RunCo
 # tokens_per_param = "proxy": the authors' rule T = T0 N / N0 (ArchScale's pretrain.py), tokens co-scaled with
 # the parameters from the proxy's (base_tokens at base_depth/base_width), N counted by tokens_per_param_basis.
 PROXY_TOKENS = "proxy"
+# compile = "auto": torch.compile where it pays on this machine, decided per shape when the plan is made from
+# measured compile time and speed-up (hyperp.sweeps.compile)
+AUTO_COMPILE = "auto"
+# [resources] compile_cache: where a sweep's runs keep Inductor's caches (its compiled graphs): one directory
+# of the sweep that every worker sees (a shape compiles once per sweep), a fresh one per run, or torch's
+# default (the host's temp directory)
+COMPILE_CACHES = ("sweep", "run", "system")
 TOP_KEYS = ("name", "description", "version_tag", "max_retries", "max_concurrent", "checkpoints_per_run",
             "tokens_per_param_basis", "max_runs", "base", "axes", "zip", "override", "runs", "resources", "command",
             "tracking")
@@ -201,6 +214,8 @@ class Resources:
     # paid once per worker); False: a fresh process per run (for run functions that leak global state).
     # GPU runs always get a fresh process (Ray's default for GPU tasks: the device's memory is released).
     reuse_workers: bool = True
+    compile_cache: str = "sweep"  # COMPILE_CACHES
+    compile_costs: str = ""  # a JSON of measured compile costs for compile = "auto" (hyperp.sweeps.compile)
 
     @property
     def threads(self) -> int:
@@ -252,6 +267,8 @@ def _check_value(name: str, value: Any, where: str) -> Any:
     """Type-check one value of a field; an `lr` table is an LR search."""
     if name == "tokens_per_param":
         return value if value == PROXY_TOKENS else _number(where, value)
+    if name == "compile" and value == AUTO_COMPILE:
+        return value
     if name == "lr" and isinstance(value, dict):
         return parse_search(value, where)
     if isinstance(value, dict) and name != "tags":
@@ -376,7 +393,7 @@ def parse_spec(data: dict[str, Any], text: str = "", source: str = "spec", base_
     zips = _parse_zips(data, rules, set(axes), ties=command is None)
     overrides = [_parse_override(o, f"override[{i}]", rules) for i, o in enumerate(_tables(data, "override"))]
     runs = [_parse_run(r, f"runs[{i}]", rules) for i, r in enumerate(_tables(data, "runs"))]
-    resources = _parse_resources(data)
+    resources = _parse_resources(data, base_dir)
     basis = _choice("tokens_per_param_basis", data.get("tokens_per_param_basis", "active"), TOKENS_BASES)
     return SweepSpec(
         name=name, base=base, axes=axes, zips=zips, overrides=overrides, resources=resources,
@@ -498,9 +515,9 @@ def _parse_run(run: dict[str, Any], where: str, rules: FieldRules) -> dict[str, 
     return {k: _base_value_at(k, v, rules, f"{where}.{k}") for k, v in run.items()}
 
 
-def _parse_resources(data: dict[str, Any]) -> Resources:
+def _parse_resources(data: dict[str, Any], base_dir: Path | None = None) -> Resources:
     res = _table(data, "resources")
-    resource_keys = ("cpus", "gpus", "reuse_workers")
+    resource_keys = ("cpus", "gpus", "reuse_workers", "compile_cache", "compile_costs")
     for key in res:
         if key not in resource_keys:
             hint = (f"; {key} is a top-level key (write it before the first [table])" if key in TOP_KEYS
@@ -509,9 +526,20 @@ def _parse_resources(data: dict[str, Any]) -> Resources:
     reuse = res.get("reuse_workers", True)
     if not isinstance(reuse, bool):
         raise SpecError("resources.reuse_workers", f"expected true or false, got {reuse!r}")
+    cache = res.get("compile_cache", "sweep")
+    if cache not in COMPILE_CACHES:
+        raise SpecError("resources.compile_cache", f"expected one of {', '.join(COMPILE_CACHES)}, got {cache!r}")
+    costs = res.get("compile_costs", "")
+    if not isinstance(costs, str):
+        raise SpecError("resources.compile_costs", f"expected the path of a JSON file, got {costs!r}")
+    if costs:  # relative to the spec file's directory
+        path = (base_dir or Path.cwd()) / costs
+        if not path.is_file():
+            raise SpecError("resources.compile_costs", f"no such file: {path}")
+        costs = str(path.resolve())
     return Resources(cpus=_number("resources.cpus", res.get("cpus", 1)),
                      gpus=_number("resources.gpus", res.get("gpus", 0), positive=False, minimum=0),
-                     reuse_workers=reuse)
+                     reuse_workers=reuse, compile_cache=cache, compile_costs=costs)
 
 
 def loads_spec(text: str, source: str = "spec", base_dir: Path | None = None) -> SweepSpec:

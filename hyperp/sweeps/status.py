@@ -172,25 +172,43 @@ def run_progress(sweep_dir: Path, run_id: str, fields: dict[str, Any]) -> dict[s
 # ---------------------------------------------------------------- `sweep ls`
 
 
-def ledger_statuses(sweep_dir: Path) -> list[str | None]:
-    """The status column of the sweep's runs.parquet ([] before it has one), read alone (pyarrow, no pandas)."""
+def ledger_columns(sweep_dir: Path, names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Columns of the sweep's runs.parquet (empty lists before it has one; a column an older file lacks: nulls),
+    read alone (pyarrow, no pandas)."""
     path = sweep_dir / LEDGER_FILE
     if not path.is_file():
-        return []
+        return {n: [] for n in names}
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    return pq.ParquetFile(path).read(columns=["status"]).column("status").to_pylist()
+    f = pq.ParquetFile(path)
+    have = [n for n in names if n in f.schema_arrow.names]
+    table = f.read(columns=have)
+    return {n: table.column(n).to_pylist() if n in have else [None] * table.num_rows for n in names}
+
+
+def ledger_statuses(sweep_dir: Path) -> list[str | None]:
+    """The status column of the sweep's runs.parquet ([] before it has one)."""
+    return ledger_columns(sweep_dir, ("status",))["status"]
+
+
+def cost(sweep_dir: Path, cpus: float) -> dict[str, float]:
+    """What the sweep's runs in runs.parquet cost: CPU-hours (each run's last attempt, start-up and evaluation
+    included, `elapsed_s` x the CPUs a run holds) and the FLOPs they trained."""
+    cols = ledger_columns(sweep_dir, ("elapsed_s", "flops"))
+    seconds = sum(v for v in cols["elapsed_s"] if v is not None and math.isfinite(v))
+    return {"cpu_hours": seconds * cpus / 3600, "flops": sum(v for v in cols["flops"] if v is not None and math.isfinite(v))}
 
 
 def sweep_list(root: Path) -> list[dict[str, Any]]:
-    """The sweeps under `root`: planned runs, LR searches, runs.parquet's rows by status, a driver running, the
-    time of the last change (runs.parquet, state.json or spec.toml)."""
+    """The sweeps under `root`: planned runs, LR searches, runs.parquet's rows by status, their cost (`cost`), a
+    driver running, the time of the last change (runs.parquet, state.json or spec.toml)."""
     out = []
     for d in sweep_dirs(root):
         plan = read_json(d / PLAN_FILE, {}) or {}
         mtime = max(f.stat().st_mtime for f in (d / LEDGER_FILE, d / STATE_FILE, d / SPEC_FILE) if f.exists())
+        cpus = float((plan.get("resources") or {}).get("cpus", 1))
         out.append({"sweep": d.name, "dir": str(d), "planned": len(plan.get("runs", [])),
                     "searches": sum(1 for c in plan.get("cells", []) if c.get("search")),
-                    **tally(ledger_statuses(d)), "running": is_running(d),
+                    **tally(ledger_statuses(d)), **cost(d, cpus), "running": is_running(d),
                     "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime))})
     return out

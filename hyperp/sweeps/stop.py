@@ -6,8 +6,10 @@ loop, so the request works from any host that sees the sweep directory, and stop
 flight checkpoint, the ledger is rewritten, state.json says interrupted, exit 130; `sweep run` resumes. On the
 driver's own host it is also sent SIGINT, which stops it at once, even while it is still starting Ray.
 
-A driver removes a request addressed to another driver when it takes the lock, and any request when it ends, so
-an old request never stops a later run.
+A request names the driver by the time it took the lock too, so a request left for an earlier driver never
+matches a later one (`is_for`) and a starting driver need not remove it: removing it there could delete a
+request written for the new driver between the read and the unlink. A driver removes whatever request is
+there when it ends, while it still holds the lock (then every request is for it or for a driver gone).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def request_stop(sweep_dir: Path) -> dict[str, Any]:
                                      "requested_by": f"{os.getpid()}@{socket.gethostname()}"})
     except OSError as e:  # not ours to write: the signal may still reach the driver
         error = e.strerror or str(e)
-    signalled = owner["host"] == socket.gethostname() and send_stop(owner["pid"])
+    signalled = owner["host"] == socket.gethostname() and send_stop(sweep_dir, owner)
     if error and not signalled:
         raise UnavailableError(f"{path}: cannot write the stop request ({error}), and the driver (pid {owner['pid']} "
                                f"on {owner['host'] or '?'}) cannot be signalled from here")
@@ -64,10 +66,19 @@ def running_owner(sweep_dir: Path, wait_s: float = 1.0) -> dict[str, Any] | None
     return None
 
 
-def send_stop(pid: int) -> bool:
-    """SIGINT to the driver's process; False when it is gone or not ours to signal."""
+def holds_lock(sweep_dir: Path, owner: dict[str, Any]) -> bool:
+    """`owner` still holds the sweep's lock: the lock is held (a non-blocking flock probe fails) and the lock file
+    still names `owner` (a driver that has exited, cleanly or not, may have left its pid there for reuse)."""
+    return is_running(sweep_dir) and lock_owner(sweep_dir) == owner
+
+
+def send_stop(sweep_dir: Path, owner: dict[str, Any]) -> bool:
+    """SIGINT to the driver's process; False when it no longer holds the lock (its pid may be another process's
+    by now), is gone, or is not ours to signal."""
+    if not holds_lock(sweep_dir, owner):
+        return False
     try:
-        os.kill(pid, STOP_SIGNAL)
+        os.kill(owner["pid"], STOP_SIGNAL)
     except (ProcessLookupError, PermissionError):
         return False
     return True
@@ -85,13 +96,11 @@ def stop_requested(sweep_dir: Path, owner: dict[str, Any] | None) -> bool:
     return path.exists() and is_for(io.read_json(path), owner)
 
 
-def clear_stop(sweep_dir: Path, keep_for: dict[str, Any] | None = None) -> None:
-    """Remove the sweep's stop request unless it is addressed to `keep_for` (a driver that just took the lock
-    keeps a request made for it in the meantime)."""
-    path = sweep_dir / STOP_FILE
-    if path.exists() and not is_for(io.read_json(path), keep_for):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+def clear_stop(sweep_dir: Path) -> None:
+    """Remove the sweep's stop request: only by a driver that ends and still holds the lock, so the request is
+    for it (handled) or for a driver gone (stale), never one for a later driver (see the module doc)."""
+    with contextlib.suppress(FileNotFoundError):
+        (sweep_dir / STOP_FILE).unlink()
 
 
 def wait_stopped(sweep_dir: Path, poll_s: float = 0.2) -> None:

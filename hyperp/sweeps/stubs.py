@@ -13,7 +13,8 @@ importable module so that Ray workers can unpickle it by reference, which is why
 - `crash_once = "1"`: on the first attempt SIGKILL its own worker process (an infra failure), then succeed;
 - `lr_opt = "<lr>"`: val_loss = 1 + (ln lr - ln lr_opt)^2, a known optimum for LR-search tests;
   with `diverge_above = "<lr>"` runs with a larger lr diverge;
-- `seed_noise = "<sd>"`: adds a normal draw of that SD to val_loss, fixed by (seed, lr): a seed-to-seed spread.
+- `seed_noise = "<sd>"`: adds a normal draw of that SD to val_loss, fixed by (seed, lr): a seed-to-seed spread;
+- `report_env = "<NAME>"`: the row gets `env_<NAME>`, that environment variable in the worker ("" when unset).
 
 `train_or_raise` and `train_or_die` are the real trainer with one fault each (an exception; a lost worker).
 """
@@ -70,7 +71,12 @@ def stub_run(cfg: RunConfig, out_dir: str) -> dict[str, Any]:
     return {"status": "diverged" if diverged else "completed", "val_loss": math.nan if diverged else loss,
             "best_val_loss": math.nan if diverged else loss, "train_loss": loss, "lr": lr,
             "steps": cfg.total_steps, "tokens_trained": trained, "wall_time_s": time.perf_counter() - start,
-            "hardware": "stub", "error": ""}
+            "hardware": "stub", "error": ""} | _reported_env(tags)
+
+
+def _reported_env(tags: dict[str, str]) -> dict[str, str]:
+    name = tags.get("report_env")
+    return {f"env_{name}": os.environ.get(name, "")} if name else {}
 
 
 def train_or_raise(cfg: RunConfig, out_dir: str) -> dict[str, Any]:

@@ -38,6 +38,8 @@ from hyperp.sweeps.command import command_run, config_from_json
 from hyperp.sweeps.spec import SpecError, SweepSpec
 from hyperp.tracking import RunLabel, Tracking, read_curves, tracked
 
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"  # where Inductor keeps compiled graphs (FX graph, AOTAutograd)
+
 RunFn = Callable[[RunConfig, str], dict[str, Any]]  # (a CommandConfig for command_run)
 
 
@@ -136,16 +138,22 @@ def run_error(e: BaseException, out: Path) -> tuple[str, str]:
     return FAILED, error
 
 
-def setup_process(cfg: RunConfig, threads: int, gpus: float) -> None:
-    """A run's process (a Ray task, or each Ray Train worker of a data-parallel run): its thread count, and no
-    GPU visible when it asked for none."""
+def setup_process(cfg: RunConfig, threads: int, gpus: float, compile_cache: str = "") -> None:
+    """A run's process (a Ray task, or each Ray Train worker of a data-parallel run): its thread count, no GPU
+    visible when it asked for none, and for a compiled run the directory of Inductor's caches (`compile_cache`;
+    empty: torch's default, the host's temp directory), read by torch at each compilation."""
     if not gpus and cfg.device == "auto":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     _set_threads(cfg.threads or threads)
+    if getattr(cfg, "compile", False):
+        if compile_cache:
+            os.environ[INDUCTOR_CACHE_ENV] = compile_cache
+        else:  # a warm worker may hold an earlier run's directory
+            os.environ.pop(INDUCTOR_CACHE_ENV, None)
 
 
 def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: float = 0.0, cpus: float = 1.0,
-            max_retries: int = 0) -> dict[str, Any]:
+            max_retries: int = 0, compile_cache: str = "") -> dict[str, Any]:
     """Body of the Ray task of one run: never raises for errors of the run itself (those become `failed`,
     or `infra_failed` for a full disk). A run of several workers is handed to Ray Train
     (hyperp.sweeps.data_parallel; `cpus` and `gpus` per worker, `max_retries` restarts of the group).
@@ -166,10 +174,10 @@ def execute(run_fn: RunFn, cfg_json: str, out_dir: str, threads: int, gpus: floa
         if cfg.workers > 1:
             from hyperp.sweeps import data_parallel  # noqa: PLC0415
 
-            setup = functools.partial(setup_process, threads=threads, gpus=gpus)
+            setup = functools.partial(setup_process, threads=threads, gpus=gpus, compile_cache=compile_cache)
             row = data_parallel.fit(run_fn, cfg, out, cpus=cpus, gpus=gpus, max_retries=max_retries, setup=setup)
         else:
-            setup_process(cfg, threads, gpus)
+            setup_process(cfg, threads, gpus, compile_cache)
             row = dict(run_fn(cfg, str(out)))
         status = row.get("status", COMPLETED)
         error = str(row.get("error") or "")

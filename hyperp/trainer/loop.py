@@ -12,9 +12,10 @@ import contextlib
 import dataclasses
 import math
 import platform
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,8 @@ class TrainContext:
     stop_file: Path | None = None  # a data-parallel run is stopped through this file (see `setup`)
     resumed_step: int = -1  # -1: trained from scratch in this call
     steady: bool = True  # False while the optimizer updates the weights and the loop state catches up
+    # this process's training step times, plain steps [False] and stats steps [True] apart (`warmup_seconds`)
+    step_times: dict[bool, list[float]] = field(default_factory=lambda: {False: [], True: []})
 
     def autocast(self):
         return mixed_precision(self.device)
@@ -252,8 +255,11 @@ def train_step(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, stats: dict 
     the hidden matrices before the update when stats are wanted, whether any rank found `ctx.stop_file`)."""
     model, opt, state = ctx.model, ctx.opt, ctx.state
     t0 = time.perf_counter()
+    # stats steps run the eager model: their read-outs (.item()) would break the compiled graph and specialise it
+    # on their float values, recompiling at every stats step; they are a few steps of a run
+    forward = ctx.run_model if stats is None else ctx.model
     with ctx.autocast():
-        _, loss = ctx.run_model(x, y, stats)
+        _, loss = forward(x, y, stats)
         total_loss = loss + model.aux_loss()
     total_loss.backward()
     asked = ctx.stop_file is not None and ctx.stop_file.exists()
@@ -269,6 +275,7 @@ def train_step(ctx: TrainContext, x: torch.Tensor, y: torch.Tensor, stats: dict 
     t2 = time.perf_counter()
     state.opt_time += t2 - t1
     state.train_time += t2 - t0
+    ctx.step_times[stats is not None].append(t2 - t0)
     state.step += 1
     if state.step == 1:
         state.first_loss = loss_val
@@ -315,6 +322,7 @@ def finish(ctx: TrainContext, run_id: str | None = None) -> RunResult:
         run_id=run_id, cell_id=identity.cell_id(cfg), hparams=ctx.hp.to_dict(),
         params=dataclasses.asdict(ctx.counts), steps=state.step, diverged_step=state.diverged_step,
         resumed_step=ctx.resumed_step, curves=state.curves, train_time=state.train_time, opt_time=state.opt_time,
+        warmup_time=warmup_seconds(ctx.step_times),
         flops_per_token=training_flops(ctx.counts, cfg, 1), ns_flops_per_step=ns_flops_per_step(cfg, ctx.hp),
         peak_flops=cfg.peak_tflops * 1e12 if cfg.peak_tflops else matmul_peak_flops(device),
         hardware=hardware_name(device), device_type=device.split(":")[0], provenance=identity.code_columns()))
@@ -325,6 +333,13 @@ def finish(ctx: TrainContext, run_id: str | None = None) -> RunResult:
         write_outputs(ctx.out, result)
         checkpoint.remove(ctx.out)
     return result
+
+
+def warmup_seconds(step_times: dict[bool, list[float]]) -> float:
+    """The training time of this process beyond what its steps take at the median step time of their kind
+    (plain, and with stability statistics): torch.compile's compilations and recompilations on a compiled run,
+    first allocations and jitter on an eager one. So tokens / (train time - warmup) is the steady throughput."""
+    return sum(sum(times) - len(times) * statistics.median(times) for times in step_times.values() if times)
 
 
 def ns_flops_per_step(cfg: RunConfig, hp: ResolvedHParams) -> float:
