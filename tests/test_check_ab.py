@@ -110,3 +110,11 @@ def test_trend_of_the_difference_against_compute_and_its_crossing():
     flat = check_ab(pd.concat([f.assign(val_loss=f.val_loss - (f.fused == "b") * 0.02 * np.log(f.flops / 1e12))
                                for f in frames]), "fused", "a", by=["depth"], trend_x="flops").trend
     assert flat.interval.low <= 0 <= flat.interval.high and np.isnan(flat.crossing)  # no slope shown: no crossing
+
+
+def test_what_would_decide_an_open_interval():
+    from hyperp.checks.ab import _to_decide
+
+    assert "4.0x the runs would fail" in _to_decide(0.03, half=0.02, tol=0.02)  # needs half-width 0.01: (2)^2
+    assert "4.0x the runs would pass" in _to_decide(-0.01, half=0.02, tol=0.02)  # needs half-width 0.01
+    assert "no number of runs" in _to_decide(0.02, half=0.01, tol=0.02)

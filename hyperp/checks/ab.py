@@ -200,7 +200,17 @@ def _compare(group, base: LrOptimum, var: LrOptimum, rows: pd.DataFrame, column:
     if interval.low > tol or interval.high < -tol:
         better = "baseline" if delta > 0 else "variant"
         return result(FAIL, f"{span} lies wholly beyond +-{tol:.4f}: the {better} is better", interval, se, better)
-    return result(INCONCLUSIVE, f"{span} straddles +-{tol:.4f}", interval, se)
+    return result(INCONCLUSIVE, f"{span} straddles +-{tol:.4f}; {_to_decide(delta, half, tol)}", interval, se)
+
+
+def _to_decide(delta: float, half: float, tol: float) -> str:
+    """How many times the runs (per arm, at the same design) would shrink the interval's half-width enough to
+    decide, if the difference stayed where it is (half-widths fall as 1/sqrt(runs))."""
+    room = abs(abs(delta) - tol)
+    if room <= 0:
+        return "the difference sits on the tolerance's edge: no number of runs decides it"
+    goal = "fail" if abs(delta) > tol else "pass"
+    return f"about {(half / room) ** 2:.1f}x the runs would {goal} it if the difference held"
 
 
 def _reading(opt: LrOptimum, proxy: LrOptimum | None) -> tuple[float, float]:
