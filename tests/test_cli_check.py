@@ -84,3 +84,18 @@ def test_check_transfer_saves_the_json_it_prints_and_plot_transfer_draws_it(tmp_
     res = invoke("plot", "transfer", table, "--axis", "width", "-B", "50", "-o", fig)
     assert res.exit_code == 0, res.output
     assert fig.read_bytes().startswith(b"\x89PNG") and fig.stat().st_size > 10_000
+
+
+def test_check_ab_text_json_and_exit_code(tmp_path):
+    from test_check_ab import arm
+
+    rng = np.random.default_rng(7)
+    path = tmp_path / "ab.parquet"
+    pd.concat([arm("a", rng=rng), arm("b", shift=0.05, rng=rng), arm("a", depth=4, rng=rng),
+               arm("b", shift=0.05, depth=4, rng=rng)]).assign(flops=lambda d: 1e11 * d.depth).to_parquet(path)
+    res = invoke("check", "ab", path, "--col", "fused", "--baseline", "a", "--by", "depth", "--json")
+    data = strict(res.stdout)
+    assert res.exit_code == 1 and data["verdict"] == "fail" and [g["better"] for g in data["groups"]] == ["baseline"] * 2
+    text = invoke("check", "ab", path, "--col", "fused", "--baseline", "a", "--by", "depth", "--transfer-along",
+                  "depth", "--trend", "flops")
+    assert text.exit_code == 1 and "at the transferred LRs" in text.stdout and "trend:" in text.stdout

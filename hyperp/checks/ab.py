@@ -42,7 +42,8 @@ class ArmGroup:
     group: dict[str, Any]
     baseline: LrOptimum
     variant: LrOptimum
-    delta: float  # L*(variant) - L*(baseline), nats
+    delta: float  # L(variant) - L(baseline), nats, each arm's loss where it is read (`read`)
+    read: tuple[float, float]  # (baseline, variant) loss where read: at the optimum, or at the transferred LR
     interval: Interval
     se: float  # the difference's standard error
     sigma: float  # the noise SD the interval uses
@@ -55,6 +56,7 @@ class ArmGroup:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.group, "loss_baseline": self.baseline.loss_opt, "loss_variant": self.variant.loss_opt,
+                "read_baseline": self.read[0], "read_variant": self.read[1],
                 "lr_baseline": self.baseline.lr_opt, "lr_variant": self.variant.lr_opt,
                 "bracketed": [self.baseline.bracketed, self.variant.bracketed], "delta": self.delta,
                 "delta_low": self.interval.low, "delta_high": self.interval.high, "level": self.interval.level,
@@ -181,8 +183,8 @@ def _compare(group, base: LrOptimum, var: LrOptimum, rows: pd.DataFrame, column:
     tol = REGRET_TOL * base.loss_opt
 
     def result(verdict: str, why: str, interval: Interval | None = None, se: float = math.nan, better: str = ""):
-        return ArmGroup(group, base, var, delta, interval or Interval(math.nan, math.nan, level), se, sigma, source,
-                        dof, tol, verdict, why, better)
+        return ArmGroup(group, base, var, delta, (loss_b, loss_v), interval or Interval(math.nan, math.nan, level),
+                        se, sigma, source, dof, tol, verdict, why, better)
 
     unread = [name for name, lev in (("baseline", lev_b), ("variant", lev_v)) if not math.isfinite(lev)]
     if unread:

@@ -134,8 +134,11 @@ def ab_cmd(table: TableArg,
                    trend_x=trend, lr_col=lr_col, loss_col=loss_col, source=str(table))
 
     def lines(r):
+        def read(g) -> str:
+            return "" if r.protocol == "tuned" else f", at the transferred LRs {g.read[0]:.4f} -> {g.read[1]:.4f}"
+
         out = [f"{', '.join(f'{k}={v}' for k, v in g.group.items()) or 'all runs'}: L* {g.baseline.loss_opt:.4f} "
-               f"(lr {g.baseline.lr_opt:.3g}) -> {g.variant.loss_opt:.4f} (lr {g.variant.lr_opt:.3g}); {g.why}; "
+               f"(lr {g.baseline.lr_opt:.3g}) -> {g.variant.loss_opt:.4f} (lr {g.variant.lr_opt:.3g}){read(g)}; {g.why}; "
                f"noise SD {g.sigma:.4f} ({g.sigma_source}, {g.dof} dof): {g.verdict}" for g in r.groups]
         if r.trend is not None:
             t = r.trend
