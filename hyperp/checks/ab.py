@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, noise_sd
+from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, noise_sd, normal_quantile
 from hyperp.fitting.bootstrap import DEFAULT_LEVEL, Interval
 from hyperp.fitting.lr import LrOptimum, fit_optimal_lr
 from hyperp.fitting.table import FitInputError, require_columns
@@ -225,16 +225,23 @@ def _reading(opt: LrOptimum, proxy: LrOptimum | None) -> tuple[float, float]:
         return opt.loss_opt, _leverage(opt, math.log(opt.lr_opt))
     u = math.log(proxy.lr_opt)
     lo, hi = opt.window
+    loss = float(opt.curve(np.array([proxy.lr_opt]))[0])
     if not lo <= proxy.lr_opt <= hi:
-        return float(opt.curve(np.array([proxy.lr_opt]))[0]), math.nan
+        return loss, math.nan
     slope = opt.coef[1] + 2 * opt.coef[2] * u  # dL/d ln lr at the transferred LR
-    return float(opt.curve(np.array([proxy.lr_opt]))[0]), math.hypot(_leverage(opt, u), slope * _vertex_se(proxy))
+    return loss, math.hypot(_leverage(opt, u), slope * _vertex_se(proxy))
+
+
+def _window_points(opt: LrOptimum) -> tuple[np.ndarray, np.ndarray]:
+    """The (lr, loss) of the runs inside the window the parabola was fitted to."""
+    lo, hi = opt.window
+    pts = np.array([p for p in opt.points if lo <= p[0] <= hi], dtype=float).reshape(-1, 2)
+    return pts[:, 0], pts[:, 1]
 
 
 def _window_design(opt: LrOptimum) -> tuple[np.ndarray, float]:
     """The window's design (1, u, u^2) in ln lr centred on the window's mean (the same parabolas), and the centre."""
-    lo, hi = opt.window
-    u = np.log([lr for lr, _ in opt.points if lo <= lr <= hi])
+    u = np.log(_window_points(opt)[0])
     centre = float(u.mean())
     u = u - centre
     return np.column_stack([np.ones_like(u), u, u * u]), centre
@@ -276,20 +283,19 @@ def _trend(groups: list[ArmGroup], xs: list[float], name: str, level: float) -> 
     interval = Interval(b - t * math.sqrt(cov[1, 1]), b + t * math.sqrt(cov[1, 1]), level)
     if interval.low <= 0 <= interval.high:
         return Trend(name, tuple(pts), float(b), interval, math.nan, nan)
-    draws = np.random.default_rng(0).multivariate_normal([a, b], cov * t * t / 1.96 ** 2, size=4000)
+    # lines drawn with the covariance widened by (t / z)^2, so their normal quantiles are the t interval's
+    draws = np.random.default_rng(0).multivariate_normal([a, b], cov * (t / normal_quantile(level)) ** 2, size=4000)
     crossings = np.exp(-draws[:, 0] / draws[:, 1])
     low, high = np.quantile(crossings, [(1 - level) / 2, (1 + level) / 2])
-    return Trend(name, tuple(pts), float(b), interval, float(math.exp(-a / b)), Interval(float(low), float(high), level))
+    crossing = Interval(float(low), float(high), level)
+    return Trend(name, tuple(pts), float(b), interval, float(math.exp(-a / b)), crossing)
 
 
 def _residual_sd(*optima: LrOptimum) -> tuple[float, int]:
     """Pooled residual SD of the arms' window parabolas, and its degrees of freedom (n - 3 per arm)."""
     ss, dof = 0.0, 0
     for opt in optima:
-        lo, hi = opt.window
-        pts = [(lr, loss) for lr, loss in opt.points if lo <= lr <= hi]
-        u = np.log([lr for lr, _ in pts])
-        fitted = opt.coef[0] + opt.coef[1] * u + opt.coef[2] * u * u
-        ss += float(np.sum((np.array([loss for _, loss in pts]) - fitted) ** 2))
-        dof += len(pts) - 3
+        lr, loss = _window_points(opt)
+        ss += float(np.sum((loss - opt.curve(lr)) ** 2))
+        dof += lr.size - 3
     return (math.sqrt(ss / dof), dof) if dof > 0 else (math.nan, 0)

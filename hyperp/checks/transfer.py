@@ -206,7 +206,8 @@ def _regret_interval(opt: LrOptimum, eta: float, eta_draws, regret: float, noise
     best = int(np.argmin(runs["mean"].to_numpy()))
     near = np.argsort(np.abs(np.log(lrs / eta)))[:2]  # the two measured LRs the transferred one lies between
     se = sd * math.sqrt(1.0 / counts[near].min() + 1.0 / counts[best])
-    z = _z(1.0 - (1.0 - level) / len(lrs))  # two-sided at level, split over the LRs the best was picked from
+    # two-sided at level, split over the LRs the best was picked from
+    z = normal_quantile(1.0 - (1.0 - level) / len(lrs))
     return Interval(regret - z * se, math.inf, level)
 
 
@@ -278,7 +279,7 @@ def _slope(points: Sequence[ScalePoint], n_boot: int, rng, level) -> tuple[float
 def _local_slopes(points: Sequence[ScalePoint], level: float) -> tuple[LocalSlope, ...]:
     """The slope between each pair of adjacent scales whose optima are both bracketed; its interval treats
     the two ln eta* as independent normals with the SEs of their own intervals."""
-    z = _z(level)
+    z = normal_quantile(level)
     out = []
     for a, b in zip(points, points[1:]):
         if not (a.optimum.bracketed and b.optimum.bracketed):
@@ -292,7 +293,7 @@ def _local_slopes(points: Sequence[ScalePoint], level: float) -> tuple[LocalSlop
     return tuple(out)
 
 
-def _z(level: float) -> float:
+def normal_quantile(level: float) -> float:
     """The normal quantile of a two-sided interval at `level` (1.96 at 95%)."""
     from statistics import NormalDist  # noqa: PLC0415
 
@@ -303,7 +304,7 @@ def _log_se(interval: Interval) -> float:
     """The standard error of ln(x) implied by x's interval, read as a normal one in ln(x) at its own level."""
     if not (interval.low > 0 and interval.high > 0):
         return math.nan
-    return (math.log(interval.high) - math.log(interval.low)) / (2 * _z(interval.level))
+    return (math.log(interval.high) - math.log(interval.low)) / (2 * normal_quantile(interval.level))
 
 
 @dataclass(frozen=True)
