@@ -306,11 +306,23 @@ def test_sweep_run_design_rounds_report_predicted_and_realised(stub_sweep):
     history = json.loads(r.stdout[r.stdout.index("{"):])["design_rounds"]
     rounds = [rd for rd in history if "note" not in rd]  # a last note says why the rounds ended early
     assert 1 <= len(rounds) <= 2 and history[:len(rounds)] == rounds and len(history) <= len(rounds) + 1
-    for k, rd in enumerate(rounds, 1):
+    first = int(Path(rounds[0]["design"]).stem.split("-")[1])  # after any earlier test's rounds
+    for k, rd in enumerate(rounds, first):
         assert Path(rd["design"]).name == f"round-{k}.toml" and Path(rd["design"]).is_file()
         assert rd["runs"] > 0 and rd["cost_flops"] > 0
         assert rd["realised"]["width"] > 0 and rd["predicted"]["width"] > 0
     assert sum(rd["cost_flops"] for rd in rounds) <= 3e10 * (1 + 1e-9)
+
+
+def test_a_later_design_numbers_its_rounds_after_the_earlier_ones(tmp_path):
+    """A second `sweep run --design` on a sweep writes round files after the first's, never over them."""
+    from hyperp.design.rounds import next_round_path
+
+    assert next_round_path(tmp_path) == tmp_path / "designs" / "round-1.toml"
+    (tmp_path / "designs").mkdir()
+    for name in ("round-1.toml", "round-3.toml", "round-x.toml", "round-7.json"):
+        (tmp_path / "designs" / name).write_text("")
+    assert next_round_path(tmp_path) == tmp_path / "designs" / "round-4.toml"
 
 
 def test_rounds_whose_share_of_the_budget_buys_no_run_end_on_a_note(stub_sweep):
@@ -395,3 +407,102 @@ def test_sweep_run_design_flags_are_checked_before_the_spec_runs(tmp_path, flags
     assert r.exit_code == 2 and r.output.startswith("error: ") and names in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "sw").exists()  # the spec did not run: no sweep directory
+
+
+# ---------------------------------------------------------------- the ab question
+
+
+def two_arms(base: dict, variant: dict, gap: float = 0.03, sd: float = 0.02) -> pd.DataFrame:
+    """Two arms of a column `fused` (text values, as check ab compares them): the variant's loss is the
+    baseline's curve plus `gap` nats."""
+    a = synthetic(base, sd=sd, seed=0).assign(fused="False")
+    b = synthetic(variant, sd=sd, seed=1).assign(fused="True")
+    b["val_loss"] += gap
+    b["run_id"] = "v" + b["run_id"]
+    return pd.concat([a, b], ignore_index=True)
+
+
+def test_the_ab_question_is_check_abs_interval_at_its_scale():
+    from hyperp.checks.ab import check_ab
+
+    df = two_arms({32: (GRID, 2), 64: (GRID, 2)}, {32: (GRID, 2), 64: (GRID, 1)})
+    q = make_question("ab", df, axis="width", at=64, method_col="fused", baseline="False")
+    assert (q.method, q.cell_cols) == ("True", ("fused", "width"))
+    assert q.command == "hyperp check ab --col fused --baseline False --variant True --where width=64"
+    (g,) = check_ab(df[df["width"] == 64], "fused", "False", "True").groups
+    e = q.estimate(df)
+    assert (e.value, e.low, e.high) == pytest.approx((g.delta, g.interval.low, g.interval.high))
+    assert e.value == pytest.approx(0.03, abs=0.03)  # the planted gap, within a few standard errors
+    # the other scale's runs do not enter it
+    assert q.estimate(df[df["width"] == 64]) == e
+    assert q.readiness(df) == 2 * 3  # two cells at width 64, each counted up to 3 LRs
+
+
+def test_ab_runs_go_to_the_sparse_arm_at_the_read_scale():
+    """The baseline has 6 LRs x 3 seeds at width 64, the variant 3 LRs x 1 seed: the variant's vertex sets
+    the interval, so the first run added is the variant's; runs at another width never narrow it."""
+    df = two_arms({32: (GRID, 3), 64: (GRID, 3)}, {32: (GRID, 3), 64: ([0.005, 0.01, 0.02], 1)}, sd=0.03)
+    q = make_question("ab", df, axis="width", at=64, method_col="fused", baseline="False")
+    cands = []
+    for arm in ("False", "True"):
+        for w in (32, 64):
+            for lr in (0.0071, 0.014):
+                row = {"param": "hyperp", "fused": arm, "width": w, "lr": lr, "seed": 9, "val_loss": math.nan,
+                       "status": "completed", "flops": 1e9, "run_id": f"c{arm}{w}-{lr}"}
+                cands.append(Candidate("lr", f"{arm} width={w}: lr {lr:g}", pd.DataFrame([row]), 1e9, [{}]))
+    d = choose(df, q, cands, budget_flops=3e9, seed=0)
+    assert d.chosen and d.chosen[0].rows["fused"].iloc[0] == "True"
+    assert all(c.rows["width"].iloc[0] == 64 for c in d.chosen)
+    assert d.predicted.width < d.current.width
+
+
+def test_ab_candidates_stay_at_the_read_scale():
+    """The sweep's own candidates for an ab question: seeds and LR points in both arms at the scale it reads,
+    none in a third value of the column, no new scale (neither can narrow the difference it reads)."""
+    from hyperp.design.candidates import auto_candidates
+
+    class Ctx:  # the sweep context's one use here: a template run's settings
+        def settings(self, row):
+            return {"fused": row["fused"], "width": int(row["width"])}
+
+    df = two_arms({32: (GRID, 2), 64: (GRID, 2)}, {32: (GRID, 2), 64: (GRID, 1)})
+    third = df[df["fused"] == "True"].assign(fused="other", run_id=lambda d: "o" + d["run_id"])  # a third value
+    df = pd.concat([df, third], ignore_index=True)
+    q = make_question("ab", df, axis="width", at=64, method_col="fused", baseline="False", method="True")
+    cands = auto_candidates(df, q, fit_model(df, q), Ctx())
+    assert {c.kind for c in cands} == {"seeds", "lr", "replicate"}
+    assert {(s["fused"], s["width"]) for c in cands for s in c.settings} == {("False", 64), ("True", 64)}
+    # a replicate is one new seed at each LR of the cell's fitted window, its seeds apart from the seed batches'
+    for c in (c for c in cands if c.kind == "replicate"):
+        assert len({s["seed"] for s in c.settings}) == 1 and len(c.settings) >= 3
+        assert len({s["lr"] for s in c.settings}) == len(c.settings)
+    for arm in ("False", "True"):  # within a cell no run of a replicate repeats a seed batch's (lr, seed)
+        runs = {k: [(s["lr"], s["seed"]) for c in cands if c.kind == k for s in c.settings if s["fused"] == arm]
+                for k in ("seeds", "replicate")}
+        assert runs["replicate"] and not set(runs["seeds"]) & set(runs["replicate"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"axis": "width", "at": 48, "baseline": "False"}, "--at: .* expected one of \\[32.0, 64.0\\]"),
+    ({"axis": "width", "baseline": "False"}, "--at: the ab question reads"),
+    ({"axis": "width", "at": 64, "baseline": "off"}, "--baseline: expected one of \\['False', 'True'\\]"),
+    ({"axis": "width", "at": 64, "baseline": "False", "method": "maybe"},
+     "--method: expected one of \\['True'\\] \\(the variant\\)"),
+])
+def test_an_ab_question_the_table_cannot_pose_is_one_line(kwargs, match):
+    df = two_arms({32: (GRID, 1), 64: (GRID, 1)}, {32: (GRID, 1), 64: (GRID, 1)})
+    with pytest.raises(FitInputError, match=match) as e:
+        make_question("ab", df, method_col="fused", **kwargs)
+    assert "\n" not in str(e.value)
+    one_scale = df[df["width"] == 64]  # one scale: --at may be left out
+    assert make_question("ab", one_scale, axis="width", method_col="fused", baseline="False").at == 64
+
+
+def test_unanswered_simulations_count_as_a_doubled_width_not_a_mode_switch():
+    """Per simulation: answered before and after, the narrowing; left unanswered, its width lost; newly
+    answered, its new width gained; unanswered either way, nothing."""
+    from hyperp.design.choose import _narrowing
+
+    inf = math.inf
+    got = _narrowing(np.array([0.5, 0.5, inf, inf]), np.array([0.3, inf, 0.4, inf]))
+    assert got.tolist() == pytest.approx([0.2, -0.5, 0.4, 0.0])

@@ -163,6 +163,16 @@ def test_status_and_ls_commands(grid_sweep):
     assert listed["flops"] == pytest.approx(df.flops.sum()) and listed["flops"] > 0
 
 
+def test_cost_sums_say_unknown_rather_than_zero():
+    """One rule for `sweep ls` and `sweep plan`: no runs cost 0; runs whose FLOPs are all unknown (a command
+    sweep's) cost NaN (JSON null, shown as -), not 0; unknown values beside known ones are left out."""
+    from hyperp.sweeps.status import finite_sum
+
+    assert finite_sum([]) == 0.0
+    assert math.isnan(finite_sum([math.nan, None]))
+    assert finite_sum([1.5, math.nan, None, 2.0]) == 3.5
+
+
 def test_status_finds_the_sweep_of_a_spec_and_names_the_sweeps_there_are(grid_sweep, monkeypatch):
     spec, root, _ = grid_sweep
     monkeypatch.chdir(root.parent)  # a spec maps to ./sweeps/<name>, where `sweep run SPEC` puts it

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from hyperp.checks.transfer import FAIL, INCONCLUSIVE, PASS, REGRET_TOL, noise_sd, normal_quantile
+from hyperp.checks.transfer import (FAIL, INCONCLUSIVE, PASS, REGRET_TOL, larger_noise, noise_sd,
+                                    normal_quantile)
 from hyperp.fitting.bootstrap import DEFAULT_LEVEL, Interval
 from hyperp.fitting.lr import LrOptimum, fit_optimal_lr
 from hyperp.fitting.table import FitInputError, require_columns
@@ -174,10 +175,7 @@ def _label(group: dict[str, Any]) -> str:
 def _compare(group, base: LrOptimum, var: LrOptimum, rows: pd.DataFrame, column: str, lr_col, loss_col, level,
              base_proxy: LrOptimum | None = None, var_proxy: LrOptimum | None = None) -> ArmGroup:
     """One group's verdict; an arm with a proxy is read at the proxy's optimum LR, else at its own."""
-    seed_sd, seed_dof = noise_sd(rows, lr_col, loss_col, by=(column,))
-    res_sd, res_dof = _residual_sd(base, var)
-    use_seeds = math.isfinite(seed_sd) and (not math.isfinite(res_sd) or seed_sd >= res_sd)
-    sigma, dof, source = (seed_sd, seed_dof, "seeds") if use_seeds else (res_sd, res_dof, "residuals")
+    sigma, dof, source = larger_noise(noise_sd(rows, lr_col, loss_col, by=(column,)), _residual_sd(base, var))
     (loss_b, lev_b), (loss_v, lev_v) = _reading(base, base_proxy), _reading(var, var_proxy)
     delta = loss_v - loss_b
     tol = REGRET_TOL * base.loss_opt

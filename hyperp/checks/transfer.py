@@ -258,6 +258,16 @@ def noise_sd(df, lr_col, loss_col, by: Sequence[str] = ()) -> tuple[float, int]:
     return math.sqrt(ss / dof), dof
 
 
+def larger_noise(seeds: tuple[float, int], residuals: tuple[float, int]) -> tuple[float, int, str]:
+    """The larger of a seed-to-seed SD and a fit's residual SD (noise plus misfit), each given with its degrees
+    of freedom: (sd, dof, "seeds" or "residuals"); a NaN one loses to a finite one. Intervals and simulations
+    built on the larger are never cleaner than the data."""
+    (seed_sd, seed_dof), (res_sd, res_dof) = seeds, residuals
+    if math.isfinite(seed_sd) and (not math.isfinite(res_sd) or seed_sd >= res_sd):
+        return seed_sd, seed_dof, "seeds"
+    return res_sd, res_dof, "residuals"
+
+
 def _slope(points: Sequence[ScalePoint], n_boot: int, rng, level) -> tuple[float, Interval]:
     """OLS slope of ln eta* on ln scale over bracketed optima; interval from optima drawn from their own
     (log-normal) intervals."""

@@ -22,18 +22,23 @@ def design_command(
         sweep: Annotated[Path, typer.Argument(help="A sweep directory (spec.toml and runs.parquet).")],
         question: Annotated[str, typer.Option(help="transfer (drift slope along --axis), exponent (the LR law's "
                                                    "token exponent), cel (CEL of --method over --baseline at "
-                                                   "--at) or loss (the loss at --depth/--width and --tokens, as "
-                                                   "predict's compute law gives it).")],
+                                                   "--at), loss (the loss at --depth/--width and --tokens, as "
+                                                   "predict's compute law gives it) or ab (the optimum-loss "
+                                                   "difference of --method over --baseline in --method-col at "
+                                                   "--axis = --at, as `check ab` gives it).")],
         axis: Annotated[str | None, typer.Option(help="The scale axis: width, depth, tokens or top_k (exponent: "
                                                       "tokens).")] = None,
         by: Annotated[list[str] | None, typer.Option(
             "--by", help="Columns that split groups (as `check transfer --by`); each must hold one value after "
                          "--where. Repeatable (default: param).")] = None,
         where: WhereOpt = None,
-        method: Annotated[str | None, typer.Option(help="cel: the method (a value of --method-col).")] = None,
-        baseline: Annotated[str | None, typer.Option(help="cel: the baseline method.")] = None,
-        method_col: Annotated[str, typer.Option(help="cel: the column naming the method.")] = "param",
-        at: Annotated[float | None, typer.Option(help="cel: the target compute in FLOPs (1e13 works).")] = None,
+        method: Annotated[str | None, typer.Option(help="cel: the method; ab: the variant (a value of "
+                                                        "--method-col).")] = None,
+        baseline: Annotated[str | None, typer.Option(help="cel, ab: the baseline (a value of --method-col).")] = None,
+        method_col: Annotated[str, typer.Option(help="cel, ab: the column naming the method or option.")] = "param",
+        at: Annotated[float | None, typer.Option(help="cel: the target compute in FLOPs (1e13 works); ab: the "
+                                                      "--axis value the difference is read at (default: the "
+                                                      "axis's one value).")] = None,
         depth: Annotated[int | None, typer.Option(help="loss: the target's depth.")] = None,
         width: Annotated[int | None, typer.Option(help="loss: the target's width (default: the sweep's aspect "
                                                        "ratio x depth).")] = None,

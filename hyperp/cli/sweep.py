@@ -226,7 +226,7 @@ def run(spec: SpecArg,
         as_json: JsonFlag = False,
         design: Annotated[str | None, typer.Option(
             rich_help_panel=DESIGN_PANEL, help="Then design rounds for this question (transfer, exponent, cel, "
-                                               "loss; see `hyperp design`): run a designed batch, refit, design "
+                                               "loss, ab; see `hyperp design`): run a designed batch, refit, design "
                                                "again, until --target-width or --budget-flops.")] = None,
         axis: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="The question's scale axis.")]
         = None,
@@ -234,11 +234,14 @@ def run(spec: SpecArg,
             "--by", rich_help_panel=DESIGN_PANEL, help="Group columns (default param). Repeatable.")] = None,
         where: Annotated[list[str] | None, typer.Option(
             "--where", "-w", rich_help_panel=DESIGN_PANEL, help="Keep the group: COL=VALUE. Repeatable.")] = None,
-        method: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel: the method.")] = None,
-        baseline: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel: the baseline.")]
+        method: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL,
+                                                   help="cel: the method; ab: the variant.")] = None,
+        baseline: Annotated[str | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel, ab: the baseline.")]
         = None,
-        at: Annotated[float | None, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel: the target FLOPs.")]
-        = None,
+        method_col: Annotated[str, typer.Option(rich_help_panel=DESIGN_PANEL, help="cel, ab: the method column.")]
+        = "param",
+        at: Annotated[float | None, typer.Option(rich_help_panel=DESIGN_PANEL,
+                                                 help="cel: the target FLOPs; ab: the --axis value.")] = None,
         budget_flops: Annotated[float | None, typer.Option(
             rich_help_panel=DESIGN_PANEL, help="FLOPs all rounds may spend.")] = None,
         target_width: Annotated[float | None, typer.Option(
@@ -278,7 +281,8 @@ def run(spec: SpecArg,
         history = design_rounds(res.sweep_dir, design, lambda p: batches.append(run_spec(p)), rounds=rounds,
                                 budget_flops=budget_flops, target_width=target_width,
                                 echo=lambda m: typer.echo(m, err=True), axis=axis, by=tuple(by or ("param",)),
-                                where=parse_where(where or []), method=method, baseline=baseline, at=at)
+                                where=parse_where(where or []), method=method, baseline=baseline,
+                                method_col=method_col, at=at)
         res = batches[-1] if batches else res
     show_run(res, as_json, retry_failed, {} if history is None else {"design_rounds": history})
 

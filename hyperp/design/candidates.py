@@ -1,12 +1,16 @@
 """Runs a design may add: what the sweep's own axes can express, each with its FLOP cost from hyperp's
 accounting, and each written as the spec settings that `sweep run` resolves to exactly that run.
 
-Per cell (one group's runs at one scale):
+Per cell (one group's runs at one scale; for `ab`, the cells at the scale it reads):
 - `seeds`: two more seeds at the cell's best measured LR (narrows the optimum where noise limits it), offered
   SEED_BATCHES times with fresh seeds, so a design can keep adding seeds where they pay most;
+- `replicate`: one more seed at every LR of the cell's fitted window (the parabola's points: the vertex's
+  standard error falls as 1/sqrt(replicates) while the window keeps its span, where LR points between the
+  window's would narrow its span and seeds at one LR leave the curvature to the single runs), offered
+  SEED_BATCHES times;
 - `lr`: one run at each geometric midpoint beside the best LR, or one grid step beyond an edge where the best
   LR is the lowest or highest tried (places the optimum where the window is sparse or unbracketed);
-Along the scale:
+Along the scale (not for `ab`, which reads one scale):
 - `scale`: a new scale beyond the largest (the ratio of the last two), an LR sweep of 5 points at the grid's
   spacing around the optimum the model predicts there (lengthens the lever arm of a slope or a law).
 
@@ -110,10 +114,12 @@ def auto_candidates(df: pd.DataFrame, question: Question, model: ResponseModel, 
     done = df[ok & np.isfinite(pd.to_numeric(df[question.loss_col], errors="coerce"))]
     seed = int(pd.to_numeric(df["seed"], errors="coerce").max()) + 1 if next_seed is None else next_seed
     out: list[Candidate] = []
-    for key, cell in done.groupby(list(question.cell_cols), sort=True):
+    for key, cell in question.read_rows(done).groupby(list(question.cell_cols), sort=True):
         out += _in_cell(cell_key(key), cell, question, ctx, seed)
-    for group, cell in _largest_cells(done, question):
-        out.append(_new_scale(group, cell, question, model, ctx, seed))
+        out += _replicates(cell_key(key), cell, question, model, ctx, seed)
+    if question.name != "ab":  # ab reads one scale: a new one cannot narrow it
+        for group, cell in _largest_cells(done, question):
+            out.append(_new_scale(group, cell, question, model, ctx, seed))
     return [c for c in out if c is not None]
 
 
@@ -138,6 +144,26 @@ def _in_cell(key: Hashable, cell: pd.DataFrame, q: Question, ctx: SweepContext, 
     for lr in new:
         if not np.any(np.isclose(lrs, lr, rtol=0.01)):
             out.append(_at(template, ctx, q, [(lr, int(template["seed"]))], flops, "lr", f"{name}: lr {lr:.4g}"))
+    return out
+
+
+def _replicates(key: Hashable, cell: pd.DataFrame, q: Question, model: ResponseModel, ctx: SweepContext,
+                seed: int) -> list[Candidate]:
+    """SEED_BATCHES batches of one new seed at each LR of the cell's fitted window (none for a cell whose curve
+    is borrowed: it has no window of its own yet)."""
+    curve = model.curve(key)
+    if not curve.fitted:
+        return []
+    lo, hi = np.exp(curve.window)
+    lrs = [lr for lr in np.unique(cell[q.lr_col].to_numpy(float)) if lo * (1 - 1e-9) <= lr <= hi * (1 + 1e-9)]
+    template = cell.iloc[0]
+    name = ", ".join(f"{c}={v}" for c, v in zip(q.cell_cols, key))
+    out = []
+    for s in range(seed + 2 * SEED_BATCHES, seed + 3 * SEED_BATCHES):  # seeds apart from the `seeds` batches'
+        c = _at(template, ctx, q, [(lr, s) for lr in lrs], len(lrs) * run_cost(template), "replicate",
+                f"{name}: seed {s} at the window's {len(lrs)} LRs ({lrs[0]:.4g}-{lrs[-1]:.4g})")
+        c.queue = f"replicate {name}"
+        out.append(c)
     return out
 
 

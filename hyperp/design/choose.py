@@ -126,15 +126,14 @@ def _best(question, model, sims: _Sims, options, draws, n_boot, seed):
     scored by its mean less its standard error: dividing by FLOPs magnifies the Monte Carlo noise of a cheap
     run's narrowing, and a lower bound keeps that noise from buying it. Where no option's lower bound is
     positive, the mean decides."""
-    answered_now = np.all(np.isfinite(sims.widths))
+    answered_now = math.isfinite(float(np.median(sims.widths)))  # as the predicted interval (_median) reads it
     ready_now = question.readiness(sims.tables[0])
     scored = []
     for c in options:
         tables = [pd.concat([t, _simulated(c, model, z)], ignore_index=True) for t, z in zip(sims.tables, draws[id(c)])]
         new = _evaluate(question, tables, n_boot, seed)
         if answered_now:
-            # a simulation the candidate leaves unanswered (width inf) counts as its width doubling
-            d = np.where(np.isfinite(new.widths), sims.widths - new.widths, -sims.widths)
+            d = _narrowing(sims.widths, new.widths)
             mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
             key = ((mean - se) / c.flops, mean / c.flops)
         else:
@@ -148,6 +147,16 @@ def _best(question, model, sims: _Sims, options, draws, n_boot, seed):
             key, c, new = max(positive, key=lambda s: (s[0][rank], *s[0][2:]))
             return c, new, key[1]
     return None, None, 0.0
+
+
+def _narrowing(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Each simulation's width before minus after, where an unanswered simulation (width inf) counts as one of
+    twice the width: one the candidate leaves unanswered loses its width, one it answers gains its new width,
+    and one unanswered either way gains nothing (a few unanswered simulations among answered ones neither stall
+    the choice nor buy a run by themselves)."""
+    fb, fa = np.isfinite(before), np.isfinite(after)
+    b, a = np.where(fb, before, 0.0), np.where(fa, after, 0.0)
+    return np.select([fb & fa, fb, fa], [b - a, -b, a], 0.0)
 
 
 def _simulated(c: Candidate, model: ResponseModel, z: np.ndarray) -> pd.DataFrame:

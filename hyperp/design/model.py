@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hyperp.checks.transfer import larger_noise
 from hyperp.design.questions import MIN_LRS, Question
 from hyperp.fitting.table import FitInputError, status_masks
 
@@ -194,9 +195,9 @@ def _noise(seed_ss: float, seed_dof: int, fit_ss: float, fit_dof: int) -> tuple[
                  f"seed repeats identical ({seed_dof} dof: no spread)" if seed_dof else "no seed repeats")
     fit_text = (f"LR-parabola residual SD {fit:.4g} ({fit_dof} dof, pooled over cells)" if math.isfinite(fit) else
                 f"LR parabolas fit exactly ({fit_dof} dof)" if fit_dof else "no spare parabola points")
-    if not math.isfinite(fit) or (math.isfinite(seed) and seed >= fit):
-        return seed, f"{seed_text} (the larger; {fit_text})"
-    return fit, f"{fit_text} (the larger; {seed_text})"
+    sd, _, source = larger_noise((seed, seed_dof), (fit, fit_dof))
+    first, second = (seed_text, fit_text) if source == "seeds" else (fit_text, seed_text)
+    return sd, f"{first} (the larger; {second})"
 
 
 def _drift(curves: dict[Hashable, CellCurve]) -> float:

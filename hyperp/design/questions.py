@@ -6,7 +6,10 @@ width the command prints after the runs are the same quantity.
 - `exponent`: the same slope along tokens, the LR law's token exponent (method.md section 4);
 - `cel`: CEL of a method over a baseline at a target compute (`hyperp fit compute --at C`, section 7);
 - `loss`: the loss `hyperp predict` gives at a target shape and budget (its default law, L = A C^-b + E
-  over the best run of each size, at the target's FLOPs from hyperp's accounting).
+  over the best run of each size, at the target's FLOPs from hyperp's accounting);
+- `ab`: the optimum-loss difference of a column's variant over its baseline at one scale (`hyperp check ab
+  --col C --baseline B --variant V` on the runs at `--axis` = `--at`, each arm at its own optimum): the runs
+  that would decide an A/B (of an option, or of two schemes at one size).
 
 A question reads one group (one scheme, one method pair): the caller filters the table first (`--where`).
 Each question also says which columns make a *cell* (the runs that share an LR curve) and which column is
@@ -26,7 +29,7 @@ from hyperp.fitting.bootstrap import DEFAULT_N_BOOT
 from hyperp.fitting.lr import MIN_LR_POINTS
 from hyperp.fitting.table import FitInputError, require_columns, status_masks
 
-QUESTIONS = ("transfer", "exponent", "cel", "loss")
+QUESTIONS = ("transfer", "exponent", "cel", "loss", "ab")
 MIN_LRS = MIN_LR_POINTS  # distinct LRs a cell needs before its optimum can be fitted
 
 
@@ -61,10 +64,10 @@ class Question:
     name: str
     scale: str  # the axis along which cells differ (width, depth, tokens, top_k)
     group_cols: tuple[str, ...] = ()  # columns that split cells besides the scale (the method for cel)
-    method: str = ""  # cel: the method and its baseline (values of method_col) and the target compute
+    method: str = ""  # cel, ab: the method (ab: the variant) and its baseline, values of method_col
     baseline: str = ""
     method_col: str = "param"
-    at: float = math.nan
+    at: float = math.nan  # cel, loss: the target compute; ab: the scale value the difference is read at
     x: str = "flops"
     lr_col: str = "lr"
     loss_col: str = "val_loss"
@@ -82,6 +85,9 @@ class Question:
                     f"--at {self.at:.4g}")
         if self.name == "loss":
             return "hyperp predict " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.target)
+        if self.name == "ab":
+            return (f"hyperp check ab --col {self.method_col} --baseline {self.baseline} --variant {self.method} "
+                    f"--where {self.scale}={self.at:g}")
         return f"hyperp check transfer --axis {self.scale}"
 
     def describe(self) -> str:
@@ -89,6 +95,9 @@ class Question:
             return f"CEL of {self.method} over {self.baseline} at {self.x} = {self.at:.4g}"
         if self.name == "loss":
             return f"loss at {', '.join(f'{k}={v}' for k, v in self.target)} ({self.at:.4g} FLOPs)"
+        if self.name == "ab":
+            return (f"optimum loss of {self.method_col}={self.method} minus {self.method_col}={self.baseline} at "
+                    f"{self.scale}={self.at:g}")
         what = "token exponent" if self.name == "exponent" else "drift slope"
         return f"{what} d ln eta*/d ln {self.scale}"
 
@@ -100,6 +109,8 @@ class Question:
                 return self._cel(df, n_boot, seed)
             if self.name == "loss":
                 return self._loss(df, n_boot, seed)
+            if self.name == "ab":
+                return self._ab(df)
             return self._slope(df, n_boot, seed)
         except FitInputError:
             return UNANSWERED
@@ -131,9 +142,26 @@ class Question:
         value, interval, _, _ = loss_at(fit, "compute", {"flops_planned": self.at}, None, 0.95)
         return Estimate(value, interval.low, interval.high)
 
+    def _ab(self, df) -> Estimate:
+        """check ab's interval at the one scale it reads (no bootstrap: a t interval from the runs' noise)."""
+        from hyperp.checks.ab import check_ab  # noqa: PLC0415
+
+        check = check_ab(self.read_rows(df), self.method_col, self.baseline, self.method, lr_col=self.lr_col,
+                         loss_col=self.loss_col)
+        (g,) = check.groups
+        return Estimate(g.delta, g.interval.low, g.interval.high)
+
+    def read_rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows the estimate reads: ab's two arms at its scale; every row for the other questions."""
+        if self.name != "ab":
+            return df
+        at = np.isclose(pd.to_numeric(df[self.scale], errors="coerce"), self.at)
+        return df[at & df[self.method_col].astype(str).isin([self.baseline, self.method])]
+
     def readiness(self, df: pd.DataFrame) -> int:
-        """Progress of runs that cannot answer yet: distinct LRs per cell, counted up to the MIN_LRS an
-        optimum needs, summed over cells."""
+        """Progress of runs that cannot answer yet: distinct LRs per cell (of the rows the estimate reads),
+        counted up to the MIN_LRS an optimum needs, summed over cells."""
+        df = self.read_rows(df)
         ok, _ = status_masks(df)
         done = df[ok & np.isfinite(pd.to_numeric(df[self.loss_col], errors="coerce"))]
         return int(done.groupby(list(self.cell_cols))[self.lr_col].nunique().clip(upper=MIN_LRS).sum())
@@ -156,6 +184,9 @@ def make_question(name: str, df: pd.DataFrame, *, axis: str | None = None, by: t
     if axis is None:
         raise FitInputError(f"--axis: the {name} question needs the scale axis (e.g. width, depth, tokens)")
     require_columns(df, [axis, lr_col, loss_col], source=source)
+    if name == "ab":
+        _one_group(df, tuple(c for c in by if c in df.columns and c != method_col), source)
+        return _ab_question(df, axis, method, baseline, method_col, at, lr_col, loss_col, source)
     if pd.to_numeric(df[axis], errors="coerce").nunique() < 2:
         raise FitInputError(f"{source}: --axis {axis}: the column has {df[axis].nunique()} value(s); the question "
                             f"needs >= 2 scales")
@@ -170,13 +201,7 @@ def make_question(name: str, df: pd.DataFrame, *, axis: str | None = None, by: t
 
 def _cel_question(df, axis, method, baseline, method_col, at, x, lr_col, loss_col, source) -> Question:
     require_columns(df, [method_col, x], source=source)
-    methods = sorted(df[method_col].astype(str).unique())
-    if baseline is None or baseline not in methods:
-        raise FitInputError(f"--baseline: expected one of {methods}, got {baseline!r}")
-    others = [m for m in methods if m != baseline]
-    method = method or (others[0] if len(others) == 1 else None)
-    if method is None or method not in others:
-        raise FitInputError(f"--method: expected one of {others} (keep two methods with --where), got {method!r}")
+    methods, method = _arms(df, method_col, method, baseline, " (keep two methods with --where)")
     if len(methods) > 2:
         raise FitInputError(f"{source}: {len(methods)} methods in {method_col!r} ({', '.join(methods)}); keep the "
                             f"method and its baseline, e.g. --where {method_col}={method} --where {method_col}={baseline}")
@@ -184,6 +209,34 @@ def _cel_question(df, axis, method, baseline, method_col, at, x, lr_col, loss_co
         raise FitInputError("--at: the cel question needs the target compute (> 0), e.g. --at 1e13")
     return Question(name="cel", scale=axis, group_cols=(method_col,), method=method, baseline=baseline,
                     method_col=method_col, at=float(at), x=x, lr_col=lr_col, loss_col=loss_col)
+
+
+def _arms(df, method_col, method, baseline, hint: str) -> tuple[list[str], str]:
+    """(the column's values as text, the method): --baseline must be one of them, --method another (default:
+    the one other value)."""
+    values = sorted(df[method_col].astype(str).unique())
+    if baseline is None or baseline not in values:
+        raise FitInputError(f"--baseline: expected one of {values} (values of {method_col}), got {baseline!r}")
+    others = [v for v in values if v != baseline]
+    method = method or (others[0] if len(others) == 1 else None)
+    if method is None or method not in others:
+        raise FitInputError(f"--method: expected one of {others}{hint}, got {method!r}")
+    return values, method
+
+
+def _ab_question(df, axis, variant, baseline, method_col, at, lr_col, loss_col, source) -> Question:
+    """ab: the two arms (text values of method_col, as check ab compares them) and the scale they are read at
+    (--at; may be left out when the axis holds one value)."""
+    require_columns(df, [method_col], source=source)
+    _, variant = _arms(df, method_col, variant, baseline, " (the variant)")
+    scales = sorted(pd.to_numeric(df[axis], errors="coerce").dropna().unique())
+    if at is None and len(scales) == 1:
+        at = scales[0]
+    if at is None or not np.any(np.isclose(scales, at)):
+        raise FitInputError(f"--at: the ab question reads the difference at one {axis}; expected one of "
+                            f"{[float(s) for s in scales]}, got {at}")
+    return Question(name="ab", scale=axis, group_cols=(method_col,), method=variant, baseline=baseline,
+                    method_col=method_col, at=float(at), lr_col=lr_col, loss_col=loss_col)
 
 
 def _loss_question(df, axis, target, method_col, lr_col, loss_col, source) -> Question:

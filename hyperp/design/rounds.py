@@ -2,13 +2,15 @@
 the interval is as narrow as the target or the budget is spent; each round's predicted and realised widths
 are reported side by side (a design's prediction checked against what the runs gave).
 
-Each round's spec is written to <sweep>/designs/round-<n>.toml (the sweep's spec plus that round's runs as
+Each round's spec is written to <sweep>/designs/round-<n>.toml, n counting on from the sweep's earlier rounds so
+a later `--design` never overwrites one (the sweep's spec plus that round's runs as
 [[runs]], hyperp.design.sweep.design_toml) and run by the caller's `run_batch`, so runs land in the same
 ledger and every finished run is reused.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +41,7 @@ def design_rounds(sweep_dir: Path, question: str, run_batch: Callable[[Path], An
         if not d.chosen:
             _stop(history, r, "; ".join(d.notes) or "no affordable candidate", echo)
             break
-        path = io.write_bytes(Path(sweep_dir) / "designs" / f"round-{r}.toml",
-                              design_toml(d, SweepContext.load(sweep_dir)).encode())
+        path = io.write_bytes(next_round_path(Path(sweep_dir)), design_toml(d, SweepContext.load(sweep_dir)).encode())
         run_batch(path)
         runs = filter_rows(load_table(sweep_dir), design_kw.get("where") or {}, source=str(sweep_dir))
         realised = d.question.estimate(runs)
@@ -54,6 +55,13 @@ def design_rounds(sweep_dir: Path, question: str, run_batch: Callable[[Path], An
         if target_width is not None and realised.width <= target_width:
             break
     return history
+
+
+def next_round_path(sweep_dir: Path) -> Path:
+    """<sweep>/designs/round-<n>.toml with n one past the highest round there (1 in a sweep without rounds)."""
+    done = [int(m.group(1)) for f in (sweep_dir / "designs").glob("round-*.toml")
+            if (m := re.fullmatch(r"round-(\d+)\.toml", f.name))]
+    return sweep_dir / "designs" / f"round-{max(done, default=0) + 1}.toml"
 
 
 def _stop(history: list[dict[str, Any]], r: int, note: str, echo: Callable[[str], None]) -> None:

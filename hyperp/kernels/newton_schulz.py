@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from hyperp.kernels.ns import NS_EPS, ns_schedule
+from hyperp.kernels.ns_coeffs import NS_EPS, ns_schedule
 
 try:
     import triton

@@ -12,25 +12,10 @@ import math
 import torch
 from torch import Tensor
 
-# Newton-Schulz coefficient sets (a, b, c) per iteration. "quintic": the fixed set of the original Muon.
-# "per_iter": a per-iteration schedule that pushes singular values towards 1 faster; the default.
-NS_COEFFS: dict[str, tuple[tuple[float, float, float], ...]] = {
-    "quintic": ((3.4445, -4.7750, 2.0315),),
-    "per_iter": (
-        (4.0848, -6.8946, 2.9270),
-        (3.9505, -6.3029, 2.6377),
-        (3.7418, -5.5913, 2.3037),
-        (2.8769, -3.1427, 1.2046),
-        (2.8366, -3.0525, 1.2012),
-    ),
-}
-NS_EPS = 1e-7
+# the coefficients live apart, so the Triton kernel reads them without importing this dispatcher (no circle)
+from hyperp.kernels.ns_coeffs import NS_COEFFS, NS_EPS, ns_schedule
 
-
-def ns_schedule(coeffs: str, steps: int) -> list[tuple[float, float, float]]:
-    """The (a, b, c) of each of `steps` iterations; a set shorter than `steps` repeats its last entry."""
-    table = NS_COEFFS[coeffs]
-    return [table[min(i, len(table) - 1)] for i in range(steps)]
+__all__ = ["NS_COEFFS", "NS_EPS", "newton_schulz", "newton_schulz_torch", "ns_flops", "ns_schedule"]
 
 
 def newton_schulz_torch(G: Tensor, coeffs: str = "per_iter", steps: int = 5, dtype: torch.dtype | None = None) -> Tensor:

@@ -154,7 +154,7 @@ def plan_progress(plan: Plan, records, runs: list[dict[str, Any]], slots: int, s
     done = records[records.run_id.isin(planned) & records.status.isin(DONE)]
     left = [r for r in runs if r["status"] not in (*DONE, FAILED)]
     left_seconds = sum(r["est_seconds"] for r in left)
-    from hyperp.sweeps.status import search_done  # noqa: PLC0415 (the ledger's pyarrow: not for --help)
+    from hyperp.sweeps.status import finite_sum, search_done  # noqa: PLC0415 (the ledger's pyarrow: not for --help)
 
     open_searches = [s for s in read_json(sweep_dir / SEARCH_FILE, []) or [] if not search_done(s)]
     return {"runs_done": len(done) + len(added), "search_runs_done": len(added),
@@ -168,11 +168,3 @@ def plan_progress(plan: Plan, records, runs: list[dict[str, Any]], slots: int, s
 def trained_flops(rows) -> list[float]:
     """The FLOPs each run trained (`flops`), its planned FLOPs where that is missing."""
     return [f if f == f else p for f, p in zip(rows.flops, rows.flops_planned)]
-
-
-def finite_sum(values) -> float:
-    """The sum of the finite values: 0 for no values, NaN when none is finite (a command sweep's FLOPs are
-    unknown)."""
-    values = [v for v in values if v is not None]
-    finite = [v for v in values if math.isfinite(v)]
-    return float(sum(finite)) if finite or not values else math.nan

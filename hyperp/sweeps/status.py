@@ -195,8 +195,15 @@ def cost(sweep_dir: Path, cpus: float) -> dict[str, float]:
     """What the sweep's runs in runs.parquet cost: CPU-hours (each run's last attempt, start-up and evaluation
     included, `elapsed_s` x the CPUs a run holds) and the FLOPs they trained."""
     cols = ledger_columns(sweep_dir, ("elapsed_s", "flops"))
-    seconds = sum(v for v in cols["elapsed_s"] if v is not None and math.isfinite(v))
-    return {"cpu_hours": seconds * cpus / 3600, "flops": sum(v for v in cols["flops"] if v is not None and math.isfinite(v))}
+    return {"cpu_hours": finite_sum(cols["elapsed_s"]) * cpus / 3600, "flops": finite_sum(cols["flops"])}
+
+
+def finite_sum(values) -> float:
+    """The sum of the finite values: 0 for no values, NaN when none is finite (a command sweep's FLOPs are
+    unknown, not 0)."""
+    values = [v for v in values if v is not None]
+    finite = [v for v in values if math.isfinite(v)]
+    return float(sum(finite)) if finite or not values else math.nan
 
 
 def sweep_list(root: Path) -> list[dict[str, Any]]:
