@@ -325,6 +325,24 @@ def test_a_later_design_numbers_its_rounds_after_the_earlier_ones(tmp_path):
     assert next_round_path(tmp_path) == tmp_path / "designs" / "round-4.toml"
 
 
+def test_a_second_design_writes_new_round_files_and_keeps_the_first(stub_sweep):
+    """Two `--design` invocations on one sweep: the second's rounds are numbered after the first's, whose files
+    stay as they were; the echo names each round's file."""
+    from hyperp.design.rounds import design_rounds
+
+    sweep = stub_sweep / "sw" / "dsg"
+    paths, texts, said = [], [], []
+    for _ in range(2):
+        history = design_rounds(sweep, "transfer", lambda p: None, rounds=1, budget_flops=3e10, echo=said.append,
+                                axis="width", by=("param",))
+        paths.append(Path(history[0]["design"]))
+        texts.append(paths[-1].read_text())
+    first, second = (int(p.stem.split("-")[1]) for p in paths)
+    assert second == first + 1
+    assert paths[0].read_text() == texts[0]  # the first invocation's round, untouched by the second
+    assert said[0].startswith(f"round 1 ({paths[0].name}):") and said[1].startswith(f"round 1 ({paths[1].name}):")
+
+
 def test_rounds_whose_share_of_the_budget_buys_no_run_end_on_a_note(stub_sweep):
     """A round whose budget is below the cheapest candidate ends the rounds with a note naming the real flag,
     rather than an error after the spec (and any earlier round) ran; nothing of that round runs."""
@@ -394,6 +412,8 @@ def test_backtest_main_records_a_case_once_whichever_step_fails(tmp_path, monkey
     (["--axis", "width", "--target-width", "-0.1"], "--target-width"),
     (["--axis", "width", "--budget-flops", "nan"], "--budget-flops"),
     (["--axis", "width", "--design", "exponent", "--budget-flops", "1e10"], "--axis"),
+    (["--axis", "width", "--design", "ab", "--at", "64", "--budget-flops", "1e10"], "--baseline"),
+    (["--axis", "width", "--design", "cel", "--baseline", "muon", "--budget-flops", "1e10"], "--at"),
 ])
 def test_sweep_run_design_flags_are_checked_before_the_spec_runs(tmp_path, flags, names):
     from typer.testing import CliRunner

@@ -169,7 +169,7 @@ def test_cost_sums_say_unknown_rather_than_zero():
     from hyperp.sweeps.status import finite_sum
 
     assert finite_sum([]) == 0.0
-    assert math.isnan(finite_sum([math.nan, None]))
+    assert math.isnan(finite_sum([math.nan, None])) and math.isnan(finite_sum([None, None]))  # nulls: unknown
     assert finite_sum([1.5, math.nan, None, 2.0]) == 3.5
 
 

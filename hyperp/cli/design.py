@@ -50,8 +50,8 @@ def design_command(
         target_width: Annotated[float | None, typer.Option(
             help="Add runs until the predicted interval is this narrow (in the number's units).")] = None,
         pool: Annotated[Path | None, typer.Option(
-            help="A spec whose runs are the candidates (default: seeds, LR points and a new scale the sweep's "
-                 "axes express).")] = None,
+            help="A spec whose runs are the candidates (default: seeds, replicates of a cell's LR window, LR "
+                 "points and a new scale (not for ab) that the sweep's axes express).")] = None,
         seed: Annotated[int, typer.Option(help="Seed of the simulated outcomes (a design is reproducible).")] = 0,
         sims: Annotated[int | None, typer.Option(min=2, help="Simulated outcome sets per candidate (default 8).")]
         = None,

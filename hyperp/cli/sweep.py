@@ -257,7 +257,7 @@ def run(spec: SpecArg,
     from hyperp.sweeps.spec import load_spec  # noqa: PLC0415
 
     if design is not None:
-        check_design_args(design, budget_flops, target_width, axis, where)  # before anything runs
+        check_design_args(design, budget_flops, target_width, axis, where, baseline, at)  # before anything runs
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # `--run-fn mymodule:fn` from the working directory, as `python -m` does
     worker_env(address)  # a ray:// address without Ray's client fails here, before anything is written
@@ -288,7 +288,8 @@ def run(spec: SpecArg,
 
 
 def check_design_args(question: str, budget_flops: float | None, target_width: float | None,
-                      axis: str | None = None, where: list[str] | None = None) -> None:
+                      axis: str | None = None, where: list[str] | None = None, baseline: str | None = None,
+                      at: float | None = None) -> None:
     """--design's flags that need no table (the question, its axis, --where's syntax, the stopping rule),
     checked before any run starts: a typo found after the spec ran would cost the whole spec's time."""
     from hyperp.design.questions import QUESTIONS  # noqa: PLC0415
@@ -306,6 +307,10 @@ def check_design_args(question: str, budget_flops: float | None, target_width: f
         raise InputError(f"--axis: the exponent question is along tokens, got {axis!r}")
     if question != "exponent" and axis is None:
         raise InputError(f"--axis: the {question} question needs the scale axis (e.g. width, depth, tokens)")
+    if question in ("cel", "ab") and baseline is None:  # as make_question: the value is checked once the table is read
+        raise InputError(f"--baseline: the {question} question needs the baseline (a value of --method-col)")
+    if question == "cel" and (at is None or not at > 0):
+        raise InputError("--at: the cel question needs the target compute (> 0), e.g. --at 1e13")
     parse_where(where or [])  # COL=VALUE (a FitInputError, an InputError: exit 2)
 
 
@@ -493,7 +498,8 @@ def ls(root: Annotated[Path, typer.Argument(help="Sweeps root.")] = DEFAULT_ROOT
 
     table = Table(title=f"sweeps under {root}")
     cols = ["sweep", "planned", "searches", *STATUSES, "cpu_hours", "flops", "running", "updated"]
-    shown = {"running": lambda v: "yes" if v else "no", "cpu_hours": lambda v: f"{v:.2f}", "flops": _flops}
+    shown = {"running": lambda v: "yes" if v else "no", "cpu_hours": lambda v: f"{v:.2f}" if math.isfinite(v) else "-",
+             "flops": _flops}
     for col in cols:
         table.add_column({"cpu_hours": "CPU-h", "flops": "FLOPs"}.get(col, col), no_wrap=True)
     for r in out:

@@ -45,7 +45,7 @@ DERIVED = ("lr", "seed", "checkpoint_every")  # set per run, or recomputed by th
 class Candidate:
     """A batch of runs added together; `rows` are runs-table rows with the loss unknown (NaN)."""
 
-    kind: str  # seeds, lr, scale, run (an existing run, in a backtest), pool
+    kind: str  # seeds, replicate, lr, scale, run (an existing run, in a backtest), pool
     label: str
     rows: pd.DataFrame
     flops: float

@@ -72,6 +72,7 @@ class Question:
     lr_col: str = "lr"
     loss_col: str = "val_loss"
     target: tuple[tuple[str, Any], ...] = ()  # loss: the target's fields (depth, width, tokens, ...)
+    where: tuple[tuple[str, Any], ...] = ()  # the filters that chose the group (--where), for `command`
 
     @property
     def cell_cols(self) -> tuple[str, ...]:
@@ -79,16 +80,17 @@ class Question:
 
     @property
     def command(self) -> str:
-        """The command whose interval this is."""
+        """The command whose interval this is, with the group's --where filters."""
+        where = "".join(f" --where {k}={v}" for k, v in self.where)
         if self.name == "cel":
             return (f"hyperp fit compute --baseline {self.baseline} --method-col {self.method_col} --x {self.x} "
-                    f"--at {self.at:.4g}")
+                    f"--at {self.at:.4g}{where}")
         if self.name == "loss":
-            return "hyperp predict " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.target)
+            return "hyperp predict " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.target) + where
         if self.name == "ab":
             return (f"hyperp check ab --col {self.method_col} --baseline {self.baseline} --variant {self.method} "
-                    f"--where {self.scale}={self.at:g}")
-        return f"hyperp check transfer --axis {self.scale}"
+                    f"--where {self.scale}={_number(self.at)}{where}")
+        return f"hyperp check transfer --axis {self.scale}{where}"
 
     def describe(self) -> str:
         if self.name == "cel":
@@ -97,7 +99,7 @@ class Question:
             return f"loss at {', '.join(f'{k}={v}' for k, v in self.target)} ({self.at:.4g} FLOPs)"
         if self.name == "ab":
             return (f"optimum loss of {self.method_col}={self.method} minus {self.method_col}={self.baseline} at "
-                    f"{self.scale}={self.at:g}")
+                    f"{self.scale}={_number(self.at)}")
         what = "token exponent" if self.name == "exponent" else "drift slope"
         return f"{what} d ln eta*/d ln {self.scale}"
 
@@ -151,12 +153,19 @@ class Question:
         (g,) = check.groups
         return Estimate(g.delta, g.interval.low, g.interval.high)
 
+    def group_rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows a design models: ab's two arms at every scale (a third value of the column is no arm: its
+        cells would only pool noise the check does not see); every row for the other questions."""
+        if self.name != "ab":
+            return df
+        return df[df[self.method_col].astype(str).isin([self.baseline, self.method])]
+
     def read_rows(self, df: pd.DataFrame) -> pd.DataFrame:
         """The rows the estimate reads: ab's two arms at its scale; every row for the other questions."""
         if self.name != "ab":
             return df
-        at = np.isclose(pd.to_numeric(df[self.scale], errors="coerce"), self.at)
-        return df[at & df[self.method_col].astype(str).isin([self.baseline, self.method])]
+        df = self.group_rows(df)
+        return df[np.isclose(pd.to_numeric(df[self.scale], errors="coerce"), self.at)]
 
     def readiness(self, df: pd.DataFrame) -> int:
         """Progress of runs that cannot answer yet: distinct LRs per cell (of the rows the estimate reads),
@@ -209,6 +218,11 @@ def _cel_question(df, axis, method, baseline, method_col, at, x, lr_col, loss_co
         raise FitInputError("--at: the cel question needs the target compute (> 0), e.g. --at 1e13")
     return Question(name="cel", scale=axis, group_cols=(method_col,), method=method, baseline=baseline,
                     method_col=method_col, at=float(at), x=x, lr_col=lr_col, loss_col=loss_col)
+
+
+def _number(x: float) -> str:
+    """A scale value as --where reads it back: 16777216, not 1.67772e+07."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
 def _arms(df, method_col, method, baseline, hint: str) -> tuple[list[str], str]:

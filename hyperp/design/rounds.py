@@ -49,7 +49,7 @@ def design_rounds(sweep_dir: Path, question: str, run_batch: Callable[[Path], An
         history.append({"round": r, "design": str(path), "runs": sum(len(c.settings) for c in d.chosen),
                         "cost_flops": d.cost_flops, "predicted": d.predicted.to_dict(),
                         "realised": realised.to_dict()})
-        echo(f"round {r}: {history[-1]['runs']} runs, {d.cost_flops:.3g} FLOPs; {d.question.describe()} "
+        echo(f"round {r} ({path.name}): {history[-1]['runs']} runs, {d.cost_flops:.3g} FLOPs; {d.question.describe()} "
              f"= {realised.value:.4g} [{realised.low:.4g}, {realised.high:.4g}], width {realised.width:.4g} "
              f"(predicted {d.predicted.width:.4g})")
         if target_width is not None and realised.width <= target_width:

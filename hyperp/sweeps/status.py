@@ -200,9 +200,9 @@ def cost(sweep_dir: Path, cpus: float) -> dict[str, float]:
 
 def finite_sum(values) -> float:
     """The sum of the finite values: 0 for no values, NaN when none is finite (a command sweep's FLOPs are
-    unknown, not 0)."""
-    values = [v for v in values if v is not None]
-    finite = [v for v in values if math.isfinite(v)]
+    unknown, not 0). None (the ledger's null) is unknown, as NaN is."""
+    values = list(values)
+    finite = [v for v in values if v is not None and math.isfinite(v)]
     return float(sum(finite)) if finite or not values else math.nan
 
 
