@@ -290,27 +290,21 @@ def run(spec: SpecArg,
 def check_design_args(question: str, budget_flops: float | None, target_width: float | None,
                       axis: str | None = None, where: list[str] | None = None, baseline: str | None = None,
                       at: float | None = None) -> None:
-    """--design's flags that need no table (the question, its axis, --where's syntax, the stopping rule),
-    checked before any run starts: a typo found after the spec ran would cost the whole spec's time."""
-    from hyperp.design.questions import QUESTIONS  # noqa: PLC0415
+    """--design's flags that need no table (the question's own, hyperp.design.questions.check_flags; --where's
+    syntax; the stopping rule), checked before any run starts: a typo found after the spec ran would cost the
+    whole spec's time."""
+    from hyperp.design.questions import check_flags  # noqa: PLC0415
     from hyperp.errors import InputError  # noqa: PLC0415
     from hyperp.fitting.table import parse_where  # noqa: PLC0415
 
-    if question not in QUESTIONS:
-        raise InputError(f"--design: expected one of {', '.join(QUESTIONS)}, got {question!r}")
+    check_flags(question, axis, at, flag="--design")
     if budget_flops is None and target_width is None:
         raise InputError("--design: give --budget-flops, --target-width or both")
     for name, x in (("--budget-flops", budget_flops), ("--target-width", target_width)):
         if x is not None and not (math.isfinite(x) and x > 0):
             raise InputError(f"{name}: expected a positive number, got {x:g}")
-    if question == "exponent" and axis not in (None, "tokens"):  # as hyperp.design.questions.make_question
-        raise InputError(f"--axis: the exponent question is along tokens, got {axis!r}")
-    if question != "exponent" and axis is None:
-        raise InputError(f"--axis: the {question} question needs the scale axis (e.g. width, depth, tokens)")
-    if question in ("cel", "ab") and baseline is None:  # as make_question: the value is checked once the table is read
+    if question in ("cel", "ab") and baseline is None:  # its value is checked once the table is read
         raise InputError(f"--baseline: the {question} question needs the baseline (a value of --method-col)")
-    if question == "cel" and (at is None or not at > 0):
-        raise InputError("--at: the cel question needs the target compute (> 0), e.g. --at 1e13")
     parse_where(where or [])  # COL=VALUE (a FitInputError, an InputError: exit 2)
 
 

@@ -130,7 +130,7 @@ def _in_cell(key: Hashable, cell: pd.DataFrame, q: Question, ctx: SweepContext, 
     step = _grid_step(lrs)
     template = cell.iloc[0]
     flops = run_cost(template)
-    name = ", ".join(f"{c}={v}" for c, v in zip(q.cell_cols, key))
+    name = _label(q.cell_cols, key)
     out = [_at(template, ctx, q, [(best, s), (best, s + 1)], 2 * flops, "seeds",
                f"{name}: seeds {s} and {s + 1} at lr {best:.4g}")
            for s in range(seed, seed + 2 * SEED_BATCHES, 2)]
@@ -157,7 +157,7 @@ def _replicates(key: Hashable, cell: pd.DataFrame, q: Question, model: ResponseM
     lo, hi = np.exp(curve.window)
     lrs = [lr for lr in np.unique(cell[q.lr_col].to_numpy(float)) if lo * (1 - 1e-9) <= lr <= hi * (1 + 1e-9)]
     template = cell.iloc[0]
-    name = ", ".join(f"{c}={v}" for c, v in zip(q.cell_cols, key))
+    name = _label(q.cell_cols, key)
     out = []
     for s in range(seed + 2 * SEED_BATCHES, seed + 3 * SEED_BATCHES):  # seeds apart from the `seeds` batches'
         c = _at(template, ctx, q, [(lr, s) for lr in lrs], len(lrs) * run_cost(template), "replicate",
@@ -202,10 +202,15 @@ def _new_scale(group: tuple, cell: pd.DataFrame, q: Question, model: ResponseMod
     new[q.scale] = value
     if "flops" in new.index:
         new["flops"] = flops
-    name = ", ".join(f"{c}={v}" for c, v in zip(q.group_cols, group))
+    name = _label(q.group_cols, group)
     label = f"{name + ': ' if name else ''}new {q.scale}={value}: {NEW_SCALE_LRS} LRs around {eta:.4g}"
     return _at(new, ctx, q, [(lr, int(template["seed"])) for lr in lrs], NEW_SCALE_LRS * flops, "scale", label,
                settings={k: v for k, v in settings.items() if k not in DERIVED})
+
+
+def _label(cols: tuple[str, ...], values: tuple) -> str:
+    """A cell's or group's name in candidate labels: "col=value, ..."."""
+    return ", ".join(f"{c}={v}" for c, v in zip(cols, values))
 
 
 def run_cost(row: pd.Series) -> float:

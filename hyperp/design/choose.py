@@ -150,10 +150,10 @@ def _best(question, model, sims: _Sims, options, draws, n_boot, seed):
 
 
 def _narrowing(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """Each simulation's width before minus after, where an unanswered simulation (width inf) counts as one of
-    twice the width: one the candidate leaves unanswered loses its width, one it answers gains its new width,
-    and one unanswered either way gains nothing (a few unanswered simulations among answered ones neither stall
-    the choice nor buy a run by themselves)."""
+    """Each simulation's width before minus after. An unanswered width (inf) is scored as twice the answered
+    one beside it: a simulation the candidate leaves unanswered loses its width, one it answers gains its new
+    width, and one unanswered either way gains nothing (so a few unanswered simulations among answered ones
+    neither stall the choice nor buy a run by themselves)."""
     fb, fa = np.isfinite(before), np.isfinite(after)
     b, a = np.where(fb, before, 0.0), np.where(fa, after, 0.0)
     return np.select([fb & fa, fb, fa], [b - a, -b, a], 0.0)

@@ -176,6 +176,22 @@ class Question:
         return int(done.groupby(list(self.cell_cols))[self.lr_col].nunique().clip(upper=MIN_LRS).sum())
 
 
+def check_flags(name: str, axis: str | None, at: float | None = None, flag: str = "question") -> str:
+    """The question's flags that need no table (`sweep run --design` checks them before its spec runs): the
+    question (`flag` names it), its axis, cel's target compute; returns the axis (tokens for exponent)."""
+    if name not in QUESTIONS:
+        raise FitInputError(f"{flag}: expected one of {', '.join(QUESTIONS)}, got {name!r}")
+    if name == "exponent":
+        if axis not in (None, "tokens"):
+            raise FitInputError(f"--axis: the exponent question is along tokens, got {axis!r}")
+        return "tokens"
+    if axis is None:
+        raise FitInputError(f"--axis: the {name} question needs the scale axis (e.g. width, depth, tokens)")
+    if name == "cel" and (at is None or not at > 0):
+        raise FitInputError("--at: the cel question needs the target compute (> 0), e.g. --at 1e13")
+    return axis
+
+
 def make_question(name: str, df: pd.DataFrame, *, axis: str | None = None, by: tuple[str, ...] = ("param",),
                   method: str | None = None,
                   baseline: str | None = None, method_col: str = "param", at: float | None = None,
@@ -184,14 +200,7 @@ def make_question(name: str, df: pd.DataFrame, *, axis: str | None = None, by: t
     """The question `name` over a table already filtered to one group (each `by` column, the columns that
     split `check transfer` into groups, holds one value); a one-line FitInputError when the table cannot pose
     it (an axis that does not vary, several groups, a method missing)."""
-    if name not in QUESTIONS:
-        raise FitInputError(f"question: expected one of {', '.join(QUESTIONS)}, got {name!r}")
-    if name == "exponent":
-        if axis not in (None, "tokens"):
-            raise FitInputError(f"--axis: the exponent question is along tokens, got {axis!r}")
-        axis = "tokens"
-    if axis is None:
-        raise FitInputError(f"--axis: the {name} question needs the scale axis (e.g. width, depth, tokens)")
+    axis = check_flags(name, axis, at)
     require_columns(df, [axis, lr_col, loss_col], source=source)
     if name == "ab":
         _one_group(df, tuple(c for c in by if c in df.columns and c != method_col), source)
@@ -214,8 +223,6 @@ def _cel_question(df, axis, method, baseline, method_col, at, x, lr_col, loss_co
     if len(methods) > 2:
         raise FitInputError(f"{source}: {len(methods)} methods in {method_col!r} ({', '.join(methods)}); keep the "
                             f"method and its baseline, e.g. --where {method_col}={method} --where {method_col}={baseline}")
-    if at is None or not at > 0:
-        raise FitInputError("--at: the cel question needs the target compute (> 0), e.g. --at 1e13")
     return Question(name="cel", scale=axis, group_cols=(method_col,), method=method, baseline=baseline,
                     method_col=method_col, at=float(at), x=x, lr_col=lr_col, loss_col=loss_col)
 
