@@ -47,8 +47,9 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.
 
 class _NormalizeFn(torch.autograd.Function):
     """x_hat = x * rstd, the RMSNorm without its gain (the caller folds the gain into its next matmul). Keeps
-    x_hat (which that matmul keeps anyway) and rstd; dx = rstd * (dy - x_hat * (dy . x_hat) / D), the row dot
-    products as one batched matrix product (no temporary of x's size)."""
+    x_hat (which that matmul keeps anyway) and rstd; dx = rstd * (dy - x_hat * (dy . x_hat) / D). The row dot
+    products by `vecdot` (a product and a sum): the batched matrix product of (1, D) by (D, 1) rows, which needs
+    no temporary, ran 2.4x slower on CPU (1.44 against 0.60 ms for 8,192 rows of 256 at 1 thread)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -60,7 +61,7 @@ class _NormalizeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         y, rstd = ctx.saved_tensors
-        dots = torch.matmul(grad.unsqueeze(-2), y.unsqueeze(-1)).squeeze_(-1).div_(y.shape[-1])
+        dots = torch.linalg.vecdot(grad, y, dim=-1).unsqueeze_(-1).div_(y.shape[-1])
         return torch.addcmul(grad, y, dots, value=-1).mul_(rstd), None
 
 
