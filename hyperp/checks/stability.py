@@ -11,7 +11,9 @@ against ln(scale) over the runs' final values.
 Verdicts follow method.md section 11: each quantity has an interval, and an indicator is "bounded" only
 when every interval lies inside its band, "growing" when one lies wholly beyond it, "inconclusive" otherwise.
 - growth of a cell: a Student-t interval over its seeds' g; a cell of one run takes its own regression's
-  t-interval (the scatter of the logged points about the trend, a narrower kind of noise: said in a warning);
+  t-interval (the scatter of the logged points about the trend, a narrower kind of noise than seed to seed):
+  it can show growth (a run whose interval lies wholly past the band grew), but it cannot confirm a bound, so an
+  indicator with a cell of one run is never "bounded" (method.md section 11: too few seeds must not confirm);
 - across scale: the t-interval of the slope of ln(final) on ln(scale) regressed over the runs (seeds
   included), so two scales of one run each have no interval. With one scale it is not tested (said).
 The check passes when every indicator present is bounded, fails when one is growing, else is inconclusive.
@@ -198,9 +200,15 @@ def _trend(curves: pd.DataFrame, name: str, scale: str, x: str) -> tuple[Indicat
     g_iv = Interval(float(top["low"]), float(top["high"]), LEVEL)
     verdict = _judge([Interval(r.low, r.high, LEVEL) for r in cells.itertuples()], slope_iv, math.isfinite(slope))
     growth_text = f"growth {top['mean']:.3f} {_fmt(g_iv)} in {top['label']} ({int(top['n'])} seeds)"
-    if int(cells["n"].min()) == 1:
+    single = cells[cells["n"] == 1]
+    if len(single):
         note.append(f"{name}: a cell of one run has an interval from its own regression over the logged points "
-                    f"only (no seed-to-seed noise); seeds give the honest interval")
+                    f"only (no seed-to-seed noise): it can show growth, not confirm a bound; seeds give the "
+                    f"honest interval")
+    if verdict == BOUNDED and len(single):  # inside the band, but on intervals without seed noise
+        verdict = INCONCLUSIVE
+        growth_text += f"; one run in {single['label'].iloc[0]}" + (f" and {len(single) - 1} more cells"
+                                                                    if len(single) > 1 else "")
     return IndicatorTrend(name, float(top["mean"]), str(top["run"]), slope, verdict,
                           float(top["sd"]) if int(top["n"]) > 1 else math.nan, g_iv, slope_iv,
                           f"{growth_text}; {slope_text}"), note
