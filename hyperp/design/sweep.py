@@ -19,7 +19,7 @@ from hyperp.design.candidates import Candidate, SweepContext, auto_candidates, r
 from hyperp.design.choose import Design, choose
 from hyperp.design.model import fit_model
 from hyperp.design.questions import make_question
-from hyperp.fitting.table import FitInputError, filter_rows, load_table
+from hyperp.fitting.table import FitInputError, filter_rows, load_table, where_values
 
 
 def design_sweep(sweep_dir: str | Path, question: str, *, axis: str | None = None, by: tuple[str, ...] = ("param",),
@@ -34,17 +34,13 @@ def design_sweep(sweep_dir: str | Path, question: str, *, axis: str | None = Non
     runs = filter_rows(load_table(sweep_dir), where or {}, source=str(sweep_dir))
     q = make_question(question, runs, axis=axis, by=by, method=method, baseline=baseline, method_col=method_col,
                       at=at, target=target, source=str(sweep_dir))
-    q = dataclasses.replace(q, where=tuple((k, v) for k, vs in (where or {}).items() for v in _listed(vs)))
+    q = dataclasses.replace(q, where=tuple((k, v) for k, vs in (where or {}).items() for v in where_values(vs)))
     runs = q.group_rows(runs)
     budget = _budget(runs, budget_flops, budget_fraction, target_width)
     model = fit_model(runs, q)
     cands = pool_candidates(pool, runs, q, ctx) if pool else auto_candidates(runs, q, model, ctx)
     kw = {} if n_sims is None else {"n_sims": n_sims}
     return choose(runs, q, cands, budget_flops=budget, target_width=target_width, seed=seed, model=model, **kw)
-
-
-def _listed(v: Any) -> list[Any]:
-    return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def _budget(runs: pd.DataFrame, flops: float | None, fraction: float | None, target: float | None) -> float:

@@ -94,12 +94,17 @@ def apply_mapping(df: pd.DataFrame, mapping: Mapping[str, str], source: str = "t
     return df.drop(columns=clash).rename(columns=dict(mapping))
 
 
+def where_values(values: object) -> list:
+    """A filter's values as a list: one value (a string, a number) or several (`parse_where`'s lists)."""
+    return list(values) if isinstance(values, Iterable) and not isinstance(values, str) else [values]
+
+
 def filter_rows(df: pd.DataFrame, where: Mapping[str, str | Sequence[str]], source: str = "table") -> pd.DataFrame:
     """Keep rows whose column equals the value (or one of the values), compared as text."""
     for col, values in where.items():
         require_columns(df, [col], source=source)
         keep = pd.Series(False, index=df.index)
-        for value in [values] if isinstance(values, str) else values:
+        for value in where_values(values):
             keep |= _equals(df, col, str(value), source)
         df = df[keep]
     return df
