@@ -6,6 +6,11 @@ much more time hyperp's model spends in them than the reference (its last lines:
 more). At --threads 1 the op times are the work done; with more threads they
 include the threads' waits.
 
+Read it for where time goes within one model, not to compare the two: the profiler slows nanoGPT's model and not
+hyperp's (1 thread, 2026-12-05: nanoGPT 2,332 ms per forward+backward without it and 2,448 with it, hyperp 2,423
+and 2,415), so the models' op sums compare them wrongly; `hyperp bench train` and the removal A/Bs of
+results/bench/nanogpt.txt (session 14) give the comparison.
+
 Usage: python benchmarks/profile_train.py --reference /path/to/nanoGPT/model.py [--threads 1] [--steps 3]
        [--model an-earlier/model.py --layers an-earlier/layers.py]   # profile an earlier hyperp model instead
 """

@@ -70,13 +70,14 @@ RESULT_NEUTRAL_FIELDS = (
     #            keeps its runs. CUDA trains in bf16 autocast, so CPU and GPU losses differ at that precision
     "ns_backend",  # the Triton and torch Newton-Schulz compute the same iteration (CUDA only)
     "compile",  # torch.compile fuses the same operations (CUDA only)
+    "fused_kernels",  # the fused CPU kernels compute QK-norm, RoPE and SwiGLU's activation as the eager ops do
     "workers",  # data-parallel ranks split the same global batch and average their gradients: the same run up
     #             to the all-reduce's float rounding (so not bit-exact: tests/test_distributed.py bounds it),
     #             and a run resumes on another number of workers
 )
 # In RESULT_NEUTRAL_FIELDS, but equal only up to float rounding: no torch build promises bit-identical sums
 # across thread counts, kernels, devices, compilers or all-reduces.
-ROUNDING_NEUTRAL_FIELDS = ("threads", "device", "ns_backend", "compile", "workers")
+ROUNDING_NEUTRAL_FIELDS = ("threads", "device", "ns_backend", "compile", "fused_kernels", "workers")
 # Not in the list: `tags` changes no trainer result but is the channel through which a custom run function
 # gets its settings (hyperp.sweeps.stubs behaves by tag), so two tag sets are two runs.
 CELL_EXCLUDED = ("lr",)  # a cell is a run minus its learning rate

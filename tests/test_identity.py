@@ -18,7 +18,8 @@ PIN_BASE = dict(depth=1, aspect_ratio=32, head_dim=16, seq_len=64, batch_tokens=
 
 # A value other than the default for every field left out of the hash (workers: test_distributed.py).
 NEUTRAL_VALUES = {"name": "renamed", "log_every": 3, "eval_every": 1, "stats_every": 1, "checkpoint_every": 2,
-                  "peak_tflops": 2.0, "threads": 2, "device": "auto", "ns_backend": "torch", "compile": True}
+                  "peak_tflops": 2.0, "threads": 2, "device": "auto", "ns_backend": "torch", "compile": True,
+                  "fused_kernels": "on"}
 ROUNDED_BY_FIELD = set(ROUNDING_NEUTRAL_FIELDS) - {"workers"}
 
 # Float32 rounding over a run: a rounding-neutral field changes only the order or fusion of float operations

@@ -248,16 +248,17 @@ def naive_forward(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
     return model.head(F.rms_norm(x, (cfg.d_model,), model.norm.weight, model.norm.eps)) * model.logit_mult
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("dtype, tol, kernels", [(torch.float64, 1e-12, "off"), (torch.float32, 2e-5, "off"),
+                                                 (torch.float32, 2e-5, "on")])
 @pytest.mark.parametrize("shape", [dict(), dict(n_kv_heads=2, attn_gate=True)])
-def test_model_loss_and_gradients_equal_the_naive_computation(dtype, tol, shape):
+def test_model_loss_and_gradients_equal_the_naive_computation(dtype, tol, kernels, shape):
     """The fast paths (gains folded into the matmuls, separate projections, pair-order RoPE fused with QK-norm,
-    the gate and up projections fused with SwiGLU, the logit multiplier in the head's weight) compute the naive
-    model's loss and gradients: equal within float rounding, stated as a relative tolerance on the loss and on
-    every parameter's gradient (its largest deviation over its largest magnitude): 1e-12 in float64, 2e-5 in
-    float32 (measured: 5e-15 and 2e-6). Gains, residual alpha and logit multiplier away from 1, so a misplaced
-    one shows."""
-    cfg = RunConfig(depth=2, width=64, head_dim=16, seq_len=16, mlp_ratio=8 / 3, **shape)
+    the gate and up projections fused with SwiGLU, the logit multiplier in the head's weight; with `kernels`
+    "on", QK-norm with RoPE and SwiGLU's activation by the fused CPU kernels) compute the naive model's loss and
+    gradients: equal within float rounding, stated as a relative tolerance on the loss and on every parameter's
+    gradient (its largest deviation over its largest magnitude): 1e-12 in float64, 2e-5 in float32 (measured:
+    5e-15 and 2e-6). Gains, residual alpha and logit multiplier away from 1, so a misplaced one shows."""
+    cfg = RunConfig(depth=2, width=64, head_dim=16, seq_len=16, mlp_ratio=8 / 3, fused_kernels=kernels, **shape)
     torch.manual_seed(0)
     model = Transformer(cfg, residual_alpha=0.5, logit_mult=0.75).to(dtype)
     with torch.no_grad():
@@ -357,3 +358,69 @@ def test_fused_gate_up_is_one_sphere_for_muonh():
     assert max(abs(d) for d in halves["split"][:2]) < 1e-5  # each matrix on its own sphere
     assert abs(halves["fused"][2]) < 1e-5  # the fused matrix on one sphere
     assert max(abs(d) for d in halves["fused"][:2]) > 1e-3  # its halves exchange norm
+
+
+# ---- the fused CPU kernels (hyperp.kernels.fused) ----
+
+def test_fused_norm_rope_matches_rms_norm_and_the_concatenating_rope_in_value_and_gradient():
+    """On the halves' order (no pair order), against F.rms_norm then the textbook RoPE, the gradients against
+    autograd through that reference; float32 rounding: 1e-5 relative to the largest value."""
+    from hyperp.trainer.layers import fused_norm_rope
+
+    D = 8
+    x = torch.randn(2, 16, 3, D).transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()  # strided input
+    weight = (torch.rand(D) + 0.5).requires_grad_()
+    grad = torch.randn(2, 16, 3, D)
+    expected = rope_by_concatenation(F.rms_norm(x, (D,), weight, 1e-6).transpose(1, 2)).transpose(1, 2)
+    d_x, d_w = torch.autograd.grad(expected, (x, weight), grad)
+    ours = fused_norm_rope(x, weight, rope_table(16, D, 10000.0), 1e-6)
+    ours_x, ours_w = torch.autograd.grad(ours, (x, weight), grad)
+    for got, want in ((ours, expected), (ours_x, d_x), (ours_w, d_w)):
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_fused_swiglu_kernels_match_autograd():
+    from hyperp.kernels import fused
+
+    g, u = (torch.randn(6, 40, requires_grad=True) for _ in range(2))
+    grad = torch.randn(6, 40)
+    expected = F.silu(g) * u
+    torch.testing.assert_close(fused.swiglu_forward(g.detach(), u.detach()), expected.detach())
+    for got, want in zip(fused.swiglu_backward(grad, g.detach(), u.detach()), torch.autograd.grad(expected, (g, u), grad)):
+        torch.testing.assert_close(got, want)
+
+
+def test_fused_kernels_are_taken_for_large_fp32_cpu_activations_only(monkeypatch):
+    from hyperp.kernels import fused
+
+    small, large = torch.zeros(4, 4), torch.zeros(fused.AUTO_MIN_ELEMENTS)
+    assert not fused.enabled("auto", small) and fused.enabled("auto", large) and fused.enabled("on", small)
+    assert fused.enabled("auto", small, elements=fused.AUTO_MIN_ELEMENTS)
+    assert not fused.enabled("off", large) and not fused.enabled("on", large.double())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # the whole model under torch.compile
+    assert not fused.enabled("on", large)
+
+
+def test_a_failing_compiler_falls_back_to_the_same_math_with_one_warning(monkeypatch):
+    from hyperp.kernels import fused
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    kernel = fused.Compiled(fused._swiglu_forward)
+    g, u = torch.randn(3, 5), torch.randn(3, 5)
+    with pytest.warns(RuntimeWarning, match="fused CPU kernels unavailable.*InvalidCxxCompiler"):
+        first = kernel(g, u)
+    torch.testing.assert_close(first, F.silu(g) * u)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the later calls run eagerly in silence
+        torch.testing.assert_close(kernel(g, u), first)
+
+
+def test_fused_kernels_is_a_checked_choice():
+    from hyperp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="fused_kernels"):
+        RunConfig.from_dict({"fused_kernels": "yes"})

@@ -25,9 +25,10 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("param", ["hyperp", "adamw"])  # adamw: every group on torch's fused AdamW
-def test_resume_after_interruption_is_bit_exact(tmp_path, tiny, param):
-    cfg = RunConfig(**tiny | dict(tokens=16 * 1024, checkpoint_every=3, param=param))
+# adamw: every group on torch's fused AdamW; kernels "on": the fused CPU kernels (compiled) at this tiny shape
+@pytest.mark.parametrize("param, kernels", [("hyperp", "auto"), ("adamw", "auto"), ("hyperp", "on")])
+def test_resume_after_interruption_is_bit_exact(tmp_path, tiny, param, kernels):
+    cfg = RunConfig(**tiny | dict(tokens=16 * 1024, checkpoint_every=3, param=param, fused_kernels=kernels))
     straight = train(cfg, tmp_path / "straight")
 
     def crash_at_step_7(info):

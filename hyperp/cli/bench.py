@@ -40,6 +40,9 @@ def train_bench(width: Annotated[int, typer.Option(parser=as_count, help="Model 
                     help="SwiGLU ratio of the hyperp models; 8/3 matches the GPT block's MLP parameters, 0 "
                          "keeps the config default (4).")] = MATCHED_MLP_RATIO,
                 compile: Annotated[bool, typer.Option("--compile", help="torch.compile every model.")] = False,
+                fused_kernels: Annotated[str, typer.Option(
+                    help="The hyperp models' fused CPU kernels for QK-norm+RoPE and SwiGLU: auto, on or off (the "
+                         "config's fused_kernels).")] = DEFAULTS.fused_kernels,
                 compare_compile: Annotated[bool, typer.Option(
                     "--compare-compile", help="Time the first scheme and the GPT block eager and compiled "
                                               "instead.")] = False,
@@ -56,7 +59,7 @@ def train_bench(width: Annotated[int, typer.Option(parser=as_count, help="Model 
                                       load_reference, machine_line)
 
     cfg = RunConfig(width=width, depth=depth, head_dim=head_dim, seq_len=seq_len, batch_tokens=batch_tokens,
-                    tokens=batch_tokens, threads=threads, device=device)
+                    tokens=batch_tokens, threads=threads, device=device, fused_kernels=fused_kernels)
     ratio = mlp_ratio or None
     if reference is not None:
         if compare_compile:

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 
 from hyperp.config import RunConfig
 from hyperp.errors import InputError
+from hyperp.kernels import fused
 from hyperp.trainer.data import load_corpus, train_batch
 from hyperp.trainer.defaults import MATCHED_MLP_RATIO  # SwiGLU 3 w (8w/3) = GELU MLP 2 w (4w) weights
 from hyperp.trainer.loop import build, mixed_precision, ns_flops_per_step, resolve_device
@@ -409,6 +410,13 @@ def machine_line() -> str:
             f"{load}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
 
 
+def kernels_note(cfg: RunConfig) -> str:
+    """Whether the hyperp models ran QK-norm+RoPE and SwiGLU by the fused CPU kernels (hyperp.kernels.fused)."""
+    probe = torch.empty(0, device=resolve_device(cfg.device))  # the activations' device and dtype (fp32)
+    on = fused.enabled(cfg.fused_kernels, probe, elements=cfg.batch_tokens * cfg.d_model)
+    return f"hyperp's fused CPU kernels: {cfg.fused_kernels} ({'on' if on else 'off'} at this shape)"
+
+
 def format_report(cfg: RunConfig, peak: float, rows: list[BenchRow], reference: str | Path | None = None,
                   started: str | None = None) -> str:
     """Plain-text table of the rows under a title naming the shape and the measured peak; with `reference`,
@@ -420,7 +428,8 @@ def format_report(cfg: RunConfig, peak: float, rows: list[BenchRow], reference: 
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = [f"started: {started}"] if started else []
     lines += [f"width {cfg.d_model}, depth {cfg.depth}, head dim {cfg.head_dim}, ctx {cfg.seq_len}, batch "
-              f"{cfg.batch_tokens} tok, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s"]
+              f"{cfg.batch_tokens} tok, {torch.get_num_threads()} threads; matmul peak {peak / 1e9:.1f} GFLOP/s; "
+              f"{kernels_note(cfg)}"]
     if file_reference:
         lines.append(f"vs file: {rows[-1].param} = {Path(reference).resolve()}, GPT(GPTConfig(n_layer={cfg.depth}, "
                      f"n_head={cfg.n_heads}, n_embd={cfg.d_model}, block_size={cfg.seq_len}, "

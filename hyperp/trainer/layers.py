@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hyperp.config import RunConfig
+from hyperp.kernels import fused
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -182,6 +183,31 @@ def norm_rope(x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, eps: f
     return _NormRope.apply(x.to(compute), weight.to(compute), table, eps).type_as(x)
 
 
+class _FusedNormRope(torch.autograd.Function):
+    """QK-norm then RoPE with the halves paired, forward and backward each one fused CPU kernel
+    (hyperp.kernels.fused); keeps x, the gain, rstd and the table, as `_NormRope` does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                eps: float) -> torch.Tensor:
+        y, rstd = fused.norm_rope_forward(x, weight, cos, sin, eps)
+        ctx.save_for_backward(x, weight, rstd, cos, sin)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, rstd, cos, sin = ctx.saved_tensors
+        d_x, d_weight = fused.norm_rope_backward(grad.contiguous(), x, weight, rstd, cos, sin)
+        return d_x, d_weight, None, None, None
+
+
+def fused_norm_rope(x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, eps: float) -> torch.Tensor:
+    """`norm_rope` on x (B, T, heads, D) in the halves' order (the projection's own rows, no `pair_order`), by
+    the fused CPU kernels: for fp32 CPU tensors (`fused.enabled`)."""
+    cos, sin = (table[: x.shape[1], None, :, i].contiguous() for i in (0, 1))  # (T, 1, D/2) each
+    return _FusedNormRope.apply(x.contiguous(), weight, cos, sin, eps)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # several projections of one input
 
@@ -266,19 +292,25 @@ class _GatedProjectionFn(torch.autograd.Function):
     """silu(x W_g^T) * (x W_u^T): the gate and up projections and the activation in one function, so that the
     backward needs one temporary of the hidden activations' size where the two functions apart need two (d_g
     and d_u alive together for the projections' backward): d_g is computed in it, spent on its matmuls, then d_u
-    is computed in the same memory."""
+    is computed in the same memory. `fuse`: the activation and its gradient by the fused CPU kernels
+    (hyperp.kernels.fused), which give d_g and d_u in one pass (two buffers)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, fuse: bool = False) -> torch.Tensor:
         g, u = F.linear(x, w_gate), F.linear(x, w_up)
         ctx.save_for_backward(x, w_gate, w_up, g, u)
-        return F.silu(g).mul_(u)
+        ctx.fuse = fuse
+        return fused.swiglu_forward(g, u) if fuse else F.silu(g).mul_(u)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, w_gate, w_up, g, u = ctx.saved_tensors
         x2, grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
         g, u = g.view(grad.shape), u.view(grad.shape)
+        if ctx.fuse:
+            d_g, d_u = fused.swiglu_backward(grad.contiguous(), g, u)
+            d_x = d_g.mm(w_gate).addmm_(d_u, w_up)
+            return d_x.view(x.shape), d_g.t().mm(x2), d_u.t().mm(x2), None
         d = torch.mul(grad, u)
         torch.ops.aten.silu_backward.grad_input(d, g, grad_input=d)  # d_g
         d_gate = d.t().mm(x2)
@@ -286,7 +318,7 @@ class _GatedProjectionFn(torch.autograd.Function):
         torch.ops.aten.silu.out(g, out=d).mul_(grad)  # d_u, in d_g's memory
         d_up = d.t().mm(x2)
         d_x.addmm_(d, w_up)
-        return d_x.view(x.shape), d_gate, d_up
+        return d_x.view(x.shape), d_gate, d_up, None
 
 
 class SwiGLU(nn.Module):
@@ -295,11 +327,12 @@ class SwiGLU(nn.Module):
     up projections and the activation run as one function (`_GatedProjectionFn`), else as `linears` and
     `swiglu`. `fused`: the gate and up weights are the two row halves of one (2 hidden, width) parameter
     `gate_up`, so the optimizers see one matrix (one sphere, one Newton-Schulz: the authors' code); the forward
-    is the same function of the weights."""
+    is the same function of the weights. `kernels`: the config's `fused_kernels` mode, whether that one function
+    takes the fused CPU kernels for the activation (hyperp.kernels.fused)."""
 
-    def __init__(self, width: int, hidden: int, fused: bool = False):
+    def __init__(self, width: int, hidden: int, fused: bool = False, kernels: str = "auto"):
         super().__init__()
-        self.hidden = hidden
+        self.hidden, self.kernels = hidden, kernels
         if fused:
             self.gate_up = nn.Linear(width, 2 * hidden, bias=False)
         else:
@@ -319,7 +352,8 @@ class SwiGLU(nn.Module):
                 and not torch.compiler.is_compiling()):
             both = self.gate_up.weight if hasattr(self, "gate_up") else torch.cat(weights)
             w_gate, w_up = both.mul(gain).split(self.hidden)
-            return self.down(_GatedProjectionFn.apply(x, w_gate, w_up))
+            fuse = fused.enabled(self.kernels, x, elements=x.numel() // x.shape[-1] * self.hidden)
+            return self.down(_GatedProjectionFn.apply(x, w_gate, w_up, fuse))
         return self.down(swiglu(*linears(x, weights, gain)))
 
 

@@ -20,7 +20,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from hyperp.config import RunConfig
-from hyperp.trainer.layers import RMSNorm, SwiGLU, in_pairs, linears, mlp_hidden, norm_rope, rope_table, z_value
+from hyperp.kernels import fused
+from hyperp.trainer.layers import (RMSNorm, SwiGLU, fused_norm_rope, in_pairs, linears, mlp_hidden, norm_rope,
+                                   rope_table, z_value)
 from hyperp.trainer.moe import MoE
 
 OUTLIER_SIGMAS = 5.0  # method.md section 6: elements farther than 5 std from the per-token mean
@@ -38,7 +40,8 @@ class Attention(nn.Module):
     """q, k, v (and the gate) are separate nn.Linear parameters, so the optimizers see separate matrices
     (Newton-Schulz and the sphere per matrix), and separate matmuls (`linears`: each output contiguous, which
     makes QK-norm and RoPE on q and k several times cheaper than on column blocks of one wide matmul's output;
-    x's gradient summed in one buffer). q's and k's rows are laid in pair order for RoPE by a view (`in_pairs`).
+    x's gradient summed in one buffer). q's and k's rows are laid in pair order for RoPE by a view (`in_pairs`),
+    except where the fused CPU kernels run QK-norm and RoPE (`fused_kernels`: they pair the halves themselves).
     `gain`, the block's attention RMSNorm gain when the block folds it (layers.py), multiplies the weights'
     columns."""
 
@@ -52,19 +55,21 @@ class Attention(nn.Module):
         self.o = nn.Linear(self.n_heads * hd, w, bias=False)
         self.gate = nn.Linear(w, self.n_heads, bias=False) if cfg.attn_gate else None
         self.q_norm, self.k_norm = RMSNorm(hd), RMSNorm(hd)
+        self.kernels = cfg.fused_kernels
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, stats: dict | None = None,
                 gain: torch.Tensor | None = None):
         """x (B, T, w); rope: the model's `rope_table`; gain: (w,) or None."""
         B, T, _ = x.shape
         hd = self.head_dim
-        weights = [in_pairs(self.q.weight, hd), in_pairs(self.k.weight, hd), self.v.weight]
+        halves = fused.enabled(self.kernels, x)  # the fused kernels pair the halves: no pair order
+        weights = [w if halves else in_pairs(w, hd) for w in (self.q.weight, self.k.weight)] + [self.v.weight]
         weights += [self.gate.weight] if self.gate is not None else []
         q, k, v, *gate = linears(x, weights, gain)
         # QK-norm and RoPE on the (B, T, heads, head_dim) layout of the projections' outputs; SDPA takes
         # (B, heads, T, head_dim) views.
-        q = self.norm_rope(q.view(B, T, self.n_heads, hd), self.q_norm, rope)
-        k = self.norm_rope(k.view(B, T, self.kv_heads, hd), self.k_norm, rope)
+        q = self.norm_rope(q.view(B, T, self.n_heads, hd), self.q_norm, rope, halves)
+        k = self.norm_rope(k.view(B, T, self.kv_heads, hd), self.k_norm, rope, halves)
         v = v.view(B, T, self.kv_heads, hd).transpose(1, 2)
         if stats is not None:
             stats.setdefault("attn_z", []).append(self.sampled_z(q, k))
@@ -73,8 +78,11 @@ class Attention(nn.Module):
             y = y * torch.sigmoid(gate[0]).transpose(1, 2).unsqueeze(-1)
         return self.o(y.transpose(1, 2).reshape(B, T, -1))
 
-    def norm_rope(self, x: torch.Tensor, norm: RMSNorm, rope: torch.Tensor) -> torch.Tensor:
-        """(B, T, heads, D) in pair order -> normalised, rotated (B, heads, T, D) view."""
+    def norm_rope(self, x: torch.Tensor, norm: RMSNorm, rope: torch.Tensor, halves: bool) -> torch.Tensor:
+        """(B, T, heads, D) in pair order (`halves`: in the projection's own order, for the fused CPU kernels)
+        -> normalised, rotated (B, heads, T, D) view."""
+        if halves:
+            return fused_norm_rope(x, norm.weight, rope, norm.eps).transpose(1, 2)
         return norm_rope(x, in_pairs(norm.weight, self.head_dim), rope, norm.eps).transpose(1, 2)
 
     @torch.no_grad()
@@ -90,7 +98,7 @@ def make_mlp(cfg: RunConfig, layer: int) -> nn.Module:
     """Dense SwiGLU, or the MoE layer in every `moe_every`-th block."""
     if cfg.moe_every and (layer + 1) % cfg.moe_every == 0:
         return MoE(cfg)
-    return SwiGLU(cfg.d_model, mlp_hidden(cfg), fused=cfg.fused_gate_up)
+    return SwiGLU(cfg.d_model, mlp_hidden(cfg), fused=cfg.fused_gate_up, kernels=cfg.fused_kernels)
 
 
 class Block(nn.Module):

@@ -1,0 +1,122 @@
+"""Fused CPU kernels for the elementwise work of a block: QK-norm with RoPE and the SwiGLU activation, forward
+and backward. Eager torch runs each of them as four to seven passes over the activations (layers.py); here each
+is one function that Inductor (torch.compile) turns into one C++ loop nest, compiled once per shape and kept in
+Inductor's on-disk cache. Measured in the model (width 256, depth 4, 8,192-token batches, fp32, 2 threads, paired
+A/B): forward+backward 2.5% faster (results/bench/nanogpt.txt, session 14).
+
+The math is written once, in plain torch ops, and is also the fallback: where the compiler is missing or fails,
+the same functions run eagerly (a warning says so once). Nothing here imports hyperp.trainer.
+
+RoPE here pairs x[i] with x[i + D/2] (method.md section 1 as written): the halves are contiguous runs that the
+compiled loops vectorise, where the eager path's pair order (layers.pair_order) serves complex multiplication.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# "auto" fuses when one call's tensor has at least this many elements (4 MB in fp32): below it a step is too
+# short for the saving to repay the compilation (about 15 s for the four kernels the first time on the 2-core
+# CPU, a few seconds from Inductor's cache in each new process), and the tests' and quickstart's tiny models
+# stay eager.
+AUTO_MIN_ELEMENTS = 1 << 20
+MODES = ("auto", "on", "off")
+
+
+def enabled(mode: str, x: torch.Tensor, elements: int | None = None) -> bool:
+    """Whether a layer takes the fused kernels for activations like x (`elements` of them, default x's) under
+    the config's `fused_kernels` mode: CPU fp32 only (CUDA and bf16 run torch's own kernels, or torch.compile
+    when the config compiles), never while the whole model is being compiled (Inductor fuses the eager ops
+    itself), and in "auto" only for large activations."""
+    if mode == "off" or x.device.type != "cpu" or x.dtype != torch.float32 or torch.compiler.is_compiling():
+        return False
+    return mode == "on" or (x.numel() if elements is None else elements) >= AUTO_MIN_ELEMENTS
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the math (eager, and what Inductor compiles)
+
+
+def _norm_rope_forward(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float):
+    """(y, rstd): y = rotate(x * rstd * weight) on x (B, T, heads, D), halves paired; cos and sin (T, 1, D/2) of
+    each position's angles, each contiguous (read from one interleaved table, the backward's loops ran 5x
+    slower)."""
+    half = x.shape[-1] // 2
+    rstd = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    y = x * rstd * weight
+    a, b = y[..., :half], y[..., half:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos], -1), rstd
+
+
+def _norm_rope_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor,
+                        cos: torch.Tensor, sin: torch.Tensor):
+    """(dx, d_weight) of `_norm_rope_forward`: r = the gradient rotated back, x_hat = x * rstd,
+    d_weight = sum over rows of r * x_hat, dx = rstd * (r * g - x_hat * mean(r * g * x_hat))."""
+    half = x.shape[-1] // 2
+    ga, gb = grad[..., :half], grad[..., half:]
+    r = torch.cat([ga * cos + gb * sin, gb * cos - ga * sin], -1)
+    x_hat = x * rstd
+    d_weight = (r * x_hat).flatten(0, -2).sum(0)
+    rg = r * weight
+    return rstd * (rg - x_hat * (rg * x_hat).mean(-1, keepdim=True)), d_weight
+
+
+def _swiglu_forward(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    return F.silu(g) * u
+
+
+def _swiglu_backward(grad: torch.Tensor, g: torch.Tensor, u: torch.Tensor):
+    """(d_g, d_u) of silu(g) * u: silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g)."""
+    s = torch.sigmoid(g)
+    return grad * u * s * (1 + g * (1 - s)), grad * g * s
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compiled once, eager where the compiler fails
+
+
+class Compiled:
+    """`fn` compiled by Inductor on first call (static shapes: one specialised loop nest per shape); if the
+    compilation raises (no C++ compiler, an Inductor limit), every later call runs `fn` eagerly, the same math,
+    and one warning says why."""
+
+    def __init__(self, fn: Callable):
+        self.fn, self.compiled, self.failed = fn, None, False
+
+    def __call__(self, *args):
+        if not self.failed:
+            try:
+                if self.compiled is None:
+                    _quiet_cuda_home_notice()
+                    self.compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
+                return self.compiled(*args)
+            except Exception as e:  # noqa: BLE001 - any compiler failure: the eager math computes the same
+                self.failed = True
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                warnings.warn(f"fused CPU kernels unavailable, running eager ops ({self.fn.__name__}): {reason}",
+                              RuntimeWarning, stacklevel=2)
+        return self.fn(*args)
+
+
+def _quiet_cuda_home_notice() -> None:
+    """Inductor's C++ build imports torch.utils.cpp_extension, which logs "No CUDA runtime is found" on a CPU-only
+    machine: true and irrelevant to CPU kernels, and alarming in a CPU run's output. Only that line is dropped."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeNotice) for f in logger.filters):
+        logger.addFilter(_NoCudaRuntimeNotice())
+
+
+class _NoCudaRuntimeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No CUDA runtime is found" not in record.getMessage()
+
+
+norm_rope_forward = Compiled(_norm_rope_forward)
+norm_rope_backward = Compiled(_norm_rope_backward)
+swiglu_forward = Compiled(_swiglu_forward)
+swiglu_backward = Compiled(_swiglu_backward)
