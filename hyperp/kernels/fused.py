@@ -1,8 +1,9 @@
 """Fused CPU kernels for the elementwise work of a block: QK-norm with RoPE and the SwiGLU activation, forward
 and backward. Eager torch runs each of them as four to seven passes over the activations (layers.py); here each
 is one function that Inductor (torch.compile) turns into one C++ loop nest, compiled once per shape and kept in
-Inductor's on-disk cache. Measured in the model (width 256, depth 4, 8,192-token batches, fp32, 2 threads, paired
-A/B): forward+backward 2.5% faster (results/bench/nanogpt.txt, session 14).
+Inductor's on-disk cache. Measured in the model (width 256, depth 4, 8,192-token batches, fp32, 2 threads): 2.3%
+faster forward+backward in the paired model A/B, 0-1% in full training steps interleaved with other models
+(results/bench/nanogpt.txt, session 14).
 
 The math is written once, in plain torch ops, and is also the fallback: where the compiler is missing or fails,
 the same functions run eagerly (a warning says so once). Nothing here imports hyperp.trainer.
