@@ -26,7 +26,6 @@ import torch.nn.functional as F
 # CPU, a few seconds from Inductor's cache in each new process), and the tests' and quickstart's tiny models
 # stay eager.
 AUTO_MIN_ELEMENTS = 1 << 20
-MODES = ("auto", "on", "off")
 
 
 def enabled(mode: str, x: torch.Tensor, elements: int | None = None) -> bool:

@@ -185,7 +185,8 @@ def norm_rope(x: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, eps: f
 
 class _FusedNormRope(torch.autograd.Function):
     """QK-norm then RoPE with the halves paired, forward and backward each one fused CPU kernel
-    (hyperp.kernels.fused); keeps x, the gain, rstd and the table, as `_NormRope` does."""
+    (hyperp.kernels.fused); keeps x, the gain, rstd and the angles' cos and sin, as `_NormRope` keeps x, the
+    gain, rstd and the table."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
