@@ -1,7 +1,9 @@
 """A change to the model against the model before it: an earlier `hyperp/trainer/model.py` (from git) loaded
 beside the current one in one process, the same weights in both, forward+backward alternated with the GPT
 block of `hyperp bench train` (the order rotated every round), paired per-round ratios to the earlier model, in wall
-time and in process CPU time (at --threads 1 the CPU time is the work done, robust to other processes' load).
+time and in process CPU time (at --threads 1 the CPU time is the work done, robust to other processes' load),
+and each model's minor page faults per forward+backward (fresh pages from the OS: a count, not a timing, so
+it does not depend on the machine's noise; a fault costs about a microsecond plus zeroing 4 KiB).
 Both models must compute the same function (same loss printed first); the per-round pairing resolves a few
 percent, which `hyperp bench train`'s run-to-run spread does not. The earlier model.py takes the layers it
 shares with the MoE from `hyperp/trainer/layers.py`: the current one, or an earlier one given as --before-layers.
@@ -18,6 +20,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -69,15 +72,17 @@ def main() -> None:
     models = {"before": before, "after": after, "gpt-block": gpt}
     times: dict[str, list[float]] = {k: [] for k in models}
     cpu: dict[str, list[float]] = {k: [] for k in models}
+    faults: dict[str, list[int]] = {k: [] for k in models}  # minor page faults: fresh memory from the OS
     for r in range(args.rounds + DROPPED):
         names = list(models)[r % 3:] + list(models)[: r % 3]
         for name in names:
-            t, c = time.perf_counter(), time.process_time()
+            t, c, f = time.perf_counter(), time.process_time(), minor_faults()
             _, loss = models[name](x, y)
             loss.backward()
             models[name].zero_grad(set_to_none=True)
             times[name].append(time.perf_counter() - t)
             cpu[name].append(time.process_time() - c)
+            faults[name].append(minor_faults() - f)
     print(f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; width "
           f"{cfg.d_model}, depth {cfg.depth}, {cfg.batch_tokens} tokens; forward+backward, {args.rounds} rounds; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -88,6 +93,12 @@ def main() -> None:
             q1, med, q3 = statistics.quantiles(ratios, n=4)
             print(f"{kind:>4} {name:>10}: median {1e3 * statistics.median(t):.0f} ms; before's time / this one's, "
                   f"per round: median {med:.3f}, quartiles {q1:.3f}-{q3:.3f}")
+    for name in models:  # each fault maps a zeroed 4 KiB page: memory handed back to the OS and taken again
+        print(f"page faults {name:>10}: median {statistics.median(faults[name][DROPPED:]):,.0f} per forward+backward")
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Model structure and the width coordinate check of HyperP."""
 
+import dataclasses
 import math
 
 import pytest
@@ -292,8 +293,6 @@ def test_rotation_takes_the_same_angles_under_compile(monkeypatch):
 
 def _fused_copy(cfg: RunConfig) -> tuple[Transformer, Transformer]:
     """(model, the same model with fused_gate_up): the fused gate_up weights are the concatenated gate and up."""
-    import dataclasses
-
     a = Transformer(cfg)
     b = Transformer(dataclasses.replace(cfg, fused_gate_up=True))
     src, state = a.state_dict(), b.state_dict()
@@ -386,8 +385,58 @@ def test_fused_swiglu_kernels_match_autograd():
     grad = torch.randn(6, 40)
     expected = F.silu(g) * u
     torch.testing.assert_close(fused.swiglu_forward(g.detach(), u.detach()), expected.detach())
-    for got, want in zip(fused.swiglu_backward(grad, g.detach(), u.detach()), torch.autograd.grad(expected, (g, u), grad)):
+    d_g, d_u = torch.full((2, 6, 40), float("nan")).unbind(0)
+    fused.swiglu_backward_into(d_g, d_u, grad, g.detach(), u.detach())
+    for got, want in zip((d_g, d_u), torch.autograd.grad(expected, (g, u), grad)):
         torch.testing.assert_close(got, want)
+
+
+def test_fused_normalize_backward_matches_autograd():
+    """The RMSNorm's gradient without its gain, against autograd through F.rms_norm (float32 rounding)."""
+    from hyperp.kernels import fused
+
+    x = torch.randn(3, 5, 48, requires_grad=True)
+    grad = torch.randn(3, 5, 48)
+    y = F.rms_norm(x, (48,), None, 1e-6)
+    rstd = torch.rsqrt(x.detach().pow(2).mean(-1, keepdim=True) + 1e-6)
+    got = fused.normalize_backward(grad, y.detach(), rstd)
+    want, = torch.autograd.grad(y, x, grad)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_scratch_is_one_reused_buffer_per_thread():
+    """The same shape gets the same memory again; another shape replaces it; another thread has its own."""
+    import threading
+
+    from hyperp.kernels import fused
+
+    a = fused.scratch((2, 3, 5))
+    assert a.shape == (2, 3, 5) and fused.scratch((2, 3, 5)).data_ptr() == a.data_ptr()
+    b = fused.scratch((4, 5))
+    assert b.shape == (4, 5) and fused.scratch((4, 5)).data_ptr() == b.data_ptr()
+    other = []
+    thread = threading.Thread(target=lambda: other.append(fused.scratch((4, 5))))
+    thread.start()
+    thread.join()
+    assert other[0].shape == (4, 5) and other[0].data_ptr() != b.data_ptr()
+
+
+def test_reused_scratch_leaves_the_gradients_unchanged():
+    """Two blocks' SwiGLU backward share the scratch buffer: the gradients of two backward passes through one
+    graph (retain_graph) are equal, and equal to those with the fused kernels off (float32 rounding)."""
+    cfg = RunConfig(depth=2, width=64, head_dim=16, seq_len=16, mlp_ratio=8 / 3, fused_kernels="on")
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    off = Transformer(dataclasses.replace(cfg, fused_kernels="off"))
+    off.load_state_dict(model.state_dict())
+    idx, targets = torch.randint(0, cfg.vocab_size, (2, 16)), torch.randint(0, cfg.vocab_size, (2, 16))
+    loss = model(idx, targets)[1]
+    first = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True)
+    second = torch.autograd.grad(loss, list(model.parameters()))
+    reference = torch.autograd.grad(off(idx, targets)[1], list(off.parameters()))
+    for a, b, ref in zip(first, second, reference):
+        assert torch.equal(a, b)
+        assert (a - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
 def test_fused_kernels_are_taken_for_large_fp32_cpu_activations_only(monkeypatch):

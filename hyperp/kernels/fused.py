@@ -1,12 +1,18 @@
 """Fused CPU kernels for the elementwise work of a block: QK-norm with RoPE and the SwiGLU activation, forward
-and backward. Eager torch runs each of them as four to seven passes over the activations (layers.py); here each
-is one function that Inductor (torch.compile) turns into one C++ loop nest, compiled once per shape and kept in
-Inductor's on-disk cache. Measured in the model (width 256, depth 4, 8,192-token batches, fp32, 2 threads): 2.3%
-faster forward+backward in the paired model A/B, 0-1% in full training steps interleaved with other models
-(results/bench/nanogpt.txt, session 14).
+and backward, and the backward of the RMSNorms without their gains. Eager torch runs each of them as three to
+seven passes over the activations (layers.py); here each is one function that Inductor (torch.compile) turns
+into one C++ loop nest, compiled once per shape and kept in Inductor's on-disk cache. Measured in the model
+(width 256, depth 4, 8,192-token batches, fp32, 2 threads): QK-norm + RoPE and SwiGLU 2.3% faster
+forward+backward in the paired model A/B; with the norms' backward and `scratch`, `hyperp bench train
+--reference` nanoGPT reads 1.00-1.01x where it read 0.98x with the kernels off (results/bench/nanogpt.txt,
+sessions 14 and 15).
 
 The math is written once, in plain torch ops, and is also the fallback: where the compiler is missing or fails,
 the same functions run eagerly (a warning says so once). Nothing here imports hyperp.trainer.
+
+`scratch` keeps one reused buffer per thread for kernel outputs that die inside the caller (the SwiGLU backward's
+two gradients, spent on the projections' matmuls): fresh tensors of that size are new zeroed pages from the OS at
+every step, which doubled that kernel's time in the model.
 
 RoPE here pairs x[i] with x[i + D/2] (method.md section 1 as written): the halves are contiguous runs that the
 compiled loops vectorise, where the eager path's pair order (layers.pair_order) serves complex multiplication.
@@ -15,6 +21,7 @@ compiled loops vectorise, where the eager path's pair order (layers.pair_order) 
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from typing import Callable
 
@@ -66,6 +73,11 @@ def _norm_rope_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
     return rstd * (rg - x_hat * (rg * x_hat).mean(-1, keepdim=True)), d_weight
 
 
+def _normalize_backward(grad: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
+    """x's gradient of y = x * rstd: rstd * (grad - y * mean(grad * y))."""
+    return rstd * (grad - y * (grad * y).mean(-1, keepdim=True))
+
+
 def _swiglu_forward(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return F.silu(g) * u
 
@@ -74,6 +86,32 @@ def _swiglu_backward(grad: torch.Tensor, g: torch.Tensor, u: torch.Tensor):
     """(d_g, d_u) of silu(g) * u: silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g)."""
     s = torch.sigmoid(g)
     return grad * u * s * (1 + g * (1 - s)), grad * g * s
+
+
+def _swiglu_backward_into(d_g: torch.Tensor, d_u: torch.Tensor, grad: torch.Tensor, g: torch.Tensor,
+                          u: torch.Tensor) -> None:
+    """`_swiglu_backward` written into d_g and d_u (Inductor stores the results there directly)."""
+    a, b = _swiglu_backward(grad, g, u)
+    d_g.copy_(a)
+    d_u.copy_(b)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# scratch memory
+
+_scratch = threading.local()
+
+
+def scratch(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A CPU buffer of `shape` that every call on this thread gets again (one slot: a new shape replaces it), for
+    results that die inside the caller, such as a backward's gradients of activations spent on its own matmuls.
+    A fresh tensor this large comes from the OS as zeroed pages at every step (glibc hands freed blocks of this
+    size back), which cost the SwiGLU backward half its time in the model (results/bench/nanogpt.txt, session 15).
+    The caller must be done with the buffer before it asks again: no nesting, no keeping."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = _scratch.buf = torch.empty(shape, dtype=dtype, device="cpu")
+    return buf
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -118,5 +156,6 @@ class _NoCudaRuntimeNotice(logging.Filter):
 
 norm_rope_forward = Compiled(_norm_rope_forward)
 norm_rope_backward = Compiled(_norm_rope_backward)
+normalize_backward = Compiled(_normalize_backward)
 swiglu_forward = Compiled(_swiglu_forward)
-swiglu_backward = Compiled(_swiglu_backward)
+swiglu_backward_into = Compiled(_swiglu_backward_into)

@@ -50,20 +50,25 @@ class _NormalizeFn(torch.autograd.Function):
     """x_hat = x * rstd, the RMSNorm without its gain (the caller folds the gain into its next matmul). Keeps
     x_hat (which that matmul keeps anyway) and rstd; dx = rstd * (dy - x_hat * (dy . x_hat) / D). The row dot
     products by `vecdot` (a product and a sum): the batched matrix product of (1, D) by (D, 1) rows, which needs
-    no temporary, ran 2.4x slower on CPU (1.44 against 0.60 ms for 8,192 rows of 256 at 1 thread)."""
+    no temporary, ran 2.4x slower on CPU (1.44 against 0.60 ms for 8,192 rows of 256 at 1 thread). `fuse`: the
+    backward by one fused CPU kernel (hyperp.kernels.fused); the forward's two passes stay eager, as fast as a
+    fused forward was in the model (6.3 against 7.7 ms per step for the 9 norms, 2 threads)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, eps: float) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, eps: float, fuse: bool = False) -> torch.Tensor:
         rstd = _rstd(x, eps)
         y = torch.mul(x, rstd)
         ctx.save_for_backward(y, rstd)
+        ctx.fuse = fuse
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         y, rstd = ctx.saved_tensors
+        if ctx.fuse:
+            return fused.normalize_backward(grad, y, rstd), None, None
         dots = torch.linalg.vecdot(grad, y, dim=-1).unsqueeze_(-1).div_(y.shape[-1])
-        return torch.addcmul(grad, y, dots, value=-1).mul_(rstd), None
+        return torch.addcmul(grad, y, dots, value=-1).mul_(rstd), None, None
 
 
 class _RMSNormFn(torch.autograd.Function):
@@ -83,9 +88,11 @@ class _RMSNormFn(torch.autograd.Function):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
+    """`kernels`: the config's `fused_kernels` mode, whether `normalize` takes the fused CPU kernels."""
+
+    def __init__(self, dim: int, eps: float = 1e-6, kernels: str = "off"):
         super().__init__()
-        self.eps = eps
+        self.eps, self.kernels = eps, kernels
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +105,7 @@ class RMSNorm(nn.Module):
         (the module docstring)."""
         if x.dtype != self.weight.dtype:
             return F.rms_norm(x, (x.shape[-1],), None, self.eps)
-        return _NormalizeFn.apply(x, self.eps)
+        return _NormalizeFn.apply(x, self.eps, fused.enabled(self.kernels, x))
 
 
 # RoPE (method.md section 1) rotates the pairs (x[i], x[i + D/2]) of a head's D dims by the angle t * theta^(-2i/D)
@@ -294,7 +301,7 @@ class _GatedProjectionFn(torch.autograd.Function):
     backward needs one temporary of the hidden activations' size where the two functions apart need two (d_g
     and d_u alive together for the projections' backward): d_g is computed in it, spent on its matmuls, then d_u
     is computed in the same memory. `fuse`: the activation and its gradient by the fused CPU kernels
-    (hyperp.kernels.fused), which give d_g and d_u in one pass (two buffers)."""
+    (hyperp.kernels.fused), which give d_g and d_u in one pass, into the kernels' reused scratch buffer."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, fuse: bool = False) -> torch.Tensor:
@@ -309,7 +316,8 @@ class _GatedProjectionFn(torch.autograd.Function):
         x2, grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
         g, u = g.view(grad.shape), u.view(grad.shape)
         if ctx.fuse:
-            d_g, d_u = fused.swiglu_backward(grad.contiguous(), g, u)
+            d_g, d_u = fused.scratch((2, *g.shape)).unbind(0)  # spent on the matmuls below
+            fused.swiglu_backward_into(d_g, d_u, grad.contiguous(), g, u)
             d_x = d_g.mm(w_gate).addmm_(d_u, w_up)
             return d_x.view(x.shape), d_g.t().mm(x2), d_u.t().mm(x2), None
         d = torch.mul(grad, u)

@@ -105,8 +105,8 @@ class Block(nn.Module):
     def __init__(self, cfg: RunConfig, layer: int, alpha: float):
         super().__init__()
         self.alpha = alpha
-        self.attn_norm, self.attn = RMSNorm(cfg.d_model), Attention(cfg)
-        self.mlp_norm, self.mlp = RMSNorm(cfg.d_model), make_mlp(cfg, layer)
+        self.attn_norm, self.attn = RMSNorm(cfg.d_model, kernels=cfg.fused_kernels), Attention(cfg)
+        self.mlp_norm, self.mlp = RMSNorm(cfg.d_model, kernels=cfg.fused_kernels), make_mlp(cfg, layer)
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
         # the norms' gains folded into the next matmuls' weights (layers.py): attn(norm(x)), mlp(norm(x))
@@ -133,7 +133,7 @@ class Transformer(nn.Module):
         self.cfg, self.logit_mult = cfg, logit_mult
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg, i, residual_alpha) for i in range(cfg.depth))
-        self.norm = RMSNorm(cfg.d_model)
+        self.norm = RMSNorm(cfg.d_model, kernels=cfg.fused_kernels)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.register_buffer("rope", rope_table(cfg.seq_len, cfg.head_dim, cfg.rope_theta), persistent=False)
 
