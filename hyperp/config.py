@@ -131,8 +131,9 @@ class RunConfig:
     workers: int = opt(1, "data-parallel workers (Ray Train; gloo on CPU, NCCL on GPUs), each training on "
                           "1/workers of every global batch; threads and resources are per worker")
     compile: bool = opt(False, "torch.compile the model (CUDA, and CPU where it pays: +16% tokens/s measured on the default block)")
-    fused_kernels: FusedKernels = opt("auto", "fused CPU kernels for QK-norm+RoPE and SwiGLU (Inductor, compiled once per "
-                                              "shape; fp32 CPU only): auto (activations of >= 2^20 elements), on, off")
+    fused_kernels: FusedKernels = opt("auto", "fused CPU kernels for QK-norm+RoPE, SwiGLU and the RMSNorm backward "
+                                              "(Inductor, compiled once per shape; fp32 CPU only): auto (activations "
+                                              "of >= 2^20 elements), on, off")
     peak_tflops: float = opt(0.0, "device peak TFLOP/s for MFU; 0: measure with a matmul probe")
     # --- bookkeeping ---
     name: str = opt("", "a label for the run (progress bar, ledger)")

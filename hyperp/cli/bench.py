@@ -41,8 +41,8 @@ def train_bench(width: Annotated[int, typer.Option(parser=as_count, help="Model 
                          "keeps the config default (4).")] = MATCHED_MLP_RATIO,
                 compile: Annotated[bool, typer.Option("--compile", help="torch.compile every model.")] = False,
                 fused_kernels: Annotated[str, typer.Option(
-                    help="The hyperp models' fused CPU kernels for QK-norm+RoPE and SwiGLU: auto, on or off (the "
-                         "config's fused_kernels).")] = DEFAULTS.fused_kernels,
+                    help="The hyperp models' fused CPU kernels for QK-norm+RoPE, SwiGLU and the RMSNorm "
+                         "backward: auto, on or off (the config's fused_kernels).")] = DEFAULTS.fused_kernels,
                 compare_compile: Annotated[bool, typer.Option(
                     "--compare-compile", help="Time the first scheme and the GPT block eager and compiled "
                                               "instead.")] = False,

@@ -411,7 +411,8 @@ def machine_line() -> str:
 
 
 def kernels_note(cfg: RunConfig) -> str:
-    """Whether the hyperp models ran QK-norm+RoPE and SwiGLU by the fused CPU kernels (hyperp.kernels.fused)."""
+    """Whether the hyperp models ran QK-norm+RoPE, SwiGLU and the RMSNorm backward by the fused CPU kernels
+    (hyperp.kernels.fused)."""
     probe = torch.empty(0, device=resolve_device(cfg.device))  # the activations' device and dtype (fp32)
     on = fused.enabled(cfg.fused_kernels, probe, elements=cfg.batch_tokens * cfg.d_model)
     return f"hyperp's fused CPU kernels: {cfg.fused_kernels} ({'on' if on else 'off'} at this shape)"
