@@ -70,7 +70,8 @@ RESULT_NEUTRAL_FIELDS = (
     #            keeps its runs. CUDA trains in bf16 autocast, so CPU and GPU losses differ at that precision
     "ns_backend",  # the Triton and torch Newton-Schulz compute the same iteration (CUDA only)
     "compile",  # torch.compile fuses the same operations (CUDA only)
-    "fused_kernels",  # the fused CPU kernels compute QK-norm, RoPE and SwiGLU's activation as the eager ops do
+    "fused_kernels",  # the fused CPU kernels compute QK-norm, RoPE, SwiGLU and the RMSNorm backward as the
+    #                  eager ops do
     "workers",  # data-parallel ranks split the same global batch and average their gradients: the same run up
     #             to the all-reduce's float rounding (so not bit-exact: tests/test_distributed.py bounds it),
     #             and a run resumes on another number of workers

@@ -69,8 +69,7 @@ def _norm_rope_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
     r = torch.cat([ga * cos + gb * sin, gb * cos - ga * sin], -1)
     x_hat = x * rstd
     d_weight = (r * x_hat).flatten(0, -2).sum(0)
-    rg = r * weight
-    return rstd * (rg - x_hat * (rg * x_hat).mean(-1, keepdim=True)), d_weight
+    return _normalize_backward(r * weight, x_hat, rstd), d_weight
 
 
 def _normalize_backward(grad: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor) -> torch.Tensor:
